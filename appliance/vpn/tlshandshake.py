@@ -1,0 +1,208 @@
+"""The server side of the TLS handshake, sans-IO, ending in ``TrafficKeys``.
+
+OpenSSL (through pyOpenSSL, over memory BIOs) does the handshake; we feed it whole records
+one at a time so that the moment the handshake completes we know exactly which bytes are
+the first application records: those, and every later one, belong to our own record layer
+(tlsrecord.py). The keys come from OpenSSL's keylog callback (TLS 1.3 traffic secrets) or
+from the master secret and randoms (TLS 1.2).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+from OpenSSL import SSL
+
+from .tlsrecord import (
+    CT_CHANGE_CIPHER_SPEC,
+    MAX_CIPHERTEXT,
+    TLS12,
+    TLS13,
+    TrafficKeys,
+    cipher_info,
+    tls12_server_keys,
+    tls13_server_keys,
+)
+
+log = logging.getLogger(__name__)
+
+PSK_LABEL = b"EXPORTER-openconnect-psk"
+
+# AEAD only: our record layer implements nothing else, and neither should a VPN in 2026.
+TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "DHE-RSA-AES256-GCM-SHA384:DHE-RSA-AES128-GCM-SHA256"
+)
+TLS13_SUITES = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+
+
+class HandshakeError(Exception):
+    """The handshake failed; the connection must be closed."""
+
+
+def make_server_context(cert_file: str, key_file: str, priorities: str | None = None,
+                        ca_file: str | None = None) -> SSL.Context:
+    """A server context for ocserv's ``tls-priorities`` subset we honour.
+
+    GnuTLS priority strings cannot map onto OpenSSL in general; we read only the version
+    switches (``-VERS-TLS1.3`` and friends), which is what admins actually change.
+    """
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    prio = (priorities or "").upper()
+    if "-VERS-TLS1.3" in prio:
+        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    if "-VERS-TLS1.2" in prio and "-VERS-TLS1.3" not in prio:
+        ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+    ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION
+                    | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    ctx.set_cipher_list(TLS12_CIPHERS.encode())
+    ctx.set_tls13_ciphersuites(TLS13_SUITES.encode())
+    ctx.use_certificate_chain_file(cert_file)
+    ctx.use_privatekey_file(key_file)
+    ctx.check_privatekey()
+    if ca_file:
+        ctx.load_verify_locations(ca_file)
+    ctx.set_keylog_callback(_keylog)
+    return ctx
+
+
+def _keylog(conn: SSL.Connection, line: bytes) -> None:
+    owner = conn.get_app_data()
+    if isinstance(owner, ServerHandshake):
+        label, _random, secret = line.split(b" ")
+        owner._secrets[label.decode()] = bytes.fromhex(secret.decode())
+
+
+@dataclass(frozen=True)
+class HandshakeResult:
+    keys: TrafficKeys
+    psk: bytes  # the DTLS PSK (protocol.md 5.3), exported now so the handshake can go away
+    description: str  # ocserv/GnuTLS style, e.g. "(TLS1.2)-(ECDHE-SECP256R1)-(RSA-SHA256)-(AES-256-GCM)"
+    sni: str | None
+
+
+class ServerHandshake:
+    """Feed client bytes, send what ``feed`` returns, until ``done``; then take ``result``
+    and ``leftover`` (the first application bytes, not yet decrypted)."""
+
+    def __init__(self, ctx: SSL.Context) -> None:
+        self._conn = SSL.Connection(ctx, None)
+        self._conn.set_app_data(self)
+        self._conn.set_accept_state()
+        self._secrets: dict[str, bytes] = {}
+        self._inbuf = bytearray()
+        self.done = False
+        self.leftover = b""
+        self.result: HandshakeResult | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        """Process client bytes; returns bytes to send to the client."""
+        if self.done:
+            raise HandshakeError("handshake already complete")
+        self._inbuf += data
+        out = bytearray()
+        while not self.done:
+            record = self._next_record()
+            if record is None:
+                break
+            self._conn.bio_write(record)
+            final = self._step()
+            flight = self._drain()
+            if final:
+                # Records OpenSSL wrote under the application keys (TLS 1.3 tickets would be
+                # some) shift our first sequence number.
+                self._finish(flight)
+            out += flight
+        return bytes(out)
+
+    def _next_record(self) -> bytes | None:
+        buf = self._inbuf
+        if len(buf) < 5:
+            return None
+        length = int.from_bytes(buf[3:5], "big")
+        if length > MAX_CIPHERTEXT:
+            raise HandshakeError("oversized TLS record during handshake")
+        if len(buf) < 5 + length:
+            return None
+        record = bytes(buf[:5 + length])
+        del buf[:5 + length]
+        return record
+
+    def _step(self) -> bool:
+        try:
+            self._conn.do_handshake()
+        except SSL.WantReadError:
+            return False
+        except SSL.Error as exc:
+            raise HandshakeError(f"TLS handshake failed: {exc}") from None
+        return True
+
+    def _drain(self) -> bytes:
+        out = bytearray()
+        while True:
+            try:
+                chunk = self._conn.bio_read(65536)
+            except SSL.WantReadError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+    def _finish(self, final_flight: bytes) -> None:
+        conn = self._conn
+        version = TLS13 if conn.get_protocol_version_name() == "TLSv1.3" else TLS12
+        cipher = cipher_info(conn.get_cipher_name() or "")
+        if version == TLS13:
+            try:
+                keys = tls13_server_keys(cipher, self._secrets["CLIENT_TRAFFIC_SECRET_0"],
+                                         self._secrets["SERVER_TRAFFIC_SECRET_0"],
+                                         _count_records(final_flight, after_ccs=False))
+            except KeyError as exc:
+                raise HandshakeError(f"keylog did not provide {exc}") from None
+        else:
+            keys = tls12_server_keys(cipher, conn.master_key(), conn.client_random(),
+                                     conn.server_random())
+            extra = _count_records(final_flight, after_ccs=True) - 1  # minus our Finished
+            if extra:
+                keys = replace(keys, write_seq=keys.write_seq + extra)
+        psk = conn.export_keying_material(PSK_LABEL, 32)
+        sni = conn.get_servername()
+        self.result = HandshakeResult(keys, psk, _describe(conn, version, cipher.aead),
+                                      sni.decode("ascii", "replace") if sni else None)
+        self.leftover = bytes(self._inbuf)
+        self._inbuf.clear()
+        self.done = True
+        self._secrets.clear()
+
+    def client_certificate(self):  # pragma: no cover - used with certificate auth later
+        return self._conn.get_peer_certificate()
+
+
+def _count_records(flight: bytes, *, after_ccs: bool) -> int:
+    """Records in a flight; with ``after_ccs`` only those after ChangeCipherSpec."""
+    pos, count, counting = 0, 0, not after_ccs
+    while pos + 5 <= len(flight):
+        ctype = flight[pos]
+        length = int.from_bytes(flight[pos + 3:pos + 5], "big")
+        if counting:
+            count += 1
+        if ctype == CT_CHANGE_CIPHER_SPEC:
+            counting = True
+        pos += 5 + length
+    return count
+
+
+def _describe(conn: SSL.Connection, version: int, aead: str) -> str:
+    """ocserv prints GnuTLS' session description; we print the same shape."""
+    name = conn.get_cipher_name() or ""
+    if version == TLS13:
+        return f"(TLS1.3)-({aead})"
+    kx = "ECDHE" if name.startswith("ECDHE") else "DHE"
+    auth = "ECDSA" if "ECDSA" in name else "RSA"
+    return f"(TLS1.2)-({kx})-({auth})-({aead})"
