@@ -82,7 +82,8 @@ def _keylog(conn: SSL.Connection, line: bytes) -> None:
 class HandshakeResult:
     keys: TrafficKeys
     psk: bytes  # the DTLS PSK (protocol.md 5.3), exported now so the handshake can go away
-    description: str  # ocserv/GnuTLS style, e.g. "(TLS1.2)-(ECDHE-SECP256R1)-(RSA-SHA256)-(AES-256-GCM)"
+    # ocserv/GnuTLS style, e.g. "(TLS1.2)-(ECDHE-SECP256R1)-(RSA-SHA256)-(AES-256-GCM)"
+    description: str
     sni: str | None
 
 

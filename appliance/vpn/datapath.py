@@ -1,0 +1,275 @@
+"""The batched TUN <-> CSTP loop of one session (DESIGN.md, data path rules).
+
+Python pays per call, not per byte, so the loop drains the TUN until EAGAIN (up to BATCH
+packets), seals every frame in its own TLS record (openconnect drops records holding two
+frames) and sends all of them with one send(). Backpressure: while the socket has unsent
+bytes we stop reading the TUN and let the kernel queue (or drop) there.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+from . import ipc
+from .protocol.cstp import BYE_RECONNECTING, BYE_USER_DISCONNECT, FrameDecoder, PacketType
+from .tlsrecord import RecordLayer, TlsClosed, TlsRecordError
+
+log = logging.getLogger("ocgate.worker")
+
+BATCH = 64
+RECV_SIZE = 256 * 1024
+STATS_INTERVAL = 10.0
+_FRAME_HDR = struct.Struct("!4sHBB")
+_MAGIC = b"STF\x01"
+
+_ICMP_PROTOCOLS = {1, 2, 58}  # ICMP, IGMP, ICMPv6 do not count as activity (protocol.md 7.3)
+
+
+@dataclass
+class Timers:
+    dpd: int
+    idle_timeout: int | None
+    session_deadline: float | None  # monotonic
+
+
+@dataclass
+class Counters:
+    rx: int = 0  # bytes from the client, written to the TUN
+    tx: int = 0
+    rx_packets: int = 0
+    tx_packets: int = 0
+
+
+def _is_activity(packet: bytes) -> bool:
+    if not packet:
+        return False
+    version = packet[0] >> 4
+    if version == 4 and len(packet) >= 20:
+        return packet[9] not in _ICMP_PROTOCOLS
+    if version == 6 and len(packet) >= 40:
+        return packet[6] not in _ICMP_PROTOCOLS
+    return True
+
+
+class CstpSession:
+    """Runs until the session ends; ``run`` returns the disconnect reason."""
+
+    def __init__(self, sock: socket.socket, records: RecordLayer, tun_fd: int,
+                 main_chan: socket.socket, timers: Timers, pending_plain: bytes = b"") -> None:
+        self.sock = sock
+        self.rl = records
+        self.tun = tun_fd
+        self.main = main_chan
+        self.timers = timers
+        self.decoder = FrameDecoder()
+        self.pending_plain = pending_plain
+        self.out = b""
+        self.counters = Counters()
+        now = time.monotonic()
+        self.last_rx = now
+        self.last_activity = now
+        self.last_dpd_sent = 0.0
+        self.reason = ""
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def _queue(self, records: bytes) -> None:
+        if self.out:
+            self.out += records
+            return
+        try:
+            sent = self.sock.send(records)
+        except BlockingIOError:
+            sent = 0
+        self.out = records[sent:]
+
+    def _flush(self) -> None:
+        try:
+            sent = self.sock.send(self.out)
+        except BlockingIOError:
+            return
+        self.out = self.out[sent:]
+
+    def send_control(self, ptype: int, payload: bytes = b"") -> None:
+        self._queue(self.rl.seal(_FRAME_HDR.pack(_MAGIC, len(payload), ptype, 0) + payload))
+
+    def _tun_to_tls(self) -> None:
+        frames = []
+        read = os.read
+        tun = self.tun
+        pack = _FRAME_HDR.pack
+        nbytes = 0
+        for _ in range(BATCH):
+            try:
+                packet = read(tun, 65535)
+            except BlockingIOError:
+                break
+            nbytes += len(packet)
+            frames.append(pack(_MAGIC, len(packet), 0, 0) + packet)
+        if not frames:
+            return
+        c = self.counters
+        c.tx += nbytes
+        c.tx_packets += len(frames)
+        if self.timers.idle_timeout is not None and any(_is_activity(f[8:]) for f in frames):
+            self.last_activity = time.monotonic()
+        self._queue(self.rl.seal_many(frames))
+
+    # --- receiving ----------------------------------------------------------------------------
+
+    def _tls_to_tun(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return
+        if not data:
+            self.reason = "temporary"
+            return
+        self._handle_plain(self.rl.feed(data))
+
+    def _handle_plain(self, plains: list[bytes]) -> None:
+        if not plains:
+            return
+        self.last_rx = time.monotonic()
+        frames = self.decoder.feed(plains[0] if len(plains) == 1 else b"".join(plains))
+        write = os.write
+        tun = self.tun
+        c = self.counters
+        for ptype, payload in frames:
+            if ptype == PacketType.DATA:
+                c.rx += len(payload)
+                c.rx_packets += 1
+                try:
+                    write(tun, payload)
+                except OSError as exc:
+                    # a full queue or a packet the kernel refuses: drop this packet only
+                    if exc.errno not in (errno.EAGAIN, errno.EINVAL, errno.EMSGSIZE):
+                        raise
+                if self.timers.idle_timeout is not None and _is_activity(payload):
+                    self.last_activity = self.last_rx
+            elif ptype == PacketType.DPD_REQ:
+                self.send_control(PacketType.DPD_RESP, payload)
+            elif ptype in (PacketType.KEEPALIVE, PacketType.DPD_RESP):
+                pass
+            elif ptype == PacketType.DISCONNECT:
+                code = payload[0] if payload else BYE_RECONNECTING
+                self.reason = "user" if code == BYE_USER_DISCONNECT else "temporary"
+                log.info("client sent BYE (reason 0x%02x%s)", code,
+                         f": {payload[1:].decode('ascii', 'replace')}" if len(payload) > 1 else "")
+                return
+            else:
+                log.debug("ignoring CSTP packet type %d", ptype)
+
+    # --- control ------------------------------------------------------------------------------
+
+    def _from_main(self) -> None:
+        try:
+            msg, fds = ipc.recv(self.main)
+        except (ipc.IpcError, OSError):
+            self.reason = "server"
+            return
+        for fd in fds:
+            os.close(fd)
+        if isinstance(msg, ipc.Terminate):
+            log.info("terminated by the server: %s", msg.reason)
+            if msg.send_bye:
+                self.send_control(PacketType.DISCONNECT)
+            self.reason = "server"
+
+    def _check_timers(self, now: float) -> None:
+        t = self.timers
+        if t.session_deadline is not None and now >= t.session_deadline:
+            log.info("session timeout reached")
+            self.send_control(PacketType.DISCONNECT)
+            self.reason = "session-timeout"
+        elif t.idle_timeout is not None and now - self.last_activity >= t.idle_timeout:
+            log.info("idle timeout reached")
+            self.send_control(PacketType.DISCONNECT)
+            self.reason = "idle"
+        elif t.dpd > 0:
+            silent = now - self.last_rx
+            if silent >= 3 * t.dpd:
+                log.info("peer silent for %.0f s: dead peer", silent)
+                self.reason = "dpd"
+            elif silent >= 2 * t.dpd and now - self.last_dpd_sent >= t.dpd:
+                self.last_dpd_sent = now
+                self.send_control(PacketType.DPD_REQ)
+
+    def _report(self, final: bool = False) -> None:
+        c = self.counters
+        try:
+            ipc.send(self.main, ipc.WorkerStats(c.rx, c.tx, c.rx_packets, c.tx_packets,
+                                                final=final, reason=self.reason))
+        except OSError:
+            pass
+
+    def run(self) -> str:
+        self.sock.setblocking(False)
+        os.set_blocking(self.tun, False)
+        ep = select.epoll()
+        sock_fd = self.sock.fileno()
+        ep.register(sock_fd, select.EPOLLIN)
+        ep.register(self.tun, select.EPOLLIN)
+        ep.register(self.main.fileno(), select.EPOLLIN)
+        tun_armed = True
+        next_stats = time.monotonic() + STATS_INTERVAL
+        try:
+            if self.pending_plain:
+                self._handle_plain([self.pending_plain])
+            while not self.reason:
+                for fd, events in ep.poll(1.0):
+                    if fd == sock_fd:
+                        if events & select.EPOLLOUT:
+                            self._flush()
+                        if events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+                            self._tls_to_tun()
+                    elif fd == self.tun:
+                        self._tun_to_tls()
+                    else:
+                        self._from_main()
+                    if self.reason:
+                        break
+                if self.rl.pending:
+                    self._queue(bytes(self.rl.pending))
+                    self.rl.pending.clear()
+                # backpressure: stop reading the TUN while TLS output is queued
+                if self.out and tun_armed:
+                    ep.modify(self.tun, 0)
+                    ep.modify(sock_fd, select.EPOLLIN | select.EPOLLOUT)
+                    tun_armed = False
+                elif not self.out and not tun_armed:
+                    ep.modify(self.tun, select.EPOLLIN)
+                    ep.modify(sock_fd, select.EPOLLIN)
+                    tun_armed = True
+                now = time.monotonic()
+                self._check_timers(now)
+                if now >= next_stats:
+                    next_stats = now + STATS_INTERVAL
+                    self._report()
+        except TlsClosed:
+            self.reason = self.reason or "temporary"
+        except (TlsRecordError, OSError) as exc:
+            log.info("connection error: %s", exc)
+            self.reason = "error"
+        finally:
+            ep.close()
+        self._drain_output()
+        self._report(final=True)
+        return self.reason
+
+    def _drain_output(self) -> None:
+        """Best effort: let a final BYE reach the client before we close."""
+        deadline = time.monotonic() + 1.0
+        while self.out and time.monotonic() < deadline:
+            try:
+                select.select([], [self.sock], [], 0.2)
+                self._flush()
+            except OSError:
+                break

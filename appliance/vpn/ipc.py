@@ -1,0 +1,214 @@
+"""Messages between main, the security module and workers.
+
+One message per SOCK_SEQPACKET datagram, JSON-encoded, file descriptors attached with
+SCM_RIGHTS. Every message is a dataclass registered by name, so a process only ever acts on
+fields it declared; an unknown or malformed message is an ``IpcError``, never a crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+MAX_MESSAGE = 65536
+MAX_FDS = 4
+
+_REGISTRY: dict[str, type] = {}
+T = TypeVar("T")
+
+
+class IpcError(Exception):
+    """The peer sent something that is not a message we know, or went away."""
+
+
+def message(cls: type[T]) -> type[T]:
+    """Class decorator: a frozen dataclass that can travel over IPC."""
+    cls = dataclass(frozen=True)(cls)
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def encode(msg: Any) -> bytes:
+    payload = {"type": type(msg).__name__, **dataclasses.asdict(msg)}
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def decode(data: bytes) -> Any:
+    try:
+        payload = json.loads(data)
+        cls = _REGISTRY[payload.pop("type")]
+        return cls(**payload)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IpcError(f"malformed message: {exc}") from None
+
+
+def send(sock: socket.socket, msg: Any, fds: list[int] | tuple[int, ...] = ()) -> None:
+    data = encode(msg)
+    if len(data) > MAX_MESSAGE:
+        raise IpcError(f"message {type(msg).__name__} too large ({len(data)} bytes)")
+    if fds:
+        socket.send_fds(sock, [data], list(fds))
+    else:
+        sock.send(data)
+
+
+def recv(sock: socket.socket) -> tuple[Any, list[int]]:
+    """One message and the descriptors that came with it; IpcError on EOF."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+    if not data:
+        for fd in fds:
+            _close(fd)
+        raise IpcError("peer closed the channel")
+    try:
+        return decode(data), fds
+    except IpcError:
+        for fd in fds:
+            _close(fd)
+        raise
+
+
+def call(sock: socket.socket, msg: Any, timeout: float, fds: tuple[int, ...] = ()) -> Any:
+    """Request/response on a dedicated channel; descriptors in the reply are refused."""
+    sock.settimeout(timeout)
+    try:
+        send(sock, msg, fds)
+        reply, rfds = recv(sock)
+    except (TimeoutError, OSError) as exc:
+        raise IpcError(f"{type(msg).__name__}: {exc}") from None
+    for fd in rfds:
+        _close(fd)
+    return reply
+
+
+def _close(fd: int) -> None:
+    import os
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+# --- worker <-> security module --------------------------------------------------------------
+
+@message
+class AuthInit:
+    """Start authenticating; the sec-mod keeps the state per worker connection."""
+    username: str
+    group: str | None
+    remote_ip: str
+    user_agent: str
+
+
+@message
+class AuthCont:
+    password: str
+
+
+@message
+class AuthReply:
+    status: str  # "continue" | "ok" | "fail" | "error"
+    message: str = ""  # prompt or failure text for the form
+    prompt_password: bool = True
+    cookie: str = ""  # set with status "ok"
+    context: str = ""  # webvpncontext value: the auth session id (informational)
+
+
+# --- main <-> security module ----------------------------------------------------------------
+
+@message
+class SessionOpen:
+    cookie: str
+    remote_ip: str
+
+
+@message
+class SessionInfo:
+    ok: bool
+    sid: str = ""
+    username: str = ""
+    groupname: str = ""
+    started: float = 0.0  # session start (first authentication), for session-timeout
+    reason: str = ""
+
+
+@message
+class SessionClose:
+    sid: str
+    invalidate: bool  # user logout, session timeout, admin kick
+    rx: int = 0
+    tx: int = 0
+
+
+@message
+class SessionsQuery:
+    pass
+
+
+@message
+class SessionsList:
+    sessions: list[dict] = field(default_factory=list)
+
+
+@message
+class Ack:
+    ok: bool = True
+    reason: str = ""
+
+
+# --- worker <-> main -------------------------------------------------------------------------
+
+@message
+class ConnectRequest:
+    """Sent by a worker on CONNECT; main answers with ConnectGrant (+ the TUN fd) or a denial."""
+    cookie: str
+    hostname: str
+    user_agent: str
+    device_type: str
+    platform: str
+    local_ip: str
+    remote_ip: str
+    tls_description: str
+    base_mtu: int | None = None
+    requested_mtu: int | None = None
+    tcp_pmtu: int | None = None
+    peer_ipv6: bool = False
+
+
+@message
+class ConnectGrant:
+    ok: bool
+    status: int = 401  # HTTP status when refused
+    reason: str = ""
+    sid: str = ""
+    username: str = ""
+    groupname: str = ""
+    device: str = ""
+    ipv4: str = ""
+    ipv4_local: str = ""
+    ipv4_netmask: str = ""
+    session_started: float = 0.0
+    # per-user effective settings (config + config-per-user/group)
+    settings: dict = field(default_factory=dict)
+
+
+@message
+class WorkerStats:
+    """Periodic and final counters; ``final`` carries the disconnect reason."""
+    rx: int
+    tx: int
+    rx_packets: int = 0
+    tx_packets: int = 0
+    final: bool = False
+    # "user" (BYE 0xb0), "temporary", "idle", "session-timeout", "dpd", "error", "server"
+    reason: str = ""
+    mtu: int = 0
+
+
+@message
+class Terminate:
+    """main → worker: end the session (admin kick, takeover, shutdown)."""
+    reason: str
+    send_bye: bool = True

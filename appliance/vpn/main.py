@@ -1,0 +1,631 @@
+"""The privileged main process: listeners, workers, sessions' leases and TUN devices, scripts.
+
+It never parses client bytes (workers do) and never sees a password (the security module
+does). A single-threaded selector loop, so that forking workers from it is safe; workers are
+forked from this already-initialised process (DESIGN.md: shared, frozen memory).
+"""
+
+from __future__ import annotations
+
+import gc
+import grp
+import ipaddress
+import logging
+import os
+import pwd
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+from OpenSSL import SSL
+
+from ..pki import load_cert, sha1_fingerprint_hex
+from . import ipc
+from .config import Config, ConfigError, load_config, load_user_config
+from .leases import Ipv4LeasePool, LeaseError
+from .protocol import cstp
+from .scripts import ScriptJob, script_env
+from .tlshandshake import make_server_context
+from .tun import configure_tun, open_tun, remove_tun
+
+log = logging.getLogger("ocgate.main")
+
+LEASE_SLACK = 15  # as the cookie (protocol.md 7.6)
+SECMOD_TIMEOUT = 5.0
+SCRIPT_TIMEOUT = 30.0
+INVALIDATING_REASONS = {"user", "session-timeout", "server"}
+
+
+@dataclass
+class Conn:
+    """A worker process and what main knows about its client."""
+
+    pid: int
+    chan: socket.socket
+    remote_ip: str
+    local_ip: str
+    state: str = "auth"  # auth | connecting | connected | closing
+    sid: str = ""
+    username: str = ""
+    groupname: str = ""
+    device: str = ""
+    ipv4: str = ""
+    hostname: str = ""
+    user_agent: str = ""
+    tls_description: str = ""
+    mtu: int = 0
+    connected_at: float = 0.0
+    rx: int = 0
+    tx: int = 0
+    reason: str = ""
+    routes: list[str] = field(default_factory=list)
+    no_routes: list[str] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    script: ScriptJob | None = None
+    pending_grant: ipc.ConnectGrant | None = None
+    tun_fd: int = -1
+
+
+class Main:
+    def __init__(self, cfg: Config, config_path: str) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.sel = selectors.DefaultSelector()
+        self.conns: dict[int, Conn] = {}  # by pid
+        self.by_chan: dict[int, Conn] = {}  # by channel fd
+        self.lease_expiry: dict[str, float] = {}
+        self.jobs: list[ScriptJob] = []  # disconnect scripts nobody waits for
+        self.started = time.time()
+        self.stopping = False
+        self.reload_requested = False
+        self.ctx = self._tls_context(cfg)
+        self.cert_sha1 = sha1_fingerprint_hex(load_cert(cfg.server_cert))
+        self.pool = Ipv4LeasePool(cfg.ipv4_network, predictable=cfg.predictable_ips)
+        self.listeners: list[socket.socket] = []
+        self.secmod_pid = 0
+        self.secmod_chan: socket.socket | None = None
+        self.secmod_path = (cfg.socket_file or "/run/ocgate-socket") + ".sec"
+        self._wake_r, self._wake_w = socket.socketpair()
+
+    @staticmethod
+    def _tls_context(cfg: Config) -> SSL.Context:
+        return make_server_context(cfg.server_cert, cfg.server_key, cfg.tls_priorities,
+                                   cfg.ca_cert)
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        hosts = [self.cfg.listen_host] if self.cfg.listen_host else ["::"]
+        for host in hosts:
+            for family, _, _, _, addr in socket.getaddrinfo(
+                    host, self.cfg.tcp_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6 and host == "::":
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.bind(addr)
+                sock.listen(1024)
+                sock.setblocking(False)
+                self.listeners.append(sock)
+                self.sel.register(sock, selectors.EVENT_READ, self._accept)
+                log.info("listening on TCP %s port %d", addr[0], addr[1])
+                break
+
+    def _start_secmod(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:  # the security module
+            code = 0
+            try:
+                parent.close()
+                for sock in self.listeners:
+                    sock.close()
+                self.sel.close()
+                _reset_signals()
+                from .secmod import run_secmod
+                run_secmod(self.cfg, self.secmod_path, child)
+            except BaseException:  # noqa: BLE001 - the child must never return into main
+                log.exception("sec-mod failed")
+                code = 1
+            os._exit(code)
+        child.close()
+        self.secmod_pid = pid
+        self.secmod_chan = parent
+        # wait until it listens, so the first worker can connect
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.secmod_path):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the security module did not start")
+            time.sleep(0.01)
+
+    def _signals(self) -> None:
+        self._wake_w.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self._wake_r.setblocking(False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeups)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.stopping = True
+        elif signum == signal.SIGHUP:
+            self.reload_requested = True
+
+    def _drain_wakeups(self, sock: socket.socket) -> None:
+        try:
+            while sock.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._listen()
+        self._start_secmod()
+        self._signals()
+        if self.cfg.pid_file:
+            with open(self.cfg.pid_file, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        gc.collect()
+        gc.freeze()  # workers share what is already here instead of copying it on write
+        log.info("OCGate VPN server started (pid %d)", os.getpid())
+        next_sweep = time.monotonic() + 1.0
+        try:
+            while not self.stopping:
+                for key, _ in self.sel.select(timeout=1.0):
+                    key.data(key.fileobj)
+                self._reap()
+                if self.reload_requested:
+                    self.reload_requested = False
+                    self.reload()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + 1.0
+                    self._sweep_leases(now)
+                    self._poll_jobs(now)
+        finally:
+            self.shutdown()
+        return 0
+
+    def reload(self) -> None:
+        """SIGHUP: new connections get the new settings; listeners and keys stay as they are."""
+        try:
+            cfg = load_config(self.config_path)
+        except (ConfigError, OSError) as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return
+        for warning in cfg.warnings:
+            log.warning("%s", warning)
+        self.cfg = cfg
+        log.info("configuration reloaded from %s", self.config_path)
+
+    # --- workers ------------------------------------------------------------------------------
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                sock, addr = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            remote_ip = _plain_ip(addr[0])
+            local_ip = _plain_ip(sock.getsockname()[0])
+            if self.cfg.max_clients and sum(
+                    1 for c in self.conns.values() if c.state != "closing") >= self.cfg.max_clients:
+                log.info("refusing %s: max-clients (%d) reached", remote_ip, self.cfg.max_clients)
+                sock.close()
+                continue
+            self._fork_worker(sock, remote_ip, addr[1], local_ip, sock.getsockname()[1])
+
+    def _fork_worker(self, sock: socket.socket, remote_ip: str, remote_port: int,
+                     local_ip: str, local_port: int) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                parent.close()
+                self._close_in_child()
+                _reset_signals()
+                from .worker import Peer, run_worker
+                secmod = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                secmod.connect(self.secmod_path)
+                drop_privileges(self.cfg)
+                code = run_worker(self.cfg, self.ctx, sock, Peer(remote_ip, remote_port,
+                                                                 local_ip, local_port),
+                                  child, secmod, self.cert_sha1)
+            except BaseException:  # noqa: BLE001 - the child must never return into main
+                log.exception("worker failed")
+            os._exit(code)
+        sock.close()
+        child.close()
+        parent.setblocking(False)
+        conn = Conn(pid=pid, chan=parent, remote_ip=remote_ip, local_ip=local_ip)
+        self.conns[pid] = conn
+        self.by_chan[parent.fileno()] = conn
+        self.sel.register(parent, selectors.EVENT_READ, self._from_worker)
+        log.debug("worker %d serves %s", pid, remote_ip)
+
+    def _close_in_child(self) -> None:
+        for sock in self.listeners:
+            sock.close()
+        for conn in self.conns.values():
+            conn.chan.close()
+            if conn.tun_fd >= 0:
+                os.close(conn.tun_fd)
+        if self.secmod_chan is not None:
+            self.secmod_chan.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self.sel.close()
+
+    def _from_worker(self, chan: socket.socket) -> None:
+        conn = self.by_chan.get(chan.fileno())
+        if conn is None:
+            return
+        try:
+            msg, fds = ipc.recv(chan)
+        except (ipc.IpcError, OSError):
+            self._worker_gone(conn)
+            return
+        for fd in fds:
+            os.close(fd)
+        if isinstance(msg, ipc.ConnectRequest):
+            self._connect(conn, msg)
+        elif isinstance(msg, ipc.WorkerStats):
+            conn.rx, conn.tx = msg.rx, msg.tx
+            if msg.final:
+                conn.reason = msg.reason
+        else:
+            log.warning("worker %d sent unexpected %s", conn.pid, type(msg).__name__)
+
+    def _worker_gone(self, conn: Conn) -> None:
+        """The worker's channel closed: its connection is over."""
+        try:
+            self.sel.unregister(conn.chan)
+        except (KeyError, ValueError):
+            pass
+        self.by_chan.pop(conn.chan.fileno(), None)
+        conn.chan.close()
+        if conn.state in ("connecting", "connected"):
+            self._end_session(conn, conn.reason or "error")
+        conn.state = "closing"
+
+    def _reap(self) -> None:
+        for pid in list(self.conns):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                conn = self.conns.pop(pid)
+                if conn.chan.fileno() >= 0:
+                    self._worker_gone(conn)
+                if os.WIFSIGNALED(status):
+                    log.warning("worker %d killed by signal %d", pid, os.WTERMSIG(status))
+        if self.secmod_pid:
+            try:
+                done, _ = os.waitpid(self.secmod_pid, os.WNOHANG)
+            except ChildProcessError:
+                done = self.secmod_pid
+            if done:
+                log.error("the security module exited; stopping so that the service manager "
+                          "can restart us")
+                self.secmod_pid = 0
+                self.stopping = True
+
+    # --- CONNECT ------------------------------------------------------------------------------
+
+    def _deny(self, conn: Conn, status: int, reason: str) -> None:
+        log.info("CONNECT from %s refused: %s", conn.remote_ip, reason)
+        try:
+            ipc.send(conn.chan, ipc.ConnectGrant(ok=False, status=status, reason=reason))
+        except OSError:
+            pass
+
+    def _connect(self, conn: Conn, req: ipc.ConnectRequest) -> None:
+        cfg = self.cfg
+        assert self.secmod_chan is not None
+        try:
+            info = ipc.call(self.secmod_chan, ipc.SessionOpen(req.cookie, req.remote_ip),
+                            SECMOD_TIMEOUT)
+        except ipc.IpcError as exc:
+            log.error("security module did not answer: %s", exc)
+            self._deny(conn, 503, "security module unavailable")
+            return
+        finally:
+            self.secmod_chan.settimeout(None)
+        if not isinstance(info, ipc.SessionInfo) or not info.ok:
+            self._deny(conn, 401, "cookie is not acceptable")
+            return
+        conn.sid, conn.username, conn.groupname = info.sid, info.username, info.groupname
+        conn.hostname, conn.user_agent = req.hostname, req.user_agent
+        conn.tls_description = req.tls_description
+        conn.state = "connecting"
+        for other in list(self.conns.values()):
+            if other is not conn and other.sid == info.sid and other.state in (
+                    "connecting", "connected"):
+                log.info("session %s of '%s' taken over by a new connection from %s",
+                         info.sid[:8], info.username, req.remote_ip)
+                self._terminate(other, "session taken over", invalidate=False)
+        if cfg.max_same_clients and sum(
+                1 for c in self.conns.values() if c is not conn and c.username == info.username
+                and c.state in ("connecting", "connected")) >= cfg.max_same_clients:
+            self._refuse_session(conn, f"max-same-clients ({cfg.max_same_clients}) reached")
+            return
+        try:
+            user = load_user_config(cfg, info.username, info.groupname or None)
+        except (ConfigError, OSError) as exc:
+            log.error("per-user configuration of '%s': %s", info.username, exc)
+            self._refuse_session(conn, "per-user configuration error", status=503)
+            return
+        settings = effective_settings(cfg, user, info.started, time.time())
+        explicit = getattr(user, "explicit_ipv4", None)
+        try:
+            ipv4 = self.pool.acquire(info.sid, info.username, explicit)
+        except LeaseError as exc:
+            self._refuse_session(conn, f"no IP address available: {exc}")
+            return
+        self.lease_expiry.pop(info.sid, None)
+        base_mtu, mtu = cstp.compute_mtu(
+            base_mtu=req.base_mtu, requested_mtu=req.requested_mtu,
+            link_mtu=settings.pop("link_mtu"), tcp_pmtu=req.tcp_pmtu,
+            peer_is_ipv6=req.peer_ipv6, have_ipv6_pool=False, dtls_overhead=0)
+        settings["base_mtu"], settings["mtu"] = base_mtu, mtu
+        try:
+            fd, device = open_tun(f"{cfg.device}%d")
+            configure_tun(device, local=self.pool.local_address, peer=ipv4, mtu=mtu)
+        except OSError as exc:
+            log.error("cannot create a TUN device: %s", exc)
+            self._refuse_session(conn, "TUN device creation failed", status=503)
+            return
+        conn.tun_fd, conn.device, conn.ipv4, conn.mtu = fd, device, str(ipv4), mtu
+        conn.routes, conn.no_routes = settings["routes"], settings["no_routes"]
+        conn.dns = settings["dns"]
+        conn.pending_grant = ipc.ConnectGrant(
+            ok=True, status=200, sid=info.sid, username=info.username,
+            groupname=info.groupname, device=device, ipv4=str(ipv4),
+            ipv4_local=str(self.pool.local_address),
+            ipv4_netmask=str(cfg.ipv4_network.netmask), session_started=info.started,
+            settings=settings)
+        if cfg.connect_script:
+            conn.script = ScriptJob(cfg.connect_script, self._script_env(conn, "connect"),
+                                    timeout=SCRIPT_TIMEOUT)
+            self.sel.register(conn.script, selectors.EVENT_READ,
+                              lambda _job, c=conn: self._connect_script_done(c))
+        else:
+            self._grant(conn)
+
+    def _connect_script_done(self, conn: Conn) -> None:
+        job = conn.script
+        if job is None:
+            return
+        code = job.poll(time.monotonic())
+        if code is None:
+            return
+        self.sel.unregister(job)
+        job.close()
+        conn.script = None
+        if conn.state != "connecting":
+            return
+        if code != 0:
+            log.info("connect-script refused '%s' (exit %d)", conn.username, code)
+            self._teardown(conn, invalidate=False, run_disconnect=False)
+            self._deny(conn, 401, "connect-script failed")
+            return
+        self._grant(conn)
+
+    def _grant(self, conn: Conn) -> None:
+        grant = conn.pending_grant
+        assert grant is not None
+        try:
+            ipc.send(conn.chan, grant, [conn.tun_fd])
+        except OSError as exc:
+            log.info("worker %d went away before its grant: %s", conn.pid, exc)
+        os.close(conn.tun_fd)
+        conn.tun_fd = -1
+        conn.pending_grant = None
+        conn.state = "connected"
+        conn.connected_at = time.time()
+        log.info("'%s' connected from %s: %s on %s (session %s)", conn.username,
+                 conn.remote_ip, conn.ipv4, conn.device, conn.sid[:8])
+
+    def _refuse_session(self, conn: Conn, reason: str, status: int = 401) -> None:
+        self._close_session(conn.sid, invalidate=False)
+        conn.state = "auth"
+        conn.sid = ""
+        self._deny(conn, status, reason)
+
+    def _terminate(self, conn: Conn, reason: str, invalidate: bool) -> None:
+        """End a live connection now (takeover, admin kick, shutdown)."""
+        try:
+            ipc.send(conn.chan, ipc.Terminate(reason))
+        except OSError:
+            pass
+        if conn.state in ("connecting", "connected"):
+            self._teardown(conn, invalidate=invalidate, run_disconnect=conn.state == "connected",
+                           reason="server" if invalidate else "temporary")
+        conn.state = "closing"
+
+    def _end_session(self, conn: Conn, reason: str) -> None:
+        self._teardown(conn, invalidate=reason in INVALIDATING_REASONS and not
+                       self.cfg.persistent_cookies, run_disconnect=conn.state == "connected",
+                       reason=reason)
+
+    def _teardown(self, conn: Conn, *, invalidate: bool, run_disconnect: bool,
+                  reason: str = "") -> None:
+        if conn.script is not None:  # a connect-script still running: let it finish alone
+            self.sel.unregister(conn.script)
+            self.jobs.append(conn.script)
+            conn.script = None
+        if conn.tun_fd >= 0:
+            os.close(conn.tun_fd)
+            conn.tun_fd = -1
+        if conn.device:
+            try:
+                remove_tun(conn.device)
+            except OSError as exc:
+                log.debug("removing %s: %s", conn.device, exc)
+        if run_disconnect and self.cfg.disconnect_script:
+            duration = int(time.time() - conn.connected_at) if conn.connected_at else 0
+            env = self._script_env(conn, "disconnect", (conn.rx, conn.tx, duration))
+            self.jobs.append(ScriptJob(self.cfg.disconnect_script, env, timeout=SCRIPT_TIMEOUT))
+        if run_disconnect:
+            log.info("'%s' disconnected (%s): session %s, rx %d tx %d bytes", conn.username,
+                     reason or "?", conn.sid[:8], conn.rx, conn.tx)
+        if conn.sid:
+            self._close_session(conn.sid, invalidate, conn.rx, conn.tx)
+        conn.device = ""
+        conn.state = "closing"
+
+    def _close_session(self, sid: str, invalidate: bool, rx: int = 0, tx: int = 0) -> None:
+        if self.secmod_chan is not None:
+            try:
+                ipc.call(self.secmod_chan, ipc.SessionClose(sid, invalidate, rx, tx),
+                         SECMOD_TIMEOUT)
+            except ipc.IpcError as exc:
+                log.error("security module did not take the session close: %s", exc)
+            finally:
+                self.secmod_chan.settimeout(None)
+        still_used = any(c.sid == sid and c.state in ("connecting", "connected")
+                         for c in self.conns.values() if c.state != "closing")
+        if invalidate:
+            self.pool.release(sid)
+            self.lease_expiry.pop(sid, None)
+        elif not still_used:
+            self.lease_expiry[sid] = time.monotonic() + self.cfg.cookie_timeout + LEASE_SLACK
+
+    def _sweep_leases(self, now: float) -> None:
+        for sid, expiry in list(self.lease_expiry.items()):
+            if expiry <= now:
+                del self.lease_expiry[sid]
+                if not any(c.sid == sid and c.state in ("connecting", "connected")
+                           for c in self.conns.values()):
+                    self.pool.release(sid)
+
+    def _poll_jobs(self, now: float) -> None:
+        running = []
+        for job in self.jobs:
+            if job.poll(now) is None:
+                running.append(job)
+            else:
+                job.close()
+        self.jobs = running
+        for conn in list(self.conns.values()):
+            if conn.script is not None and conn.script.poll(now) is not None:
+                self._connect_script_done(conn)
+
+    def _script_env(self, conn: Conn, reason: str,
+                    stats: tuple[int, int, int] | None = None) -> dict[str, str]:
+        return script_env(
+            reason=reason, username=conn.username, groupname=conn.groupname,
+            hostname=conn.hostname, device=conn.device, user_agent=conn.user_agent,
+            device_type="", platform="", ip_real=conn.remote_ip, ip_real_local=conn.local_ip,
+            ip_local=str(self.pool.local_address), ip_remote=conn.ipv4, worker_id=conn.pid,
+            routes=conn.routes, no_routes=conn.no_routes, dns=conn.dns, stats=stats)
+
+    # --- shutdown -----------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        log.info("shutting down")
+        for conn in list(self.conns.values()):
+            if conn.state in ("connecting", "connected"):
+                self._terminate(conn, "server shutdown", invalidate=True)
+            else:
+                try:
+                    os.kill(conn.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 3.0
+        while self.conns and time.monotonic() < deadline:
+            time.sleep(0.05)
+            self._reap()
+        for pid in list(self.conns):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        for job in self.jobs:
+            job.wait(2.0)
+        if self.secmod_pid:
+            try:
+                os.kill(self.secmod_pid, signal.SIGTERM)
+                os.waitpid(self.secmod_pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        for path in (self.secmod_path, self.cfg.pid_file):
+            if path:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+def effective_settings(cfg: Config, user: object, session_started: float,
+                       now: float) -> dict:
+    """Global options overridden by config-per-user/group values (lists replace lists)."""
+
+    def pick(name: str):
+        value = getattr(user, name, None)
+        return getattr(cfg, name) if value in (None, []) else value
+
+    routes = pick("route")
+    no_routes = pick("no_route")
+    session_timeout = pick("session_timeout")
+    remaining = None
+    if session_timeout:
+        remaining = max(0, int(session_timeout - (now - session_started)))
+    full = not routes or any(r.prefixlen == 0 for r in routes)
+    return {
+        "dns": [str(d) for d in pick("dns")],
+        "nbns": [str(d) for d in pick("nbns")],
+        "split_dns": list(pick("split_dns")),
+        "default_domain": cfg.default_domain,
+        "routes": [] if full else [str(r) for r in routes],
+        "no_routes": [str(r) for r in no_routes],
+        "tunnel_all_dns": True if full else pick("tunnel_all_dns"),
+        "keepalive": pick("keepalive"),
+        "dpd": pick("dpd"),
+        "idle_timeout": pick("idle_timeout"),
+        "session_timeout": session_timeout,
+        "session_remaining": remaining,
+        "rekey_time": cfg.rekey_time,
+        "rekey_method": "new-tunnel",  # our record layer cannot renegotiate TLS 1.2
+        "banner": cfg.banner,
+        "link_mtu": pick("mtu"),
+    }
+
+
+def drop_privileges(cfg: Config) -> None:
+    """Workers run as run-as-user/run-as-group (nobody/nogroup when unset, as root)."""
+    if os.getuid() != 0:
+        return
+    user = cfg.run_as_user or "nobody"
+    group = cfg.run_as_group
+    pw = pwd.getpwnam(user)
+    gid = grp.getgrnam(group).gr_gid if group else pw.pw_gid
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(pw.pw_uid)
+
+
+def _reset_signals() -> None:
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _plain_ip(addr: str) -> str:
+    """IPv4-mapped IPv6 addresses (dual-stack listener) shown as IPv4."""
+    ip = ipaddress.ip_address(addr.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    return str(ip)

@@ -1,0 +1,260 @@
+"""The security module: the only process that reads credentials and owns the cookie store.
+
+Workers ask it to authenticate a user (one password try at a time) and get back a cookie;
+main asks it whether a cookie names a live session. Everything it answers is a verdict, so a
+compromised worker learns nothing it could not learn by trying passwords over the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import secrets
+import selectors
+import socket
+import time
+from dataclasses import dataclass, field
+
+from . import ipc
+from .config import Config
+from .passwd import PasswdError, load_passwd, verify_password
+
+log = logging.getLogger("ocgate.sec-mod")
+
+MAX_PASSWORD_TRIES = 3
+AUTH_SLACK = 15  # seconds of grace ocserv adds to cookie validity (protocol.md 7.6)
+
+
+@dataclass
+class Session:
+    cookie_hash: bytes
+    sid: str
+    username: str
+    groupname: str
+    remote_ip: str
+    created: float
+    expires: float | None  # None while a connection uses it
+    in_use: int = 0
+
+
+@dataclass
+class AuthState:
+    """One worker's authentication in progress."""
+    username: str = ""
+    group: str = ""
+    remote_ip: str = ""
+    user_agent: str = ""
+    tries: int = 0
+    context: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
+
+
+def _hash_cookie(cookie: str) -> bytes:
+    """Sessions are keyed by a hash so that even a memory dump of the store holds no cookie."""
+    return hashlib.sha256(cookie.encode()).digest()
+
+
+class SessionStore:
+    """Cookies and their validity: the active session plus cookie-timeout (protocol.md 7.6)."""
+
+    def __init__(self, cookie_timeout: int) -> None:
+        self.cookie_timeout = cookie_timeout
+        self._by_hash: dict[bytes, Session] = {}
+
+    def create(self, username: str, groupname: str, remote_ip: str,
+               now: float) -> tuple[str, Session]:
+        cookie = base64.b64encode(secrets.token_bytes(32)).decode()
+        session = Session(_hash_cookie(cookie), secrets.token_hex(16), username, groupname,
+                          remote_ip, now, now + self.cookie_timeout + AUTH_SLACK)
+        self._by_hash[session.cookie_hash] = session
+        return cookie, session
+
+    def open(self, cookie: str, now: float) -> Session | None:
+        session = self._by_hash.get(_hash_cookie(cookie))
+        if session is None or (session.expires is not None and session.expires < now):
+            return None
+        session.in_use += 1
+        session.expires = None
+        return session
+
+    def close(self, sid: str, invalidate: bool, now: float) -> None:
+        for key, session in list(self._by_hash.items()):
+            if session.sid != sid:
+                continue
+            session.in_use = max(0, session.in_use - 1)
+            if invalidate:
+                del self._by_hash[key]
+            elif session.in_use == 0:
+                session.expires = now + self.cookie_timeout + AUTH_SLACK
+
+    def expire(self, now: float) -> list[str]:
+        gone = [k for k, s in self._by_hash.items() if s.expires is not None and s.expires < now]
+        sids = [self._by_hash[k].sid for k in gone]
+        for key in gone:
+            del self._by_hash[key]
+        return sids
+
+    def listing(self) -> list[dict]:
+        return [{"sid": s.sid, "username": s.username, "groupname": s.groupname,
+                 "remote_ip": s.remote_ip, "created": s.created, "expires": s.expires,
+                 "in_use": s.in_use} for s in self._by_hash.values()]
+
+
+class PlainAuth:
+    """auth = plain[passwd=FILE]; the file is re-read on every attempt, as ocserv does, so
+    ocpasswd changes apply without a reload."""
+
+    def __init__(self, passwd_file: str) -> None:
+        self.passwd_file = passwd_file
+
+    def check(self, username: str, password: str) -> tuple[bool, list[str]]:
+        try:
+            entries = load_passwd(self.passwd_file)
+        except (OSError, PasswdError) as exc:
+            log.error("cannot read password file %s: %s", self.passwd_file, exc)
+            verify_password(None, password)
+            return False, []
+        entry = entries.get(username)
+        ok = verify_password(entry, password)
+        return ok, (entry.groups if entry else [])
+
+
+def make_backend(cfg: Config) -> PlainAuth:
+    for method in cfg.auth:
+        if method.name == "plain":
+            return PlainAuth(method.params["passwd"])
+    raise ValueError("only auth = plain[passwd=...] is implemented so far")
+
+
+class SecMod:
+    def __init__(self, cfg: Config, listen_path: str, main_chan: socket.socket) -> None:
+        self.cfg = cfg
+        self.backend = make_backend(cfg)
+        self.store = SessionStore(cfg.cookie_timeout)
+        self.main_chan = main_chan
+        self.sel = selectors.DefaultSelector()
+        if os.path.exists(listen_path):
+            os.unlink(listen_path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        old = os.umask(0o077)
+        try:
+            self.listener.bind(listen_path)
+        finally:
+            os.umask(old)
+        self.listener.listen(128)
+        self.listen_path = listen_path
+        self.workers: dict[socket.socket, AuthState] = {}
+        self.auth_failures = 0
+
+    def run(self) -> None:
+        self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
+        self.sel.register(self.main_chan, selectors.EVENT_READ, self._from_main)
+        log.info("sec-mod started (pid %d)", os.getpid())
+        last_sweep = time.monotonic()
+        while True:
+            for key, _ in self.sel.select(timeout=5.0):
+                key.data(key.fileobj)
+            now = time.monotonic()
+            if now - last_sweep >= 5.0:
+                last_sweep = now
+                for sid in self.store.expire(time.time()):
+                    log.info("session %s expired", sid[:8])
+
+    # --- main ---------------------------------------------------------------------------------
+
+    def _from_main(self, chan: socket.socket) -> None:
+        try:
+            msg, _fds = ipc.recv(chan)
+        except ipc.IpcError:
+            log.info("main process went away; sec-mod exits")
+            raise SystemExit(0) from None
+        now = time.time()
+        if isinstance(msg, ipc.SessionOpen):
+            session = self.store.open(msg.cookie, now)
+            if session is None:
+                reply = ipc.SessionInfo(ok=False, reason="cookie is not valid")
+            else:
+                reply = ipc.SessionInfo(ok=True, sid=session.sid, username=session.username,
+                                        groupname=session.groupname, started=session.created)
+        elif isinstance(msg, ipc.SessionClose):
+            self.store.close(msg.sid, msg.invalidate, now)
+            reply = ipc.Ack()
+        elif isinstance(msg, ipc.SessionsQuery):
+            reply = ipc.SessionsList(self.store.listing())
+        else:
+            reply = ipc.Ack(ok=False, reason=f"unexpected {type(msg).__name__}")
+        ipc.send(chan, reply)
+
+    # --- workers ------------------------------------------------------------------------------
+
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        self.workers[conn] = AuthState()
+        self.sel.register(conn, selectors.EVENT_READ, self._from_worker)
+
+    def _drop(self, conn: socket.socket) -> None:
+        self.sel.unregister(conn)
+        self.workers.pop(conn, None)
+        conn.close()
+
+    def _from_worker(self, conn: socket.socket) -> None:
+        try:
+            msg, _fds = ipc.recv(conn)
+        except (ipc.IpcError, OSError):
+            self._drop(conn)
+            return
+        state = self.workers[conn]
+        if isinstance(msg, ipc.AuthInit):
+            reply = self._auth_init(state, msg)
+        elif isinstance(msg, ipc.AuthCont):
+            reply = self._auth_cont(state, msg.password)
+        else:
+            reply = ipc.AuthReply(status="error", message="unexpected request")
+        try:
+            ipc.send(conn, reply)
+        except OSError:
+            self._drop(conn)
+
+    def _auth_init(self, state: AuthState, msg: ipc.AuthInit) -> ipc.AuthReply:
+        if not msg.username or len(msg.username) > 255:
+            return ipc.AuthReply(status="fail", message="Authentication failed")
+        state.username = msg.username
+        state.group = msg.group or ""
+        state.remote_ip = msg.remote_ip
+        state.user_agent = msg.user_agent
+        state.tries = 0
+        return ipc.AuthReply(status="continue", message="Please enter your password.",
+                             context=state.context)
+
+    def _auth_cont(self, state: AuthState, password: str) -> ipc.AuthReply:
+        if not state.username:
+            return ipc.AuthReply(status="fail", message="Authentication failed")
+        ok, groups = self.backend.check(state.username, password)
+        if not ok:
+            state.tries += 1
+            self.auth_failures += 1
+            log.info("failed authentication for '%s' from %s (try %d)", state.username,
+                     state.remote_ip, state.tries)
+            if state.tries >= MAX_PASSWORD_TRIES:
+                return ipc.AuthReply(status="fail", message="Authentication failed")
+            return ipc.AuthReply(status="continue",
+                                 message="Login failed.\nPlease enter your password.",
+                                 context=state.context)
+        group = state.group if state.group in groups else (groups[0] if groups else "")
+        cookie, session = self.store.create(state.username, group, state.remote_ip, time.time())
+        log.info("user '%s' authenticated from %s (session %s)", state.username,
+                 state.remote_ip, session.sid[:8])
+        state.username = ""
+        return ipc.AuthReply(status="ok", cookie=cookie, context=state.context)
+
+
+def run_secmod(cfg: Config, listen_path: str, main_chan: socket.socket) -> None:
+    """Entry point in the forked sec-mod process."""
+    try:
+        SecMod(cfg, listen_path, main_chan).run()
+    except KeyboardInterrupt:
+        pass

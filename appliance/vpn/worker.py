@@ -1,0 +1,329 @@
+"""One worker per client TCP connection: TLS, the HTTP auth dialogue, CONNECT, then CSTP.
+
+The worker runs as the unprivileged ``run-as-user``. It can ask the security module to check
+a password (and gets a cookie back) and ask main to open the session a cookie names (and gets
+a TUN descriptor back); nothing else. Until CONNECT everything is blocking I/O with deadlines:
+one connection per process makes that the simplest correct design.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+from OpenSSL import SSL
+
+from . import ipc
+from .config import Config
+from .datapath import CstpSession, Timers
+from .protocol import auth, cstp, http
+from .tlshandshake import HandshakeError, HandshakeResult, ServerHandshake
+from .tlsrecord import MAX_PLAINTEXT, RecordLayer, TlsClosed, TlsRecordError
+
+log = logging.getLogger("ocgate.worker")
+
+MAX_HTTP_REQUESTS = 16  # per connection, as ocserv
+HANDSHAKE_TIMEOUT = 20.0
+CONNECT_GRANT_TIMEOUT = 90.0  # covers a connect-script's own timeout
+TCP_INFO_PMTU_OFFSET = 60
+
+
+class ConnectionDone(Exception):
+    """The connection is finished (closed by the peer, refused, or timed out)."""
+
+
+@dataclass
+class Peer:
+    remote_ip: str
+    remote_port: int
+    local_ip: str
+    local_port: int
+
+
+def tcp_pmtu(sock: socket.socket) -> int | None:
+    """tcpi_pmtu from TCP_INFO: ocserv bounds the link MTU by it (protocol.md 3.4)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        return struct.unpack_from("=I", info, TCP_INFO_PMTU_OFFSET)[0] or None
+    except OSError:
+        return None
+
+
+class Worker:
+    def __init__(self, cfg: Config, ctx: SSL.Context, sock: socket.socket, peer: Peer,
+                 main_chan: socket.socket, secmod: socket.socket, cert_sha1: str) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.sock = sock
+        self.peer = peer
+        self.main = main_chan
+        self.secmod = secmod
+        self.cert_sha1 = cert_sha1
+        self.rl: RecordLayer | None = None
+        self.tls: HandshakeResult | None = None
+        self.parser = http.RequestParser()
+        self.pending_user: str | None = None
+        self.deadline = time.monotonic() + max(cfg.auth_timeout, 30)
+
+    # --- TLS plumbing (blocking) --------------------------------------------------------------
+
+    def _recv(self) -> bytes:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise ConnectionDone("authentication timed out")
+        self.sock.settimeout(min(remaining, HANDSHAKE_TIMEOUT if self.rl is None else remaining))
+        try:
+            data = self.sock.recv(65536)
+        except (TimeoutError, OSError) as exc:
+            raise ConnectionDone(f"receive failed: {exc}") from None
+        if not data:
+            raise ConnectionDone("client closed the connection")
+        return data
+
+    def _send_plain(self, data: bytes) -> None:
+        assert self.rl is not None
+        chunks = [data[i:i + MAX_PLAINTEXT] for i in range(0, len(data), MAX_PLAINTEXT)]
+        try:
+            self.sock.sendall(self.rl.seal_many(chunks))
+        except OSError as exc:
+            raise ConnectionDone(f"send failed: {exc}") from None
+
+    def handshake(self) -> bytes:
+        """Run the TLS handshake; returns the first application plaintext already received."""
+        hs = ServerHandshake(self.ctx)
+        while not hs.done:
+            try:
+                out = hs.feed(self._recv())
+            except HandshakeError as exc:
+                raise ConnectionDone(str(exc)) from None
+            if out:
+                self.sock.sendall(out)
+        self.tls = hs.result
+        assert self.tls is not None
+        self.rl = RecordLayer(self.tls.keys)
+        log.debug("TLS established with %s: %s", self.peer.remote_ip, self.tls.description)
+        return b"".join(self.rl.feed(hs.leftover)) if hs.leftover else b""
+
+    def _next_requests(self, pending: bytes) -> list[http.Request]:
+        assert self.rl is not None
+        requests = self.parser.feed(pending) if pending else []
+        while not requests:
+            requests = self.parser.feed(b"".join(self.rl.feed(self._recv())))
+        return requests
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    def _respond(self, status: int, reason: str, headers: list[tuple[str, str]],
+                 body: bytes = b"") -> None:
+        extra = [("X-Transcend-Version", "1")] if not any(
+            k == "X-Transcend-Version" for k, _ in headers) else []
+        self._send_plain(http.response(status, reason, headers + extra, body))
+
+    def _fail(self, reason: str = "Authentication failed") -> None:
+        self._send_plain(http.response(401, reason, []))
+        raise ConnectionDone(reason)
+
+    def _first_form(self, message: str = "Please enter your username and password.") -> None:
+        body = auth.render_auth_form(
+            message=message,
+            inputs=[auth.FormInput("text", "username", "Username:"),
+                    auth.FormInput("password", "password", "Password:")],
+            pre_login_banner=self.cfg.pre_login_banner)
+        headers = auth.auth_response_headers(context_cookie=None, context_max_age=None)
+        self._respond(200, "OK", headers, body)
+
+    def _password_form(self, message: str, context: str) -> None:
+        body = auth.render_auth_form(
+            message=message, inputs=[auth.FormInput("password", "password", "Password:")])
+        headers = auth.auth_response_headers(context_cookie=context,
+                                             context_max_age=self.cfg.cookie_timeout)
+        self._respond(200, "OK", headers, body)
+
+    def _ask_secmod(self, msg: object) -> ipc.AuthReply:
+        try:
+            reply = ipc.call(self.secmod, msg, timeout=30.0)
+        except ipc.IpcError as exc:
+            log.error("security module unreachable: %s", exc)
+            self._fail("Internal error")
+        if not isinstance(reply, ipc.AuthReply):
+            self._fail("Internal error")
+        return reply
+
+    def _handle_auth_post(self, req: http.Request) -> str | None:
+        """Returns the cookie once authentication succeeded."""
+        try:
+            reply = auth.parse_auth_body(req.body, req.headers.get("Content-Type"))
+        except auth.AuthParseError as exc:
+            log.info("unreadable auth request from %s: %s", self.peer.remote_ip, exc)
+            self._first_form()
+            return None
+        if reply.kind == "logout":
+            self._respond(200, "OK", [("Content-Type", "text/xml")], b"")
+            return None
+        if reply.username:
+            answer = self._ask_secmod(ipc.AuthInit(reply.username, reply.group,
+                                                   self.peer.remote_ip,
+                                                   req.headers.get("User-Agent") or ""))
+            if answer.status != "continue":
+                self._fail()
+            self.pending_user = reply.username
+            if reply.password is None:
+                self._password_form(answer.message, answer.context)
+                return None
+        if reply.password is None or self.pending_user is None:
+            self.pending_user = None
+            self._first_form()
+            return None
+        answer = self._ask_secmod(ipc.AuthCont(reply.password))
+        if answer.status == "ok":
+            body = auth.render_auth_complete(banner=self.cfg.banner)
+            headers = auth.auth_response_headers(
+                context_cookie=answer.context, context_max_age=None,
+                session_cookie=answer.cookie, server_cert_sha1_hex=self.cert_sha1)
+            self._respond(200, "OK", headers, body)
+            self.pending_user = None
+            return answer.cookie
+        if answer.status == "continue":
+            self._password_form(answer.message, answer.context)
+            return None
+        self._fail()
+        return None
+
+    def serve(self) -> None:
+        """The whole life of the connection."""
+        pending = self.handshake()
+        served = 0
+        while True:
+            for req in self._next_requests(pending):
+                pending = b""
+                served += 1
+                if req.method == "CONNECT":
+                    self._connect(req)
+                    return
+                self._dispatch(req)
+                if served >= MAX_HTTP_REQUESTS:
+                    raise ConnectionDone("too many requests on one connection")
+
+    def _dispatch(self, req: http.Request) -> None:
+        path = req.path
+        static = auth.match_static(path) if req.method == "GET" else None
+        if static is not None:
+            ctype, body = static
+            self._respond(200, "OK", [("Connection", "Keep-Alive"), ("Content-Type", ctype)], body)
+        elif req.method == "GET" and path in ("/", "/auth", "/VPN"):
+            self.pending_user = None
+            self._first_form()
+        elif req.method == "POST":
+            self._handle_auth_post(req)
+        else:
+            self._send_plain(http.response(404, "Not found", [("Connection", "close")]))
+            raise ConnectionDone(f"unknown request {req.method} {path}")
+
+    # --- CONNECT ------------------------------------------------------------------------------
+
+    def _connect(self, req: http.Request) -> None:
+        try:
+            creq = cstp.parse_connect_request(req.method, req.target, req.headers)
+        except cstp.CstpError as exc:
+            self._send_plain(http.response(404, "Not found", [("Connection", "close")]))
+            raise ConnectionDone(f"bad CONNECT: {exc}") from None
+        if not creq.cookie:
+            self._send_plain(cstp.connect_error(503))
+            raise ConnectionDone("CONNECT without a cookie")
+        assert self.tls is not None
+        msg = ipc.ConnectRequest(
+            cookie=creq.cookie, hostname=creq.hostname or "", user_agent=creq.user_agent or "",
+            device_type=creq.device_type or "", platform=creq.platform or "",
+            local_ip=self.peer.local_ip, remote_ip=self.peer.remote_ip,
+            tls_description=self.tls.description, base_mtu=creq.base_mtu,
+            requested_mtu=creq.mtu, tcp_pmtu=tcp_pmtu(self.sock),
+            peer_ipv6=":" in self.peer.remote_ip and not self.peer.remote_ip.startswith("::ffff:"))
+        try:
+            ipc.send(self.main, msg)
+            self.main.settimeout(CONNECT_GRANT_TIMEOUT)
+            grant, fds = ipc.recv(self.main)
+        except (ipc.IpcError, OSError) as exc:
+            self._send_plain(cstp.connect_error(503))
+            raise ConnectionDone(f"main did not answer CONNECT: {exc}") from None
+        if not isinstance(grant, ipc.ConnectGrant) or not grant.ok or not fds:
+            for fd in fds:
+                os.close(fd)
+            status = getattr(grant, "status", 503)
+            self._send_plain(cstp.connect_error(status))
+            raise ConnectionDone(f"CONNECT refused: {getattr(grant, 'reason', '?')}")
+        tun_fd = fds[0]
+        for fd in fds[1:]:
+            os.close(fd)
+        params = connect_params(grant, creq)
+        self._send_plain(cstp.build_connect_response(params))
+        log.info("user '%s' connected from %s as %s on %s", grant.username,
+                 self.peer.remote_ip, grant.ipv4, grant.device)
+        s = grant.settings
+        remaining = s.get("session_remaining")
+        timers = Timers(dpd=int(s.get("dpd") or 0), idle_timeout=s.get("idle_timeout"),
+                        session_deadline=(time.monotonic() + remaining)
+                        if remaining is not None else None)
+        assert self.rl is not None
+        self.main.settimeout(None)
+        session = CstpSession(self.sock, self.rl, tun_fd, self.main, timers,
+                              self.parser.remaining())
+        reason = session.run()
+        log.info("user '%s' disconnected: %s (rx %d, tx %d bytes)", grant.username, reason,
+                 session.counters.rx, session.counters.tx)
+
+
+def connect_params(grant: ipc.ConnectGrant, creq: cstp.ConnectRequest) -> cstp.ConnectParams:
+    """The CONNECT response for what main granted."""
+    import ipaddress
+
+    s = grant.settings
+    return cstp.ConnectParams(
+        hostname=creq.hostname,
+        dpd=s["dpd"],
+        default_domain=s.get("default_domain"),
+        ipv4_address=ipaddress.IPv4Address(grant.ipv4),
+        ipv4_netmask=ipaddress.IPv4Address(grant.ipv4_netmask),
+        dns=s.get("dns", []),
+        nbns=s.get("nbns", []),
+        split_dns=s.get("split_dns", []),
+        routes=[ipaddress.ip_network(r) for r in s.get("routes", [])],
+        no_routes=[ipaddress.ip_network(r) for r in s.get("no_routes", [])],
+        tunnel_all_dns=s.get("tunnel_all_dns"),
+        keepalive=s["keepalive"],
+        idle_timeout=s.get("idle_timeout"),
+        session_timeout=s.get("session_timeout"),
+        session_remaining=s.get("session_remaining"),
+        rekey_time=s["rekey_time"],
+        rekey_method=s["rekey_method"],
+        base_mtu=s["base_mtu"],
+        mtu=s["mtu"],
+        banner=s.get("banner"),
+    )
+
+
+def run_worker(cfg: Config, ctx: SSL.Context, sock: socket.socket, peer: Peer,
+               main_chan: socket.socket, secmod: socket.socket, cert_sha1: str) -> int:
+    """Entry point in the forked worker; returns the process exit code."""
+    worker = Worker(cfg, ctx, sock, peer, main_chan, secmod, cert_sha1)
+    try:
+        worker.serve()
+    except ConnectionDone as exc:
+        log.debug("connection from %s ended: %s", peer.remote_ip, exc)
+    except (TlsClosed, TlsRecordError, http.HttpError) as exc:
+        log.info("connection from %s ended: %s", peer.remote_ip, exc)
+        if isinstance(exc, http.HttpError) and worker.rl is not None:
+            try:
+                worker._send_plain(http.response(exc.status, exc.reason,
+                                                 [("Connection", "close")]))
+            except ConnectionDone:
+                pass
+    finally:
+        try:
+            sock.close()
+        except OSError:
+            pass
+    return 0
