@@ -135,37 +135,60 @@ class CstpSession:
         self._handle_plain(self.rl.feed(data))
 
     def _handle_plain(self, plains: list[bytes]) -> None:
+        """Frames out of decrypted records. openconnect puts exactly one frame in each record,
+        so that case skips the re-framing decoder; anything else goes through it."""
         if not plains:
             return
         self.last_rx = time.monotonic()
-        frames = self.decoder.feed(plains[0] if len(plains) == 1 else b"".join(plains))
         write = os.write
         tun = self.tun
         c = self.counters
-        for ptype, payload in frames:
-            if ptype == PacketType.DATA:
+        decoder = self.decoder
+        for plain in plains:
+            if (not decoder.pending and len(plain) > 8 and plain[6] == 0
+                    and plain[:4] == _MAGIC and (plain[4] << 8 | plain[5]) == len(plain) - 8):
+                payload = plain[8:]
                 c.rx += len(payload)
                 c.rx_packets += 1
                 try:
                     write(tun, payload)
                 except OSError as exc:
-                    # a full queue or a packet the kernel refuses: drop this packet only
-                    if exc.errno not in (errno.EAGAIN, errno.EINVAL, errno.EMSGSIZE):
-                        raise
+                    self._tun_write_failed(exc)
                 if self.timers.idle_timeout is not None and _is_activity(payload):
                     self.last_activity = self.last_rx
-            elif ptype == PacketType.DPD_REQ:
-                self.send_control(PacketType.DPD_RESP, payload)
-            elif ptype in (PacketType.KEEPALIVE, PacketType.DPD_RESP):
-                pass
-            elif ptype == PacketType.DISCONNECT:
-                code = payload[0] if payload else BYE_RECONNECTING
-                self.reason = "user" if code == BYE_USER_DISCONNECT else "temporary"
-                log.info("client sent BYE (reason 0x%02x%s)", code,
-                         f": {payload[1:].decode('ascii', 'replace')}" if len(payload) > 1 else "")
-                return
-            else:
-                log.debug("ignoring CSTP packet type %d", ptype)
+                continue
+            for ptype, payload in decoder.feed(plain):
+                self._frame(ptype, payload)
+                if self.reason:
+                    return
+
+    @staticmethod
+    def _tun_write_failed(exc: OSError) -> None:
+        """A full queue or a packet the kernel refuses: drop this packet only."""
+        if exc.errno not in (errno.EAGAIN, errno.EINVAL, errno.EMSGSIZE):
+            raise exc
+
+    def _frame(self, ptype: int, payload: bytes) -> None:
+        if ptype == PacketType.DATA:
+            self.counters.rx += len(payload)
+            self.counters.rx_packets += 1
+            try:
+                os.write(self.tun, payload)
+            except OSError as exc:
+                self._tun_write_failed(exc)
+            if self.timers.idle_timeout is not None and _is_activity(payload):
+                self.last_activity = self.last_rx
+        elif ptype == PacketType.DPD_REQ:
+            self.send_control(PacketType.DPD_RESP, payload)
+        elif ptype in (PacketType.KEEPALIVE, PacketType.DPD_RESP):
+            pass
+        elif ptype == PacketType.DISCONNECT:
+            code = payload[0] if payload else BYE_RECONNECTING
+            self.reason = "user" if code == BYE_USER_DISCONNECT else "temporary"
+            log.info("client sent BYE (reason 0x%02x%s)", code,
+                     f": {payload[1:].decode('ascii', 'replace')}" if len(payload) > 1 else "")
+        else:
+            log.debug("ignoring CSTP packet type %d", ptype)
 
     # --- control ------------------------------------------------------------------------------
 

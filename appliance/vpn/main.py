@@ -27,8 +27,10 @@ from .config import Config, ConfigError, load_config, load_user_config
 from .leases import Ipv4LeasePool, LeaseError
 from .protocol import cstp
 from .scripts import ScriptJob, script_env
+from .secmod import run_secmod
 from .tlshandshake import make_server_context
 from .tun import configure_tun, open_tun, remove_tun
+from .worker import Peer, run_worker
 
 log = logging.getLogger("ocgate.main")
 
@@ -124,7 +126,6 @@ class Main:
                     sock.close()
                 self.sel.close()
                 _reset_signals()
-                from .secmod import run_secmod
                 run_secmod(self.cfg, self.secmod_path, child)
             except BaseException:  # noqa: BLE001 - the child must never return into main
                 log.exception("sec-mod failed")
@@ -233,7 +234,6 @@ class Main:
                 parent.close()
                 self._close_in_child()
                 _reset_signals()
-                from .worker import Peer, run_worker
                 secmod = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 secmod.connect(self.secmod_path)
                 drop_privileges(self.cfg)

@@ -228,9 +228,37 @@ class RecordLayer:
         return _HEADER.pack(content_type, TLS12, len(sealed) + 8) + explicit + sealed
 
     def seal_many(self, chunks: list[bytes]) -> bytes:
-        """Each chunk in a record of its own, joined for a single send()."""
-        seal = self.seal
-        return b"".join([seal(c) for c in chunks])
+        """Each chunk in a record of its own, joined for a single send().
+
+        The per-packet send path: the TLS 1.2 AES-GCM and TLS 1.3 cases are inlined.
+        """
+        seq = self.write_seq
+        encrypt = self._waead.encrypt
+        pack = _HEADER.pack
+        out: list[bytes] = []
+        append = out.append
+        if self.keys.version == TLS13:
+            iv = self._wiv
+            for chunk in chunks:
+                header = pack(CT_APPLICATION_DATA, TLS12, len(chunk) + 17)
+                append(header)
+                append(encrypt((iv ^ seq).to_bytes(12, "big"), chunk + b"\x17", header))
+                seq += 1
+        elif self.keys.cipher.aead != "CHACHA20-POLY1305":
+            salt = self._wiv_bytes
+            aad = _SEQ_AAD12.pack
+            for chunk in chunks:
+                explicit = seq.to_bytes(8, "big")
+                append(pack(CT_APPLICATION_DATA, TLS12, len(chunk) + 24))
+                append(explicit)
+                append(encrypt(salt + explicit, chunk, aad(seq, CT_APPLICATION_DATA, TLS12,
+                                                           len(chunk))))
+                seq += 1
+        else:
+            seal = self.seal
+            return b"".join([seal(c) for c in chunks])
+        self.write_seq = seq
+        return b"".join(out)
 
     def close_notify(self) -> bytes:
         return self.seal(bytes((1, ALERT_CLOSE_NOTIFY)), CT_ALERT)
@@ -242,39 +270,90 @@ class RecordLayer:
 
         Raises TlsClosed on close_notify and TlsRecordError on anything that must end the
         connection (bad tag, fatal alert, renegotiation attempt, oversize record).
+        This is the per-packet receive path: the common case (TLS 1.2 AES-GCM or TLS 1.3
+        application data) is inlined; everything else goes through the general methods.
         """
-        buf = self._buf
-        buf += data
+        if self._buf:
+            self._buf += data
+            view = bytes(self._buf)
+            self._buf.clear()
+        else:
+            view = data
         out: list[bytes] = []
+        append = out.append
         pos = 0
-        end = len(buf)
+        end = len(view)
         tls13 = self.keys.version == TLS13
+        gcm12 = not tls13 and self.keys.cipher.aead != "CHACHA20-POLY1305"
+        decrypt = self._raead.decrypt
+        unpack = _HEADER.unpack_from
         try:
             while end - pos >= 5:
-                ctype, _version, length = _HEADER.unpack_from(buf, pos)
+                ctype, _version, length = unpack(view, pos)
                 if length > MAX_CIPHERTEXT:
                     raise TlsRecordError(f"record of {length} bytes is too large")
-                if end - pos < 5 + length:
+                body_end = pos + 5 + length
+                if body_end > end:
                     break
-                header = bytes(buf[pos:pos + 5])
-                body = bytes(buf[pos + 5:pos + 5 + length])
-                pos += 5 + length
+                seq = self.read_seq
+                if gcm12 and ctype == CT_APPLICATION_DATA and length >= 24:
+                    try:
+                        plain = decrypt(self._riv_bytes + view[pos + 5:pos + 13],
+                                        view[pos + 13:body_end],
+                                        _SEQ_AAD12.pack(seq, 23, TLS12, length - 24))
+                    except InvalidTag:
+                        raise TlsRecordError("bad record MAC") from None
+                    self.read_seq = seq + 1
+                    pos = body_end
+                    append(plain)
+                    continue
+                if tls13 and ctype == CT_APPLICATION_DATA:
+                    header = view[pos:pos + 5]
+                    try:
+                        inner = decrypt((self._riv ^ seq).to_bytes(12, "big"),
+                                        view[pos + 5:body_end], header)
+                    except InvalidTag:
+                        raise TlsRecordError("bad record MAC") from None
+                    self.read_seq = seq + 1
+                    pos = body_end
+                    if inner and inner[-1] == CT_APPLICATION_DATA:
+                        if len(inner) > 1:
+                            append(inner[:-1])
+                        continue
+                    self._handle_inner(inner, append)
+                    continue
+                header = view[pos:pos + 5]
+                body = view[pos + 5:body_end]
+                pos = body_end
                 if tls13:
                     ctype, plain = self._open13(ctype, header, body)
                 else:
                     plain = self._open12(ctype, body)
-                if ctype == CT_APPLICATION_DATA:
-                    if plain:
-                        out.append(plain)
-                elif ctype == CT_ALERT:
-                    self._alert(plain)
-                elif ctype == CT_HANDSHAKE and tls13:
-                    self._post_handshake(plain)
-                else:
-                    raise TlsRecordError(f"unexpected record type {ctype} after the handshake")
+                self._dispatch(ctype, plain, append)
         finally:
-            del buf[:pos]
+            if pos < end:
+                self._buf += view[pos:]
         return out
+
+    def _handle_inner(self, inner: bytes, append) -> None:
+        """A TLS 1.3 inner plaintext that is not plain application data (or is padded)."""
+        stripped = inner.rstrip(b"\x00")
+        if not stripped:
+            raise TlsRecordError("record without content type")
+        self._dispatch(stripped[-1], stripped[:-1], append)
+
+    def _dispatch(self, ctype: int, plain: bytes, append) -> None:
+        if ctype == CT_APPLICATION_DATA:
+            if plain:
+                append(plain)
+        elif ctype == CT_ALERT:
+            self._alert(plain)
+        elif ctype == CT_HANDSHAKE and self.keys.version == TLS13:
+            self._post_handshake(plain)
+        elif ctype == CT_CHANGE_CIPHER_SPEC and self.keys.version == TLS13:
+            pass
+        else:
+            raise TlsRecordError(f"unexpected record type {ctype} after the handshake")
 
     def _open12(self, ctype: int, body: bytes) -> bytes:
         seq = self.read_seq

@@ -269,6 +269,8 @@ class Worker:
                         if remaining is not None else None)
         assert self.rl is not None
         self.main.settimeout(None)
+        # CSTP carries interactive traffic: never let Nagle hold back a batch's last segment
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = CstpSession(self.sock, self.rl, tun_fd, self.main, timers,
                               self.parser.remaining())
         reason = session.run()
