@@ -18,7 +18,13 @@ import time
 from dataclasses import dataclass
 
 from . import ipc
-from .protocol.cstp import BYE_RECONNECTING, BYE_USER_DISCONNECT, FrameDecoder, PacketType
+from .protocol.cstp import (
+    BYE_RECONNECTING,
+    BYE_USER_DISCONNECT,
+    CstpError,
+    FrameDecoder,
+    PacketType,
+)
 from .tlsrecord import RecordLayer, TlsClosed, TlsRecordError
 
 log = logging.getLogger("ocgate.worker")
@@ -278,7 +284,7 @@ class CstpSession:
                     self._report()
         except TlsClosed:
             self.reason = self.reason or "temporary"
-        except (TlsRecordError, OSError) as exc:
+        except (TlsRecordError, CstpError, OSError) as exc:
             log.info("connection error: %s", exc)
             self.reason = "error"
         finally:

@@ -37,6 +37,7 @@ log = logging.getLogger("ocgate.main")
 LEASE_SLACK = 15  # as the cookie (protocol.md 7.6)
 SECMOD_TIMEOUT = 5.0
 SCRIPT_TIMEOUT = 30.0
+TERMINATE_GRACE = 3.0  # seconds a terminated worker has to report and exit
 INVALIDATING_REASONS = {"user", "session-timeout", "server"}
 
 
@@ -48,7 +49,7 @@ class Conn:
     chan: socket.socket
     remote_ip: str
     local_ip: str
-    state: str = "auth"  # auth | connecting | connected | closing
+    state: str = "auth"  # auth | connecting | connected | terminating | closing
     sid: str = ""
     username: str = ""
     groupname: str = ""
@@ -68,6 +69,8 @@ class Conn:
     script: ScriptJob | None = None
     pending_grant: ipc.ConnectGrant | None = None
     tun_fd: int = -1
+    end_reason: str = ""  # set when the server ends the session
+    kill_at: float = 0.0  # when a terminated worker gets SIGKILL
 
 
 class Main:
@@ -188,6 +191,7 @@ class Main:
                     next_sweep = now + 1.0
                     self._sweep_leases(now)
                     self._poll_jobs(now)
+                    self._kill_stragglers(now)
         finally:
             self.shutdown()
         return 0
@@ -293,7 +297,7 @@ class Main:
             pass
         self.by_chan.pop(conn.chan.fileno(), None)
         conn.chan.close()
-        if conn.state in ("connecting", "connected"):
+        if conn.state in ("connecting", "connected", "terminating"):
             self._end_session(conn, conn.reason or "error")
         conn.state = "closing"
 
@@ -443,20 +447,31 @@ class Main:
         self._deny(conn, status, reason)
 
     def _terminate(self, conn: Conn, reason: str, invalidate: bool) -> None:
-        """End a live connection now (takeover, admin kick, shutdown)."""
+        """End a live connection (takeover, admin kick, shutdown).
+
+        Its TUN goes at once (a takeover reuses the address), but the session is closed
+        and the disconnect-script run only when the worker's final counters arrive.
+        """
         try:
             ipc.send(conn.chan, ipc.Terminate(reason))
         except OSError:
             pass
         if conn.state in ("connecting", "connected"):
-            self._teardown(conn, invalidate=invalidate, run_disconnect=conn.state == "connected",
-                           reason="server" if invalidate else "temporary")
-        conn.state = "closing"
+            if conn.device:
+                try:
+                    remove_tun(conn.device)
+                except OSError as exc:
+                    log.debug("removing %s: %s", conn.device, exc)
+            conn.end_reason = "server" if invalidate else "temporary"
+            conn.kill_at = time.monotonic() + TERMINATE_GRACE
+            conn.state = "terminating"
 
     def _end_session(self, conn: Conn, reason: str) -> None:
+        if conn.end_reason:  # the server ended it: that decides, not what the worker saw
+            reason = conn.end_reason
         self._teardown(conn, invalidate=reason in INVALIDATING_REASONS and not
-                       self.cfg.persistent_cookies, run_disconnect=conn.state == "connected",
-                       reason=reason)
+                       self.cfg.persistent_cookies,
+                       run_disconnect=conn.state in ("connected", "terminating"), reason=reason)
 
     def _teardown(self, conn: Conn, *, invalidate: bool, run_disconnect: bool,
                   reason: str = "") -> None:
@@ -509,6 +524,16 @@ class Main:
                            for c in self.conns.values()):
                     self.pool.release(sid)
 
+    def _kill_stragglers(self, now: float) -> None:
+        for conn in self.conns.values():
+            if conn.state == "terminating" and conn.kill_at and now >= conn.kill_at:
+                log.warning("worker %d did not exit after termination; killing it", conn.pid)
+                conn.kill_at = 0.0
+                try:
+                    os.kill(conn.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
     def _poll_jobs(self, now: float) -> None:
         running = []
         for job in self.jobs:
@@ -542,9 +567,11 @@ class Main:
                     os.kill(conn.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + TERMINATE_GRACE
         while self.conns and time.monotonic() < deadline:
-            time.sleep(0.05)
+            for key, _ in self.sel.select(timeout=0.05):
+                if key.data == self._from_worker:
+                    key.data(key.fileobj)
             self._reap()
         for pid in list(self.conns):
             try:
