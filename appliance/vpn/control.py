@@ -236,10 +236,11 @@ def from_wire(cls: type[T], obj: object) -> T:
                 raise ControlError(f"{cls.__name__}: '{f.name}' is missing")
             continue
         value = obj[f.name]
-        if not _type_ok(hints[f.name], value):
+        hint = hints[f.name]
+        if not _type_ok(hint, value):
             raise ControlError(f"{cls.__name__}: '{f.name}' has the wrong type")
-        if hints[f.name] is float and value is not None:
-            value = float(value)
+        if type(value) is int and not _type_ok(hint, True) and _type_ok(hint, 0.5):
+            value = float(value)  # JSON writes 3.0 as 3; keep float fields float
         kwargs[f.name] = value
     return cls(**kwargs)
 
@@ -723,7 +724,11 @@ class ControlServer:
             except OSError as exc:
                 log.warning("control accept failed: %s", exc)
                 return
-            self._admit(sock)
+            try:
+                self._admit(sock)
+            except Exception:  # noqa: BLE001 - never into main's loop
+                log.exception("control client setup failed")
+                self._drop(sock)
 
     def _admit(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -832,13 +837,13 @@ class ControlServer:
             log.error("control event is not JSON-serialisable: %s", exc)
             return
         for sock, conn in subscribers:
-            conn.push_event(line)
             try:
+                conn.push_event(line)
                 self._flush(sock, conn)
-            except OSError:
+                self._update(sock, conn)
+            except Exception as exc:  # noqa: BLE001 - never into main's loop
+                log.debug("control subscriber gone: %s", exc)
                 self._drop(sock)
-                continue
-            self._update(sock, conn)
 
     # shutdown
     def close(self) -> None:

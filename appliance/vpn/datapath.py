@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from . import ipc
+from .dtlschannel import DtlsChannel
 from .protocol.cstp import (
     BYE_RECONNECTING,
     BYE_USER_DISCONNECT,
@@ -25,6 +26,7 @@ from .protocol.cstp import (
     FrameDecoder,
     PacketType,
 )
+from .protocol.dtls import DtlsClosed
 from .tlsrecord import RecordLayer, TlsClosed, TlsRecordError
 
 log = logging.getLogger("ocgate.worker")
@@ -43,6 +45,7 @@ class Timers:
     dpd: int
     idle_timeout: int | None
     session_deadline: float | None  # monotonic
+    switch_to_tcp: float = 25.0  # UDP silent this long: send over CSTP (protocol.md 5.6)
 
 
 @dataclass
@@ -68,8 +71,15 @@ class CstpSession:
     """Runs until the session ends; ``run`` returns the disconnect reason."""
 
     def __init__(self, sock: socket.socket, records: RecordLayer, tun_fd: int,
-                 main_chan: socket.socket, timers: Timers, pending_plain: bytes = b"") -> None:
+                 main_chan: socket.socket, timers: Timers, pending_plain: bytes = b"",
+                 dtls: DtlsChannel | None = None) -> None:
         self.sock = sock
+        self.dtls = dtls
+        self.use_udp = False  # send over DTLS (it is up and the client is using it)
+        self.udp_last_rx = 0.0
+        self._ep: select.epoll | None = None
+        self._udp_fd = -1
+        self._dtls_up = False
         self.rl = records
         self.tun = tun_fd
         self.main = main_chan
@@ -126,6 +136,10 @@ class CstpSession:
         c.tx_packets += len(frames)
         if self.timers.idle_timeout is not None and any(_is_activity(f[8:]) for f in frames):
             self.last_activity = time.monotonic()
+        if self.use_udp:
+            # DTLS payload = 1 type byte + packet: reuse the CSTP frame minus 7 header bytes
+            self.dtls.send([f[7:] for f in frames])
+            return
         self._queue(self.rl.seal_many(frames))
 
     # --- receiving ----------------------------------------------------------------------------
@@ -156,6 +170,8 @@ class CstpSession:
                 payload = plain[8:]
                 c.rx += len(payload)
                 c.rx_packets += 1
+                if self.use_udp:  # the client fell back to TLS: follow it
+                    self.use_udp = False
                 try:
                     write(tun, payload)
                 except OSError as exc:
@@ -196,6 +212,89 @@ class CstpSession:
         else:
             log.debug("ignoring CSTP packet type %d", ptype)
 
+    # --- DTLS ---------------------------------------------------------------------------------
+
+    def _track_dtls(self) -> None:
+        """Start sending over DTLS the moment a handshake completes (as ocserv does)."""
+        up = self.dtls is not None and self.dtls.established
+        if up and not self._dtls_up:
+            self.use_udp = True
+            self.udp_last_rx = time.monotonic()
+        elif not up:
+            self.use_udp = False
+        self._dtls_up = up
+
+    def _udp_in(self) -> None:
+        dtls = self.dtls
+        try:
+            payloads = dtls.receive()
+        except DtlsClosed:
+            log.info("client closed its DTLS session")
+            self._set_udp_socket(None)
+            payloads = []
+        self._track_dtls()
+        if not payloads:
+            return
+        now = time.monotonic()
+        self.last_rx = self.udp_last_rx = now
+        self.use_udp = True
+        write = os.write
+        tun = self.tun
+        c = self.counters
+        for p in payloads:
+            ptype = p[0]
+            if ptype == 0:
+                c.rx += len(p) - 1
+                c.rx_packets += 1
+                try:
+                    write(tun, p[1:])
+                except OSError as exc:
+                    self._tun_write_failed(exc)
+                if self.timers.idle_timeout is not None and _is_activity(p[1:]):
+                    self.last_activity = now
+            elif ptype == PacketType.DPD_REQ:
+                dtls.send([bytes((PacketType.DPD_RESP,)) + p[1:]])  # same length (5.6)
+            elif ptype == PacketType.DISCONNECT:
+                self._frame(ptype, p[1:])
+
+    def _set_udp_socket(self, sock: socket.socket | None) -> None:
+        """Point the poller at the DTLS channel's current socket (or at none)."""
+        if self._udp_fd >= 0 and self._ep is not None:
+            try:
+                self._ep.unregister(self._udp_fd)
+            except OSError:
+                pass
+        self._udp_fd = -1
+        if sock is None:
+            if self.dtls is not None:
+                self.dtls.close()
+            return
+        self._udp_fd = sock.fileno()
+        if self._ep is not None:
+            self._ep.register(self._udp_fd, select.EPOLLIN)
+
+    def _dtls_socket(self, msg: ipc.DtlsSocket, fds: list[int]) -> None:
+        """Main passed a socket connected to the client's (new) UDP address."""
+        for fd in fds[1:]:
+            os.close(fd)
+        if self.dtls is None or not fds:
+            if fds:
+                os.close(fds[0])
+            return
+        old_fd = self._udp_fd
+        sock = self.dtls.new_socket(fds[0], bytes.fromhex(msg.first), msg.rebind)
+        if sock is not None:
+            if old_fd >= 0 and self._ep is not None:
+                try:  # new_socket closed the old socket; its number may be reused already
+                    self._ep.unregister(old_fd)
+                except OSError:
+                    pass
+            self._udp_fd = -1
+            self._set_udp_socket(sock)
+        self._track_dtls()
+        if msg.rebind and sock is not None:
+            self._udp_in()
+
     # --- control ------------------------------------------------------------------------------
 
     def _from_main(self) -> None:
@@ -203,6 +302,9 @@ class CstpSession:
             msg, fds = ipc.recv(self.main)
         except (ipc.IpcError, OSError):
             self.reason = "server"
+            return
+        if isinstance(msg, ipc.DtlsSocket):
+            self._dtls_socket(msg, fds)
             return
         for fd in fds:
             os.close(fd)
@@ -214,6 +316,9 @@ class CstpSession:
 
     def _check_timers(self, now: float) -> None:
         t = self.timers
+        if self.use_udp and t.switch_to_tcp and now - self.udp_last_rx > t.switch_to_tcp:
+            log.debug("no UDP traffic for %.0f s: sending over TLS", now - self.udp_last_rx)
+            self.use_udp = False
         if t.session_deadline is not None and now >= t.session_deadline:
             log.info("session timeout reached")
             self.send_control(PacketType.DISCONNECT)
@@ -247,14 +352,25 @@ class CstpSession:
         ep.register(sock_fd, select.EPOLLIN)
         ep.register(self.tun, select.EPOLLIN)
         ep.register(self.main.fileno(), select.EPOLLIN)
+        self._ep = ep
         tun_armed = True
         next_stats = time.monotonic() + STATS_INTERVAL
         try:
             if self.pending_plain:
                 self._handle_plain([self.pending_plain])
             while not self.reason:
-                for fd, events in ep.poll(1.0):
-                    if fd == sock_fd:
+                timeout = 1.0
+                if self.dtls is not None:
+                    hs_timeout = self.dtls.handshake_timeout()
+                    if hs_timeout is not None:
+                        if hs_timeout <= 0:
+                            self.dtls.on_handshake_timeout()
+                        else:
+                            timeout = min(timeout, hs_timeout)
+                for fd, events in ep.poll(timeout):
+                    if fd == self._udp_fd:
+                        self._udp_in()
+                    elif fd == sock_fd:
                         if events & select.EPOLLOUT:
                             self._flush()
                         if events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
@@ -288,7 +404,10 @@ class CstpSession:
             log.info("connection error: %s", exc)
             self.reason = "error"
         finally:
+            self._ep = None
             ep.close()
+            if self.dtls is not None:
+                self.dtls.close()
         self._drain_output()
         self._report(final=True)
         return self.reason

@@ -158,7 +158,8 @@ class DtlsServerHandshake:
 
     ``session_id`` is the App-ID the session announced: ClientHellos carrying another one
     are ignored (they belong to another handshake). ``peer`` (the client's address in any
-    stable byte form) only feeds the HelloVerifyRequest cookie.
+    stable byte form) only feeds the HelloVerifyRequest cookie. ``mtu`` is the largest UDP
+    payload OpenSSL may send (path MTU minus IP and UDP headers); it never asks the kernel.
     """
 
     def __init__(self, ctx: DtlsContext, psk: bytes, session_id: bytes = b"", *,
@@ -243,7 +244,11 @@ class DtlsServerHandshake:
             raise DtlsHandshakeError(f"DTLS handshake failed: {exc}", out) from None
         out = self._drain()
         if finished and not self.done:
-            self._finish(out)
+            try:
+                self._finish(out)
+            except DtlsHandshakeError:
+                self.close()
+                raise
         return out
 
     def _drain(self) -> list[bytes]:

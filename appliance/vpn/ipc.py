@@ -175,6 +175,7 @@ class ConnectRequest:
     requested_mtu: int | None = None
     tcp_pmtu: int | None = None
     peer_ipv6: bool = False
+    dtls_app_id: str = ""  # hex; set when the worker offers DTLS (PSK-NEGOTIATE)
 
 
 @message
@@ -205,6 +206,14 @@ class WorkerStats:
     # "user" (BYE 0xb0), "temporary", "idle", "session-timeout", "dpd", "error", "server"
     reason: str = ""
     mtu: int = 0
+
+
+@message
+class DtlsSocket:
+    """main → worker: a UDP socket connected to the client (attached) and the datagram that
+    arrived first on it: a ClientHello, or with ``rebind`` a record from a new address."""
+    first: str  # hex
+    rebind: bool = False
 
 
 @message

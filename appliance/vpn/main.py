@@ -24,8 +24,11 @@ from OpenSSL import SSL
 from ..pki import load_cert, sha1_fingerprint_hex
 from . import ipc
 from .config import Config, ConfigError, load_config, load_user_config
+from .dtlschannel import udp_socket_for
+from .dtlshandshake import make_dtls_context
 from .leases import Ipv4LeasePool, LeaseError
 from .protocol import cstp
+from .protocol.dtls import DtlsError, peek_client_hello
 from .scripts import ScriptJob, script_env
 from .secmod import run_secmod
 from .tlshandshake import make_server_context
@@ -69,6 +72,9 @@ class Conn:
     script: ScriptJob | None = None
     pending_grant: ipc.ConnectGrant | None = None
     tun_fd: int = -1
+    local_port: int = 0
+    app_id: bytes = b""
+    udp_forwarded_at: float = 0.0
     end_reason: str = ""  # set when the server ends the session
     kill_at: float = 0.0  # when a terminated worker gets SIGKILL
 
@@ -89,6 +95,9 @@ class Main:
         self.cert_sha1 = sha1_fingerprint_hex(load_cert(cfg.server_cert))
         self.pool = Ipv4LeasePool(cfg.ipv4_network, predictable=cfg.predictable_ips)
         self.listeners: list[socket.socket] = []
+        self.udp_sockets: list[socket.socket] = []
+        self.by_app_id: dict[bytes, Conn] = {}
+        self.dtls_ctx = make_dtls_context() if cfg.udp_port else None
         self.secmod_pid = 0
         self.secmod_chan: socket.socket | None = None
         self.secmod_path = (cfg.socket_file or "/run/ocgate-socket") + ".sec"
@@ -117,6 +126,22 @@ class Main:
                 self.sel.register(sock, selectors.EVENT_READ, self._accept)
                 log.info("listening on TCP %s port %d", addr[0], addr[1])
                 break
+        if not self.cfg.udp_port:
+            return
+        for host in hosts:
+            for family, _, _, _, addr in socket.getaddrinfo(
+                    host, self.cfg.udp_port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE):
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6 and host == "::":
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.bind(addr)
+                sock.setblocking(False)
+                self.udp_sockets.append(sock)
+                self.sel.register(sock, selectors.EVENT_READ, self._udp_readable)
+                log.info("listening on UDP %s port %d", addr[0], addr[1])
+                break
 
     def _start_secmod(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -125,7 +150,7 @@ class Main:
             code = 0
             try:
                 parent.close()
-                for sock in self.listeners:
+                for sock in self.listeners + self.udp_sockets:
                     sock.close()
                 self.sel.close()
                 _reset_signals()
@@ -243,21 +268,22 @@ class Main:
                 drop_privileges(self.cfg)
                 code = run_worker(self.cfg, self.ctx, sock, Peer(remote_ip, remote_port,
                                                                  local_ip, local_port),
-                                  child, secmod, self.cert_sha1)
+                                  child, secmod, self.cert_sha1, self.dtls_ctx)
             except BaseException:  # noqa: BLE001 - the child must never return into main
                 log.exception("worker failed")
             os._exit(code)
         sock.close()
         child.close()
         parent.setblocking(False)
-        conn = Conn(pid=pid, chan=parent, remote_ip=remote_ip, local_ip=local_ip)
+        conn = Conn(pid=pid, chan=parent, remote_ip=remote_ip, local_ip=local_ip,
+                    local_port=local_port)
         self.conns[pid] = conn
         self.by_chan[parent.fileno()] = conn
         self.sel.register(parent, selectors.EVENT_READ, self._from_worker)
         log.debug("worker %d serves %s", pid, remote_ip)
 
     def _close_in_child(self) -> None:
-        for sock in self.listeners:
+        for sock in self.listeners + self.udp_sockets:
             sock.close()
         for conn in self.conns.values():
             conn.chan.close()
@@ -324,6 +350,61 @@ class Main:
                 self.secmod_pid = 0
                 self.stopping = True
 
+    # --- UDP ----------------------------------------------------------------------------------
+
+    def _udp_readable(self, sock: socket.socket) -> None:
+        """Datagrams nobody's connected socket claimed: new DTLS sessions and roaming peers.
+
+        A ClientHello is routed by the App-ID in its session id (protocol.md 5.7); anything
+        else from an unknown address goes to the one session of that client IP, whose worker
+        accepts it only if it decrypts (NAT rebinding).
+        """
+        for _ in range(64):
+            try:
+                data, addr = sock.recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("UDP receive: %s", exc)
+                return
+            try:
+                hello = peek_client_hello(data)
+            except DtlsError:
+                continue
+            now = time.monotonic()
+            if hello is not None:
+                if hello.zero_random:
+                    continue
+                conn = self.by_app_id.get(hello.app_id)
+                rebind = False
+            else:
+                ip = _plain_ip(addr[0])
+                matches = [c for c in self.conns.values()
+                           if c.state == "connected" and c.app_id and c.remote_ip == ip]
+                conn = matches[0] if len(matches) == 1 else None
+                rebind = True
+                if conn is not None and now - conn.udp_forwarded_at < 3.0:
+                    continue  # ocserv's rate limit for re-forwarding one client
+            if conn is None or conn.state not in ("connecting", "connected"):
+                continue
+            if hello is not None and now - conn.udp_forwarded_at < 0.5:
+                continue  # the client retransmits its hello; one socket is enough
+            conn.udp_forwarded_at = now
+            local = sock.getsockname()
+            bind_ip = conn.local_ip if sock.family == socket.AF_INET else (
+                "::ffff:" + conn.local_ip if "." in conn.local_ip else conn.local_ip)
+            try:
+                fd = udp_socket_for((bind_ip, local[1]), addr, sock.family)
+            except OSError as exc:
+                log.warning("cannot open a UDP socket for %s: %s", addr[0], exc)
+                continue
+            try:
+                ipc.send(conn.chan, ipc.DtlsSocket(data.hex(), rebind), [fd])
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
     # --- CONNECT ------------------------------------------------------------------------------
 
     def _deny(self, conn: Conn, status: int, reason: str) -> None:
@@ -380,8 +461,14 @@ class Main:
         base_mtu, mtu = cstp.compute_mtu(
             base_mtu=req.base_mtu, requested_mtu=req.requested_mtu,
             link_mtu=settings.pop("link_mtu"), tcp_pmtu=req.tcp_pmtu,
-            peer_is_ipv6=req.peer_ipv6, have_ipv6_pool=False, dtls_overhead=0)
+            peer_is_ipv6=req.peer_ipv6, have_ipv6_pool=False,
+            dtls_overhead=cstp.dtls_crypto_overhead("AES-256-GCM") if req.dtls_app_id else 0)
         settings["base_mtu"], settings["mtu"] = base_mtu, mtu
+        if req.dtls_app_id:
+            # registered before the grant: the client's ClientHello may follow the CONNECT
+            # response immediately (protocol.md 11, item 22)
+            conn.app_id = bytes.fromhex(req.dtls_app_id)
+            self.by_app_id[conn.app_id] = conn
         try:
             fd, device = open_tun(f"{cfg.device}%d")
             configure_tun(device, local=self.pool.local_address, peer=ipv4, mtu=mtu)
@@ -482,6 +569,8 @@ class Main:
         if conn.tun_fd >= 0:
             os.close(conn.tun_fd)
             conn.tun_fd = -1
+        if conn.app_id and self.by_app_id.get(conn.app_id) is conn:
+            del self.by_app_id[conn.app_id]
         if conn.device:
             try:
                 remove_tun(conn.device)
@@ -627,6 +716,7 @@ def effective_settings(cfg: Config, user: object, session_started: float,
         "rekey_method": "new-tunnel",  # our record layer cannot renegotiate TLS 1.2
         "banner": cfg.banner,
         "link_mtu": pick("mtu"),
+        "switch_to_tcp": cfg.switch_to_tcp_timeout,
     }
 
 

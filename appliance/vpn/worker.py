@@ -20,6 +20,8 @@ from OpenSSL import SSL
 from . import ipc
 from .config import Config
 from .datapath import CstpSession, Timers
+from .dtlschannel import DtlsChannel
+from .dtlshandshake import DtlsContext
 from .protocol import auth, cstp, http
 from .tlshandshake import HandshakeError, HandshakeResult, ServerHandshake
 from .tlsrecord import MAX_PLAINTEXT, RecordLayer, TlsClosed, TlsRecordError
@@ -55,9 +57,11 @@ def tcp_pmtu(sock: socket.socket) -> int | None:
 
 class Worker:
     def __init__(self, cfg: Config, ctx: SSL.Context, sock: socket.socket, peer: Peer,
-                 main_chan: socket.socket, secmod: socket.socket, cert_sha1: str) -> None:
+                 main_chan: socket.socket, secmod: socket.socket, cert_sha1: str,
+                 dtls_ctx: DtlsContext | None = None) -> None:
         self.cfg = cfg
         self.ctx = ctx
+        self.dtls_ctx = dtls_ctx
         self.sock = sock
         self.peer = peer
         self.main = main_chan
@@ -235,13 +239,18 @@ class Worker:
             self._send_plain(cstp.connect_error(503))
             raise ConnectionDone("CONNECT without a cookie")
         assert self.tls is not None
+        # PSK-NEGOTIATE only (protocol.md 5.1); a fresh App-ID per CONNECT, as ocserv
+        offer_dtls = bool(self.dtls_ctx is not None and self.cfg.udp_port and self.cfg.dtls_psk
+                          and creq.psk_negotiate)
+        app_id = os.urandom(32) if offer_dtls else b""
         msg = ipc.ConnectRequest(
             cookie=creq.cookie, hostname=creq.hostname or "", user_agent=creq.user_agent or "",
             device_type=creq.device_type or "", platform=creq.platform or "",
             local_ip=self.peer.local_ip, remote_ip=self.peer.remote_ip,
             tls_description=self.tls.description, base_mtu=creq.base_mtu,
             requested_mtu=creq.mtu, tcp_pmtu=tcp_pmtu(self.sock),
-            peer_ipv6=":" in self.peer.remote_ip and not self.peer.remote_ip.startswith("::ffff:"))
+            peer_ipv6=":" in self.peer.remote_ip and not self.peer.remote_ip.startswith("::ffff:"),
+            dtls_app_id=app_id.hex())
         try:
             ipc.send(self.main, msg)
             self.main.settimeout(CONNECT_GRANT_TIMEOUT)
@@ -259,6 +268,12 @@ class Worker:
         for fd in fds[1:]:
             os.close(fd)
         params = connect_params(grant, creq)
+        dtls = None
+        if offer_dtls:
+            s = grant.settings
+            params.dtls = cstp.DtlsParams(port=self.cfg.udp_port, dpd=s["dpd"],
+                                          keepalive=s["keepalive"], app_id=app_id.hex())
+            dtls = DtlsChannel(self.dtls_ctx, self.tls.psk, app_id, s["base_mtu"] - 28)
         self._send_plain(cstp.build_connect_response(params))
         log.info("user '%s' connected from %s as %s on %s", grant.username,
                  self.peer.remote_ip, grant.ipv4, grant.device)
@@ -266,13 +281,14 @@ class Worker:
         remaining = s.get("session_remaining")
         timers = Timers(dpd=int(s.get("dpd") or 0), idle_timeout=s.get("idle_timeout"),
                         session_deadline=(time.monotonic() + remaining)
-                        if remaining is not None else None)
+                        if remaining is not None else None,
+                        switch_to_tcp=float(s.get("switch_to_tcp") or 0))
         assert self.rl is not None
         self.main.settimeout(None)
         # CSTP carries interactive traffic: never let Nagle hold back a batch's last segment
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = CstpSession(self.sock, self.rl, tun_fd, self.main, timers,
-                              self.parser.remaining())
+                              self.parser.remaining(), dtls)
         reason = session.run()
         log.info("user '%s' disconnected: %s (rx %d, tx %d bytes)", grant.username, reason,
                  session.counters.rx, session.counters.tx)
@@ -308,9 +324,10 @@ def connect_params(grant: ipc.ConnectGrant, creq: cstp.ConnectRequest) -> cstp.C
 
 
 def run_worker(cfg: Config, ctx: SSL.Context, sock: socket.socket, peer: Peer,
-               main_chan: socket.socket, secmod: socket.socket, cert_sha1: str) -> int:
+               main_chan: socket.socket, secmod: socket.socket, cert_sha1: str,
+               dtls_ctx: DtlsContext | None = None) -> int:
     """Entry point in the forked worker; returns the process exit code."""
-    worker = Worker(cfg, ctx, sock, peer, main_chan, secmod, cert_sha1)
+    worker = Worker(cfg, ctx, sock, peer, main_chan, secmod, cert_sha1, dtls_ctx)
     try:
         worker.serve()
     except ConnectionDone as exc:

@@ -11,9 +11,11 @@ Three parts:
   work through pyOpenSSL costs several times more than ``cryptography``'s AEAD objects, and
   the data path is the one place where microseconds matter (DESIGN.md, data path rules).
 
-Measured on this 2-vCPU VM (CPython 3.11, 1400-byte payloads; see
-tests/unit/test_dtls.py::test_record_layer_speed): AES-256-GCM seal ~1.5 µs, open ~1.4 µs;
-ChaCha20-Poly1305 seal ~1.9 µs, open ~1.9 µs.
+Measured on this 2-vCPU VM (CPython 3.11, 1400-byte payloads, batches of 64; see
+tests/unit/test_dtls.py::test_record_layer_speed), per packet: AES-GCM seal 1.4 µs,
+``seal_many`` 1.3 µs, ``open`` 1.9 µs, ``open_many`` 1.7 µs; ChaCha20-Poly1305 about 0.7 µs
+more each (its bare AEAD call alone is 1.5 µs here). Batch entry points exist because at
+this scale every attribute lookup hoisted out of the loop shows.
 """
 
 from __future__ import annotations
@@ -394,11 +396,42 @@ class DtlsRecordLayer:
         return (_HDR.pack(content_type, DTLS12, es, n + _CHACHA_OVERHEAD)
                 + self._encrypt((self._wiv ^ es).to_bytes(12, "big"), plain, aad))
 
-    def seal_many(self, chunks: Iterable[bytes]) -> list[bytes]:
-        """One datagram per chunk; equal-length chunks give equal-length datagrams, so runs
-        of them can go out as one UDP_SEGMENT send."""
-        seal = self.seal
-        return [seal(c) for c in chunks]
+    def seal_many(self, chunks: Sequence[bytes]) -> list[bytes]:
+        """One application-data datagram per chunk, like ``seal`` in a loop but with the
+        loop-invariant lookups hoisted (~0.1 µs a packet less). Equal-length chunks give
+        equal-length datagrams, so runs of them can go out as one UDP_SEGMENT send."""
+        seq = self.write_seq
+        if seq + len(chunks) > _SEQ_MASK + 1:
+            raise DtlsError("DTLS sequence numbers exhausted; a new handshake is needed")
+        epoch_bits, encrypt, aad_pack = self._epoch_bits, self._encrypt, _AAD.pack
+        out: list[bytes] = []
+        append = out.append
+        try:
+            if self._gcm:
+                salt, hdr_pack, nonce_pack = self._wsalt, _HDR_EXPLICIT.pack, _GCM_NONCE.pack
+                for c in chunks:
+                    n = len(c)
+                    if n > MAX_PLAINTEXT:
+                        raise DtlsError(f"{n} bytes do not fit one DTLS record")
+                    es = epoch_bits | seq
+                    seq += 1
+                    append(hdr_pack(CT_APPLICATION_DATA, DTLS12, es, n + _GCM_OVERHEAD, es)
+                           + encrypt(nonce_pack(salt, es), c,
+                                     aad_pack(es, CT_APPLICATION_DATA, DTLS12, n)))
+            else:
+                iv, hdr_pack = self._wiv, _HDR.pack
+                for c in chunks:
+                    n = len(c)
+                    if n > MAX_PLAINTEXT:
+                        raise DtlsError(f"{n} bytes do not fit one DTLS record")
+                    es = epoch_bits | seq
+                    seq += 1
+                    append(hdr_pack(CT_APPLICATION_DATA, DTLS12, es, n + _CHACHA_OVERHEAD)
+                           + encrypt((iv ^ es).to_bytes(12, "big"), c,
+                                     aad_pack(es, CT_APPLICATION_DATA, DTLS12, n)))
+        finally:
+            self.write_seq = seq  # numbers used before an error stay used
+        return out
 
     def close_notify(self) -> bytes:
         return self.seal(bytes((ALERT_WARNING, ALERT_CLOSE_NOTIFY)), CT_ALERT)
@@ -455,6 +488,57 @@ class DtlsRecordLayer:
                 self._control(ctype, plain)
         if pos < end:
             self.dropped += 1  # trailing bytes too short for a record header
+        return out
+
+    def open_many(self, datagrams: Iterable[bytes]) -> list[bytes]:
+        """``open`` over a batch (a recvmmsg or GRO run), with the common case — one
+        application-data record filling the datagram — handled inline and the window kept
+        in locals (~0.2 µs a packet less than ``open``). Anything else takes ``open``'s
+        general path, so the results are the same."""
+        out: list[bytes] = []
+        append = out.append
+        w = self.window
+        top, bits, size, mask = w.top, w.bits, w.size, w.mask
+        decrypt, aad_pack, unpack = self._decrypt, _AAD.pack, _hdr_unpack_from
+        gcm, extra, salt, riv = self._gcm, self._extra, self._rsalt, self._riv
+        epoch, dropped = self.epoch, 0
+        try:
+            for d in datagrams:
+                end = len(d)
+                if end > RECORD_HEADER_LEN and type(d) is bytes:
+                    ctype, version, es, length = unpack(d)
+                    if (ctype == CT_APPLICATION_DATA and length + RECORD_HEADER_LEN == end
+                            and version == DTLS12 and es >> 48 == epoch and length >= extra):
+                        seq = es & _SEQ_MASK
+                        diff = top - seq
+                        if diff >= 0 and (diff >= size or (bits >> diff) & 1):
+                            dropped += 1
+                            continue
+                        aad = aad_pack(es, CT_APPLICATION_DATA, DTLS12, length - extra)
+                        try:
+                            if gcm:
+                                plain = decrypt(salt + d[13:21], d[21:], aad)
+                            else:
+                                plain = decrypt((riv ^ es).to_bytes(12, "big"), d[13:], aad)
+                        except InvalidTag:
+                            dropped += 1
+                            continue
+                        if diff < 0:
+                            bits = ((bits << -diff) | 1) & mask
+                            top = seq
+                        else:
+                            bits |= 1 << diff
+                        if plain:
+                            append(plain)
+                        continue
+                w.top, w.bits = top, bits
+                try:
+                    out += self.open(d)
+                finally:
+                    top, bits = w.top, w.bits
+        finally:
+            w.top, w.bits = top, bits
+            self.dropped += dropped
         return out
 
     def _control(self, ctype: int, plain: bytes) -> None:

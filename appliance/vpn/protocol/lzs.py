@@ -13,14 +13,21 @@ decoder sees nothing it has not seen before.  The C code walks a hash chain one
 position at a time; doing that in Python costs a bytecode loop per input byte, so
 here the same choices are made with C-speed primitives instead:
 
-* a position can only start a match if its 2-byte prefix occurred earlier; the set
-  of such positions is computed once with ``dict``/``map`` (no Python loop), and the
-  runs of positions in between are emitted as literals in one ``join``;
+* a position can only start a match if its 2-byte prefix occurred earlier; those
+  positions are marked once per packet (a reversed ``dict`` build finds each pair's
+  first occurrence), and the runs of positions in between are emitted as literals in
+  one ``join``;
 * the longest match is found with ``bytes.rfind`` (rightmost = nearest occurrence,
   which is the C tie-break) on ever longer needles, and match lengths are measured by
   XOR-ing two big integers;
 * the output is assembled as a string of '0'/'1' characters from precomputed
-  per-token strings and converted with one ``int(..., 2)`` at the end.
+  per-token strings and converted with one ``int(..., 2)`` at the end;
+* ``compress`` first applies a lower bound (at most two bytes per repeated pair can
+  be covered by matches, every other byte costs 9 bits), which rejects random or
+  already-compressed packets without encoding them.
+
+Measured alternatives (same machine): a straight Python port of the C hash-chain
+loop was 15-30% slower on text and 2-6x slower on random data than this.
 
 Decoder.  A table of 32-bit big-endian windows (one per input byte, built with
 ``struct``) turns every token read into an index, a shift and a mask.  The input is
@@ -52,10 +59,11 @@ _SHORT_LENGTHS = ("", "", "00", "01", "10", "1100", "1101", "1110")
 # Length codes are cached for the lengths that occur in practice (longer ones: computed).
 _LENGTH_CACHE_MAX = 1024
 
-# Decoder length table indexed by the next 4 bits: (base length, bits consumed).
-# 00xx/01xx/10xx are 2-bit codes; 1100..1110 are 4-bit; 1111 starts the extension.
+# Decoder length table indexed by the next 4 bits: (length, bits consumed).
+# 00xx/01xx/10xx are 2-bit codes, 1100..1110 4-bit ones; 1111 starts the extended
+# form, marked by length 0.
 _LEN_TABLE = tuple(
-    (2 + (t >> 2), 2) if t < 12 else (5 + (t & 3), 4) for t in range(16)
+    (2 + (t >> 2), 2) if t < 12 else ((5 + (t & 3)) if t < 15 else 0, 4) for t in range(16)
 )
 _PAD = b"\xff" * 8
 
@@ -113,9 +121,10 @@ def _common_length(data: bytes, src: int, pos: int, limit: int) -> int:
     """Length of the common prefix of data[src:] and data[pos:], at most ``limit``.
 
     Comparing as big integers finds the first differing byte in C; growing probes
-    keep the usual short matches from converting the whole tail.
+    avoid converting the whole tail for moderate matches.  (The encoder loop has
+    already checked the first 8 bytes inline.)
     """
-    probe = 8 if limit > 8 else limit
+    probe = 64 if limit > 64 else limit
     while True:
         x = int.from_bytes(data[src : src + probe], "big") ^ int.from_bytes(
             data[pos : pos + probe], "big"
@@ -309,12 +318,23 @@ def decompress(data: bytes, max_out: int) -> bytes:
             pos += 13
         length, used = len_table[(w[pos >> 3] >> (28 - (pos & 7))) & 0xF]
         pos += used
-        if used == 4 and length == 8:
+        if not length:
             length = _extended_length(w, pos, nbits, max_out)
             pos += ((length - 8) // 15 + 1) << 2
         if pos > nbits:
             raise LzsError("LZS stream truncated inside a match")
-        _copy_match(out, offset, length, max_out)
+        # The copy, inlined: this loop is the per-packet hot path.
+        have = len(out)
+        if offset > have:
+            raise LzsError(f"LZS match offset {offset} before start of packet ({have} bytes)")
+        if have + length > max_out:
+            raise LzsError(f"LZS output exceeds {max_out} bytes")
+        start = have - offset
+        if offset >= length:
+            out += out[start : start + length]
+        else:
+            # Overlapping copy: the last `offset` bytes repeat.
+            out += (out[start:] * (length // offset + 1))[:length]
     if len(out) > max_out:
         raise LzsError(f"LZS output exceeds {max_out} bytes")
     return bytes(out)
@@ -333,19 +353,3 @@ def _extended_length(w: list[int], pos: int, nbits: int, max_out: int) -> int:
         if length > max_out:
             raise LzsError(f"LZS match longer than {max_out} bytes")
         pos += 4
-
-
-def _copy_match(out: bytearray, offset: int, length: int, max_out: int) -> None:
-    """Append ``length`` bytes copied from ``offset`` back, overlapping allowed."""
-    have = len(out)
-    if offset > have:
-        raise LzsError(f"LZS match offset {offset} before start of packet ({have} bytes)")
-    if have + length > max_out:
-        raise LzsError(f"LZS output exceeds {max_out} bytes")
-    start = have - offset
-    if offset >= length:
-        out += out[start : start + length]
-    else:
-        # Overlapping copy: the last `offset` bytes repeat.
-        chunk = out[start:]
-        out += (chunk * (length // offset + 1))[:length]
