@@ -503,6 +503,9 @@ class Dispatcher:
 # --- one client, sans-IO --------------------------------------------------------------------
 
 
+SEND_CHUNK = 256 * 1024
+
+
 @dataclass(frozen=True)
 class Limits:
     """Bounds per client and per server; the defaults suit an appliance with a few admins."""
@@ -550,6 +553,9 @@ class ClientConn:
         else:
             self.last_progress = now
             self.inbuf += data
+            if len(self.inbuf) > 4 * self.limits.max_request:
+                self._fail("too much unanswered input")  # a shell that ignored wants_read
+                return
         self.process(now)
 
     def process(self, now: float) -> None:
@@ -592,7 +598,8 @@ class ClientConn:
 
     # output
     def pending(self) -> bytes:
-        return bytes(self.outbuf)
+        """The next bytes to send (a bounded slice, so a big reply is not copied per send)."""
+        return bytes(self.outbuf[:SEND_CHUNK])
 
     def sent(self, count: int, now: float) -> None:
         if count > 0:

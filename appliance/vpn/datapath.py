@@ -34,6 +34,7 @@ log = logging.getLogger("ocgate.worker")
 BATCH = 64
 RECV_SIZE = 256 * 1024
 STATS_INTERVAL = 10.0
+TICK = 0.5  # seconds between timer checks
 _FRAME_HDR = struct.Struct("!4sHBB")
 _MAGIC = b"STF\x01"
 
@@ -117,30 +118,28 @@ class CstpSession:
         self._queue(self.rl.seal(_FRAME_HDR.pack(_MAGIC, len(payload), ptype, 0) + payload))
 
     def _tun_to_tls(self) -> None:
-        frames = []
+        """Drain the TUN (up to BATCH packets) and send them on the active channel."""
+        packets = []
+        append = packets.append
         read = os.read
         tun = self.tun
-        pack = _FRAME_HDR.pack
-        nbytes = 0
         for _ in range(BATCH):
             try:
-                packet = read(tun, 65535)
+                append(read(tun, 65535))
             except BlockingIOError:
                 break
-            nbytes += len(packet)
-            frames.append(pack(_MAGIC, len(packet), 0, 0) + packet)
-        if not frames:
+        if not packets:
             return
         c = self.counters
-        c.tx += nbytes
-        c.tx_packets += len(frames)
-        if self.timers.idle_timeout is not None and any(_is_activity(f[8:]) for f in frames):
+        c.tx += sum(map(len, packets))
+        c.tx_packets += len(packets)
+        if self.timers.idle_timeout is not None and any(map(_is_activity, packets)):
             self.last_activity = time.monotonic()
         if self.use_udp:
-            # DTLS payload = 1 type byte + packet: reuse the CSTP frame minus 7 header bytes
-            self.dtls.send([f[7:] for f in frames])
+            self.dtls.send([b"\x00" + p for p in packets])  # DTLS: 1 type byte + packet
             return
-        self._queue(self.rl.seal_many(frames))
+        pack = _FRAME_HDR.pack
+        self._queue(self.rl.seal_many([pack(_MAGIC, len(p), 0, 0) + p for p in packets]))
 
     # --- receiving ----------------------------------------------------------------------------
 
@@ -345,38 +344,44 @@ class CstpSession:
             pass
 
     def run(self) -> str:
+        """The event loop. Per wakeup it does only the I/O that is ready; timers and stats
+        run at most every TICK seconds, because at high packet rates a wakeup may carry a
+        single packet and any fixed per-wakeup work is paid per packet."""
         self.sock.setblocking(False)
         os.set_blocking(self.tun, False)
         ep = select.epoll()
         sock_fd = self.sock.fileno()
+        tun_fd = self.tun
         ep.register(sock_fd, select.EPOLLIN)
-        ep.register(self.tun, select.EPOLLIN)
+        ep.register(tun_fd, select.EPOLLIN)
         ep.register(self.main.fileno(), select.EPOLLIN)
         self._ep = ep
+        poll = ep.poll
+        monotonic = time.monotonic
         tun_armed = True
-        next_stats = time.monotonic() + STATS_INTERVAL
+        next_tick = 0.0
+        next_stats = monotonic() + STATS_INTERVAL
+        timeout = TICK
         try:
             if self.pending_plain:
                 self._handle_plain([self.pending_plain])
             while not self.reason:
-                timeout = 1.0
-                if self.dtls is not None:
-                    hs_timeout = self.dtls.handshake_timeout()
-                    if hs_timeout is not None:
-                        if hs_timeout <= 0:
-                            self.dtls.on_handshake_timeout()
-                        else:
-                            timeout = min(timeout, hs_timeout)
-                for fd, events in ep.poll(timeout):
+                for fd, events in poll(timeout):
                     if fd == self._udp_fd:
                         self._udp_in()
+                        # Writing to the TUN made the kernel answer at once (TCP ACKs):
+                        # pick those up now rather than after another epoll round trip.
+                        if tun_armed:
+                            self._tun_to_tls()
+                    elif fd == tun_fd:
+                        self._tun_to_tls()
                     elif fd == sock_fd:
                         if events & select.EPOLLOUT:
                             self._flush()
                         if events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
                             self._tls_to_tun()
-                    elif fd == self.tun:
-                        self._tun_to_tls()
+                            if tun_armed:
+                                self._tun_to_tls()
                     else:
                         self._from_main()
                     if self.reason:
@@ -385,16 +390,29 @@ class CstpSession:
                     self._queue(bytes(self.rl.pending))
                     self.rl.pending.clear()
                 # backpressure: stop reading the TUN while TLS output is queued
-                if self.out and tun_armed:
-                    ep.modify(self.tun, 0)
-                    ep.modify(sock_fd, select.EPOLLIN | select.EPOLLOUT)
-                    tun_armed = False
-                elif not self.out and not tun_armed:
-                    ep.modify(self.tun, select.EPOLLIN)
+                if self.out:
+                    if tun_armed:
+                        ep.modify(tun_fd, 0)
+                        ep.modify(sock_fd, select.EPOLLIN | select.EPOLLOUT)
+                        tun_armed = False
+                elif not tun_armed:
+                    ep.modify(tun_fd, select.EPOLLIN)
                     ep.modify(sock_fd, select.EPOLLIN)
                     tun_armed = True
-                now = time.monotonic()
+                now = monotonic()
+                if now < next_tick:
+                    timeout = next_tick - now
+                    continue
+                next_tick = now + TICK
+                timeout = TICK
                 self._check_timers(now)
+                if self.dtls is not None and self.dtls.hs is not None:
+                    hs_timeout = self.dtls.handshake_timeout()
+                    if hs_timeout is not None and hs_timeout <= 0:
+                        self.dtls.on_handshake_timeout()
+                    elif hs_timeout is not None:
+                        timeout = next_tick_at = min(TICK, hs_timeout)
+                        next_tick = now + next_tick_at
                 if now >= next_stats:
                     next_stats = now + STATS_INTERVAL
                     self._report()

@@ -24,7 +24,7 @@ UDP_SEGMENT = 103
 UDP_GRO = 104
 MAX_GSO_SEGMENTS = 64
 MAX_GSO_BYTES = 65000
-RECV_BATCH = 32
+RECV_BATCH = 64
 _GRO_CMSG = socket.CMSG_SPACE(4)
 _SEGSIZE = struct.Struct("=H")
 
@@ -137,46 +137,67 @@ class DtlsChannel:
     # --- receiving ----------------------------------------------------------------------------
 
     def receive(self) -> list[bytes]:
-        """Decrypted payloads (1-byte type + data) of everything waiting on the socket."""
+        """Decrypted payloads (1-byte type + data) of everything waiting on the socket.
+
+        The first read of a burst uses recvmsg() to learn whether the kernel coalesced
+        datagrams (UDP_GRO); when it did not, the rest of the burst uses the cheaper recv().
+        """
         sock = self.sock
         if sock is None:
             return []
         out: list[bytes] = []
         if self.pending_plain:
             out, self.pending_plain = self.pending_plain, []
+        datagrams: list[bytes] = []
+        gro = True
+        recv = sock.recv
         for _ in range(RECV_BATCH):
             try:
-                data, anc, _flags, _addr = sock.recvmsg(65535, _GRO_CMSG)
+                if gro:
+                    data, anc, _flags, _addr = sock.recvmsg(65535, _GRO_CMSG)
+                    seg = _gro_segment(anc)
+                    if seg and len(data) > seg:
+                        datagrams.extend(data[i:i + seg] for i in range(0, len(data), seg))
+                    else:
+                        datagrams.append(data)
+                        gro = bool(seg)
+                else:
+                    datagrams.append(recv(65535))
             except BlockingIOError:
                 break
             except OSError as exc:  # e.g. ECONNREFUSED after an ICMP error: keep going
                 log.debug("DTLS receive: %s", exc)
                 break
-            seg = 0
-            for level, ctype, cdata in anc:
-                if level == SOL_UDP and ctype == UDP_GRO:
-                    seg = int.from_bytes(cdata[:4], "little") if len(cdata) >= 4 else \
-                        int.from_bytes(cdata[:2], "little")
-            self.rx_bytes += len(data)
-            datagrams = [data[i:i + seg] for i in range(0, len(data), seg)] if seg and \
-                len(data) > seg else [data]
+        if not datagrams:
+            return out
+        self.rx_bytes += sum(map(len, datagrams))
+        if self.hs is not None or self.rl is None:
             for datagram in datagrams:
-                if self.hs is not None:
-                    self._handshake_input(datagram)
-                    continue
-                if self.rl is None:
-                    continue
+                self._datagram_slow(datagram, out)
+            return out
+        rl = self.rl
+        dropped = rl.dropped
+        out.extend(rl.open_many(datagrams))  # DtlsClosed propagates to the caller
+        if rl.dropped != dropped:
+            # something did not open: maybe the client restarted DTLS from this address
+            for datagram in datagrams:
                 if datagram[:1] == b"\x16" and _is_client_hello(datagram):
-                    # the client restarted DTLS from the same address: new handshake
-                    self.rl = None
-                    self.hs = DtlsServerHandshake(self.ctx, self.psk, self.app_id, mtu=self.mtu)
-                    self._handshake_input(datagram)
-                    continue
-                out.extend(self.rl.open(datagram))  # DtlsClosed propagates to the caller
-                if self.rl.pending:
-                    self._raw_send(self.rl.pending)
-                    self.rl.pending.clear()
+                    self._datagram_slow(datagram, out)
+                    break
+        if rl.pending:
+            self._raw_send(rl.pending)
+            rl.pending.clear()
         return out
+
+    def _datagram_slow(self, datagram: bytes, out: list[bytes]) -> None:
+        """During a handshake, or a ClientHello on an established flow."""
+        if self.hs is None and _is_client_hello(datagram):
+            self.rl = None
+            self.hs = DtlsServerHandshake(self.ctx, self.psk, self.app_id, mtu=self.mtu)
+        if self.hs is not None:
+            self._handshake_input(datagram)
+        elif self.rl is not None:
+            out.extend(self.rl.open(datagram))
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -216,6 +237,13 @@ class DtlsChannel:
                 if exc.errno not in (errno.ECONNREFUSED, errno.EMSGSIZE, errno.ENOBUFS):
                     raise
             i = j
+
+
+def _gro_segment(ancillary: list) -> int:
+    for level, ctype, cdata in ancillary:
+        if level == SOL_UDP and ctype == UDP_GRO and len(cdata) >= 2:
+            return int.from_bytes(cdata[:4] if len(cdata) >= 4 else cdata[:2], "little")
+    return 0
 
 
 def _is_client_hello(datagram: bytes) -> bool:

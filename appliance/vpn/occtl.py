@@ -620,7 +620,7 @@ def cmd_status(ctx: Context, arg: str) -> int:
         ctx.emit(offline_status(ctx.json), page=False)
         return 1
     text = status_record(status, ctx.clock(), ctx.json, ctx.debug).render()
-    ctx.emit(text + "\n" if ctx.json else text)
+    ctx.emit(text + "\n" if ctx.json else text, page=False)  # occtl pages lists only
     return 0
 
 
@@ -1099,7 +1099,8 @@ def _setup_readline(readline: Any, cache: Completions, history: str) -> None:
     def complete(text: str, state: int) -> str | None:
         line = readline.get_line_buffer()[:readline.get_endidx()]
         options = completions(line, cache)
-        return options[state] if state < len(options) else None
+        # Python's readline appends nothing to a unique match; the space ends the word
+        return options[state] + " " if state < len(options) else None
 
     readline.set_completer(complete)
     readline.parse_and_bind("tab: complete")

@@ -283,12 +283,13 @@ def conn(provider: FakeProvider | None = None, **limits: Any) -> ClientConn:
 
 
 def drain(c: ClientConn, now: float = NOW) -> list[dict[str, Any]]:
-    out = []
+    """Send everything the client has queued (answering pipelined requests on the way)."""
+    out = b""
     while c.outbuf:
         data = c.pending()
         c.sent(len(data), now)
-        out += lines(data)
-    return out
+        out += data
+    return lines(out)
 
 
 def test_framing_one_answer_at_a_time() -> None:
@@ -329,6 +330,26 @@ def test_oversized_request_closes_the_client() -> None:
     c2 = conn(max_request=100)
     c2.receive(b" " * 150 + b"\n", NOW)
     assert drain(c2)[0]["error"] == "request too large" and c2.done
+
+
+def test_input_beyond_what_was_asked_for_is_refused() -> None:
+    c = conn(max_request=100)
+    c.receive(req("reload") + b"\n", NOW)
+    assert c.outbuf and not c.wants_read
+    c.receive(b"{}\n" * 200, NOW)  # a shell that keeps feeding while an answer is pending
+    assert c.closing
+    assert drain(c)[-1]["error"] == "too much unanswered input"
+
+
+def test_big_replies_go_out_in_bounded_slices() -> None:
+    p = FakeProvider()
+    p.user_list = [UserInfo(id=i + 1, username="u" * 200) for i in range(1000)]
+    c = conn(p)
+    c.receive(req("show users") + b"\n", NOW)
+    total = len(c.outbuf)
+    assert total > 600_000 and len(c.pending()) == 256 * 1024
+    (reply,) = drain(c)
+    assert len(reply["data"]) == 1000
 
 
 def test_last_request_without_newline_is_answered_at_eof() -> None:
