@@ -55,6 +55,8 @@ class Counters:
     tx: int = 0
     rx_packets: int = 0
     tx_packets: int = 0
+    udp_rx_packets: int = 0
+    udp_tx_packets: int = 0
 
 
 def _is_activity(packet: bytes) -> bool:
@@ -136,6 +138,7 @@ class CstpSession:
         if self.timers.idle_timeout is not None and any(map(_is_activity, packets)):
             self.last_activity = time.monotonic()
         if self.use_udp:
+            c.udp_tx_packets += len(packets)
             self.dtls.send([b"\x00" + p for p in packets])  # DTLS: 1 type byte + packet
             return
         pack = _FRAME_HDR.pack
@@ -240,6 +243,7 @@ class CstpSession:
         write = os.write
         tun = self.tun
         c = self.counters
+        c.udp_rx_packets += len(payloads)
         for p in payloads:
             ptype = p[0]
             if ptype == 0:
@@ -338,8 +342,12 @@ class CstpSession:
     def _report(self, final: bool = False) -> None:
         c = self.counters
         try:
-            ipc.send(self.main, ipc.WorkerStats(c.rx, c.tx, c.rx_packets, c.tx_packets,
-                                                final=final, reason=self.reason))
+            dtls = self.dtls
+            ipc.send(self.main, ipc.WorkerStats(
+                c.rx, c.tx, c.rx_packets, c.tx_packets, final=final, reason=self.reason,
+                dtls_cipher=dtls.description if dtls is not None and dtls.established else "",
+                udp_rx_packets=c.udp_rx_packets, udp_tx_packets=c.udp_tx_packets,
+                channel="dtls" if self.use_udp else "tls"))
         except OSError:
             pass
 

@@ -150,6 +150,7 @@ class SessionsQuery:
 @message
 class SessionsList:
     sessions: list[dict] = field(default_factory=list)
+    auth_failures: int = 0
 
 
 @message
@@ -206,6 +207,10 @@ class WorkerStats:
     # "user" (BYE 0xb0), "temporary", "idle", "session-timeout", "dpd", "error", "server"
     reason: str = ""
     mtu: int = 0
+    dtls_cipher: str = ""  # set while DTLS is up
+    udp_rx_packets: int = 0
+    udp_tx_packets: int = 0
+    channel: str = "tls"  # what we send on now: "dtls" or "tls"
 
 
 @message

@@ -24,9 +24,11 @@ from OpenSSL import SSL
 from ..pki import load_cert, sha1_fingerprint_hex
 from . import ipc
 from .config import Config, ConfigError, load_config, load_user_config
+from .control import ControlServer, make_event
 from .dtlschannel import udp_socket_for
 from .dtlshandshake import make_dtls_context
 from .leases import Ipv4LeasePool, LeaseError
+from .management import Management, user_info
 from .protocol import cstp
 from .protocol.dtls import DtlsError, peek_client_hello
 from .scripts import ScriptJob, script_env
@@ -75,6 +77,9 @@ class Conn:
     local_port: int = 0
     app_id: bytes = b""
     udp_forwarded_at: float = 0.0
+    settings: dict = field(default_factory=dict)  # effective per-user settings
+    session_started: float = 0.0
+    dtls_cipher: str = ""
     end_reason: str = ""  # set when the server ends the session
     kill_at: float = 0.0  # when a terminated worker gets SIGKILL
 
@@ -89,6 +94,9 @@ class Main:
         self.lease_expiry: dict[str, float] = {}
         self.jobs: list[ScriptJob] = []  # disconnect scripts nobody waits for
         self.started = time.time()
+        self.pid = os.getpid()
+        self.mgmt = Management(self)
+        self.control: ControlServer | None = None
         self.stopping = False
         self.reload_requested = False
         self.ctx = self._tls_context(cfg)
@@ -195,6 +203,10 @@ class Main:
     def run(self) -> int:
         self._listen()
         self._start_secmod()
+        if self.cfg.use_occtl and self.cfg.occtl_socket_file:
+            # after the sec-mod fork, so that only workers need to drop it
+            self.control = ControlServer(self.cfg.occtl_socket_file, self.mgmt)
+            self.control.register(self.sel)
         self._signals()
         if self.cfg.pid_file:
             with open(self.cfg.pid_file, "w") as f:
@@ -217,6 +229,8 @@ class Main:
                     self._sweep_leases(now)
                     self._poll_jobs(now)
                     self._kill_stragglers(now)
+                    if self.control is not None:
+                        self.control.sweep()
         finally:
             self.shutdown()
         return 0
@@ -283,6 +297,8 @@ class Main:
         log.debug("worker %d serves %s", pid, remote_ip)
 
     def _close_in_child(self) -> None:
+        if self.control is not None:
+            self.control.close_in_child()
         for sock in self.listeners + self.udp_sockets:
             sock.close()
         for conn in self.conns.values():
@@ -310,6 +326,7 @@ class Main:
             self._connect(conn, msg)
         elif isinstance(msg, ipc.WorkerStats):
             conn.rx, conn.tx = msg.rx, msg.tx
+            conn.dtls_cipher = msg.dtls_cipher
             if msg.final:
                 conn.reason = msg.reason
         else:
@@ -405,6 +422,24 @@ class Main:
             finally:
                 os.close(fd)
 
+    # --- the security module --------------------------------------------------------------
+
+    def secmod_call(self, msg: object) -> object | None:
+        """A request to the security module; None (logged) if it does not answer."""
+        if self.secmod_chan is None:
+            return None
+        try:
+            return ipc.call(self.secmod_chan, msg, SECMOD_TIMEOUT)
+        except ipc.IpcError as exc:
+            log.error("security module did not answer %s: %s", type(msg).__name__, exc)
+            return None
+        finally:
+            self.secmod_chan.settimeout(None)
+
+    def auth_failures(self) -> int:
+        reply = self.secmod_call(ipc.SessionsQuery())
+        return reply.auth_failures if isinstance(reply, ipc.SessionsList) else 0
+
     # --- CONNECT ------------------------------------------------------------------------------
 
     def _deny(self, conn: Conn, status: int, reason: str) -> None:
@@ -416,29 +451,24 @@ class Main:
 
     def _connect(self, conn: Conn, req: ipc.ConnectRequest) -> None:
         cfg = self.cfg
-        assert self.secmod_chan is not None
-        try:
-            info = ipc.call(self.secmod_chan, ipc.SessionOpen(req.cookie, req.remote_ip),
-                            SECMOD_TIMEOUT)
-        except ipc.IpcError as exc:
-            log.error("security module did not answer: %s", exc)
+        info = self.secmod_call(ipc.SessionOpen(req.cookie, req.remote_ip))
+        if info is None:
             self._deny(conn, 503, "security module unavailable")
             return
-        finally:
-            self.secmod_chan.settimeout(None)
         if not isinstance(info, ipc.SessionInfo) or not info.ok:
             self._deny(conn, 401, "cookie is not acceptable")
             return
         conn.sid, conn.username, conn.groupname = info.sid, info.username, info.groupname
         conn.hostname, conn.user_agent = req.hostname, req.user_agent
         conn.tls_description = req.tls_description
+        conn.session_started = info.started
         conn.state = "connecting"
         for other in list(self.conns.values()):
             if other is not conn and other.sid == info.sid and other.state in (
                     "connecting", "connected"):
                 log.info("session %s of '%s' taken over by a new connection from %s",
                          info.sid[:8], info.username, req.remote_ip)
-                self._terminate(other, "session taken over", invalidate=False)
+                self.terminate(other, "session taken over", invalidate=False)
         if cfg.max_same_clients and sum(
                 1 for c in self.conns.values() if c is not conn and c.username == info.username
                 and c.state in ("connecting", "connected")) >= cfg.max_same_clients:
@@ -479,6 +509,7 @@ class Main:
         conn.tun_fd, conn.device, conn.ipv4, conn.mtu = fd, device, str(ipv4), mtu
         conn.routes, conn.no_routes = settings["routes"], settings["no_routes"]
         conn.dns = settings["dns"]
+        conn.settings = settings
         conn.pending_grant = ipc.ConnectGrant(
             ok=True, status=200, sid=info.sid, username=info.username,
             groupname=info.groupname, device=device, ipv4=str(ipv4),
@@ -526,6 +557,8 @@ class Main:
         conn.connected_at = time.time()
         log.info("'%s' connected from %s: %s on %s (session %s)", conn.username,
                  conn.remote_ip, conn.ipv4, conn.device, conn.sid[:8])
+        if self.control is not None:
+            self.control.publish_event(make_event("connect", user_info(self, conn)))
 
     def _refuse_session(self, conn: Conn, reason: str, status: int = 401) -> None:
         self._close_session(conn.sid, invalidate=False)
@@ -533,7 +566,7 @@ class Main:
         conn.sid = ""
         self._deny(conn, status, reason)
 
-    def _terminate(self, conn: Conn, reason: str, invalidate: bool) -> None:
+    def terminate(self, conn: Conn, reason: str, invalidate: bool) -> None:
         """End a live connection (takeover, admin kick, shutdown).
 
         Its TUN goes at once (a takeover reuses the address), but the session is closed
@@ -583,20 +616,17 @@ class Main:
         if run_disconnect:
             log.info("'%s' disconnected (%s): session %s, rx %d tx %d bytes", conn.username,
                      reason or "?", conn.sid[:8], conn.rx, conn.tx)
+            self.mgmt.stats.session_ended(conn, reason)
+            if self.control is not None:
+                self.control.publish_event(make_event("disconnect", user_info(self, conn),
+                                                      reason))
         if conn.sid:
             self._close_session(conn.sid, invalidate, conn.rx, conn.tx)
         conn.device = ""
         conn.state = "closing"
 
     def _close_session(self, sid: str, invalidate: bool, rx: int = 0, tx: int = 0) -> None:
-        if self.secmod_chan is not None:
-            try:
-                ipc.call(self.secmod_chan, ipc.SessionClose(sid, invalidate, rx, tx),
-                         SECMOD_TIMEOUT)
-            except ipc.IpcError as exc:
-                log.error("security module did not take the session close: %s", exc)
-            finally:
-                self.secmod_chan.settimeout(None)
+        self.secmod_call(ipc.SessionClose(sid, invalidate, rx, tx))
         still_used = any(c.sid == sid and c.state in ("connecting", "connected")
                          for c in self.conns.values() if c.state != "closing")
         if invalidate:
@@ -650,7 +680,7 @@ class Main:
         log.info("shutting down")
         for conn in list(self.conns.values()):
             if conn.state in ("connecting", "connected"):
-                self._terminate(conn, "server shutdown", invalidate=True)
+                self.terminate(conn, "server shutdown", invalidate=True)
             else:
                 try:
                     os.kill(conn.pid, signal.SIGTERM)
@@ -676,6 +706,8 @@ class Main:
                 os.waitpid(self.secmod_pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
+        if self.control is not None:
+            self.control.close()
         for path in (self.secmod_path, self.cfg.pid_file):
             if path:
                 try:

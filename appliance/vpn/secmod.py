@@ -181,7 +181,7 @@ class SecMod:
             self.store.close(msg.sid, msg.invalidate, now)
             reply = ipc.Ack()
         elif isinstance(msg, ipc.SessionsQuery):
-            reply = ipc.SessionsList(self.store.listing())
+            reply = ipc.SessionsList(self.store.listing(), self.auth_failures)
         else:
             reply = ipc.Ack(ok=False, reason=f"unexpected {type(msg).__name__}")
         ipc.send(chan, reply)

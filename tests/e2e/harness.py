@@ -60,6 +60,7 @@ SERVER_COMMANDS: dict[str, str] = {
 }
 DEFAULT_SERVER = "ocgate"
 DEFAULT_OCCTL = "occtl -s {sock}"
+OCGATE_OCCTL = "{python} -m appliance.vpn.occtl -n -s {sock}"
 
 DEFAULT_BANNER = "OCGate end-to-end test server"
 DEFAULT_DOMAIN = "e2e.test"
@@ -411,7 +412,8 @@ class Server:
         self, *args: str, check: bool = True, timeout: float = 10.0
     ) -> subprocess.CompletedProcess[str]:
         """Run the control tool (env ``OCGATE_E2E_OCCTL``, default occtl) in the server ns."""
-        template = os.environ.get(ENV_OCCTL) or DEFAULT_OCCTL
+        template = os.environ.get(ENV_OCCTL) or (
+            DEFAULT_OCCTL if "ocserv" in self.argv[0] else OCGATE_OCCTL)
         argv = shlex.split(template.format(sock=self.files.occtl_socket, python=sys.executable))
         return self.net.server_ns.run([*argv, *args], check=check, timeout=timeout)
 
