@@ -81,9 +81,9 @@ def _check_text(what: str, value: str) -> None:
         raise PkiError(f"{what} must be a non-empty string")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
         raise PkiError(f"{what} contains control characters")
-    if len(value) > 64:
-        # X.520 upper bound for commonName; longer values make cryptography raise.
-        raise PkiError(f"{what} is longer than 64 characters")
+    if len(value.encode("utf-8")) > 64:
+        # X.520 upper bound for commonName, which cryptography counts in UTF-8 bytes.
+        raise PkiError(f"{what} is longer than 64 bytes (UTF-8)")
 
 
 def _dns_name(name: str) -> str:
