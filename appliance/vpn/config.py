@@ -113,19 +113,16 @@ class OptionSpec:
 
 # Options the OCGate server acts on today (the rest are parsed, checked and reported).
 _IMPLEMENTED = frozenset({
-    "tcp-port", "udp-port", "listen-host", "auth", "enable-auth", "server-cert",
-    "server-key", "ca-cert", "ipv4-network", "ipv4-netmask", "route", "no-route", "dns",
-    "default-domain", "split-dns", "mtu", "keepalive", "dpd", "mobile-dpd", "idle-timeout",
-    "mobile-idle-timeout", "session-timeout", "cookie-timeout", "max-clients",
-    "max-same-clients", "banner", "pre-login-banner", "connect-script", "disconnect-script",
-    "device", "predictable-ips", "socket-file", "pid-file", "run-as-user", "run-as-group",
-    "occtl-socket-file", "use-occtl", "tls-priorities", "rekey-time", "rekey-method",
-    "isolate-workers", "log-level", "tunnel-all-dns", "compression", "no-compress-limit",
-    "dtls-psk", "dtls-legacy", "switch-to-tcp-timeout", "deny-roaming",
-    "persistent-cookies", "auth-timeout", "max-ban-score", "ban-time", "ban-reset-time",
-    "ban-points-wrong-password", "ban-points-connection", "ban-points-kkdcp",
-    "rate-limit-ms", "config-per-user", "config-per-group", "default-user-config",
-    "default-group-config", "ipv6-network", "ipv6-subnet-prefix",
+    "tcp-port", "udp-port", "listen-host", "auth", "server-cert", "server-key",
+    "ipv4-network", "ipv4-netmask", "route", "no-route", "dns", "default-domain", "split-dns",
+    "mtu", "keepalive", "dpd", "idle-timeout", "session-timeout", "cookie-timeout",
+    "max-clients", "max-same-clients", "banner", "pre-login-banner", "connect-script",
+    "disconnect-script", "device", "predictable-ips", "socket-file", "pid-file",
+    "run-as-user", "run-as-group", "occtl-socket-file", "use-occtl", "tls-priorities",
+    "rekey-time", "rekey-method", "tunnel-all-dns", "compression", "no-compress-limit",
+    "compression-algo-priority", "dtls-psk", "dtls-legacy", "switch-to-tcp-timeout",
+    "persistent-cookies", "auth-timeout", "config-per-user", "config-per-group",
+    "default-user-config", "default-group-config",
 })
 
 # Options that only take effect on a restart (ocserv's "non-reloadable").

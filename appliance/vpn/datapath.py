@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from . import ipc
 from .dtlschannel import DtlsChannel
+from .protocol.compression import DECOMPRESS_ERRORS, Compressor
 from .protocol.cstp import (
     BYE_RECONNECTING,
     BYE_USER_DISCONNECT,
@@ -57,6 +58,9 @@ class Counters:
     tx_packets: int = 0
     udp_rx_packets: int = 0
     udp_tx_packets: int = 0
+    compressed_rx: int = 0
+    compressed_tx: int = 0
+    bad_compressed: int = 0
 
 
 def _is_activity(packet: bytes) -> bool:
@@ -75,8 +79,13 @@ class CstpSession:
 
     def __init__(self, sock: socket.socket, records: RecordLayer, tun_fd: int,
                  main_chan: socket.socket, timers: Timers, pending_plain: bytes = b"",
-                 dtls: DtlsChannel | None = None) -> None:
+                 dtls: DtlsChannel | None = None, cstp_comp: Compressor | None = None,
+                 dtls_comp: Compressor | None = None) -> None:
         self.sock = sock
+        self.cstp_comp = cstp_comp
+        self.dtls_comp = dtls_comp
+        # decompressed packets may not exceed what openconnect itself accepts (6.4)
+        self.max_packet = 16384
         self.dtls = dtls
         self.use_udp = False  # send over DTLS (it is up and the client is using it)
         self.udp_last_rx = 0.0
@@ -139,10 +148,47 @@ class CstpSession:
             self.last_activity = time.monotonic()
         if self.use_udp:
             c.udp_tx_packets += len(packets)
-            self.dtls.send([b"\x00" + p for p in packets])  # DTLS: 1 type byte + packet
+            if self.dtls_comp is not None:
+                self.dtls.send([self._compressed(self.dtls_comp, p, 1) for p in packets])
+            else:
+                self.dtls.send([b"\x00" + p for p in packets])  # DTLS: 1 type byte + packet
+            return
+        if self.cstp_comp is not None:
+            self._queue(self.rl.seal_many([self._compressed(self.cstp_comp, p, 8)
+                                           for p in packets]))
             return
         pack = _FRAME_HDR.pack
         self._queue(self.rl.seal_many([pack(_MAGIC, len(p), 0, 0) + p for p in packets]))
+
+    def _compressed(self, comp: Compressor, packet: bytes, header: int) -> bytes:
+        """A packet with its DTLS (1-byte) or CSTP (8-byte) header, compressed only if that
+        makes it smaller (protocol.md 6.2)."""
+        data = comp.compress(packet)
+        ptype = PacketType.COMPRESSED if data is not None else PacketType.DATA
+        if data is None:
+            data = packet
+        else:
+            self.counters.compressed_tx += 1
+        if header == 1:
+            return bytes((ptype,)) + data
+        return _FRAME_HDR.pack(_MAGIC, len(data), ptype, 0) + data
+
+    def _decompressed(self, comp: Compressor | None, payload: bytes) -> bytes | None:
+        """The packet inside a compressed frame; None (packet dropped) if it is bad or
+        nothing was negotiated on that channel."""
+        c = self.counters
+        if comp is None:
+            c.bad_compressed += 1
+            log.debug("compressed packet on a channel without compression: dropped")
+            return None
+        try:
+            packet = comp.decompress(payload, self.max_packet)
+        except DECOMPRESS_ERRORS as exc:
+            c.bad_compressed += 1
+            log.debug("bad compressed packet dropped: %s", exc)
+            return None
+        c.compressed_rx += 1
+        return packet
 
     # --- receiving ----------------------------------------------------------------------------
 
@@ -193,6 +239,11 @@ class CstpSession:
             raise exc
 
     def _frame(self, ptype: int, payload: bytes) -> None:
+        if ptype == PacketType.COMPRESSED:
+            packet = self._decompressed(self.cstp_comp, payload)
+            if packet is None:
+                return
+            ptype, payload = PacketType.DATA, packet
         if ptype == PacketType.DATA:
             self.counters.rx += len(payload)
             self.counters.rx_packets += 1
@@ -246,6 +297,12 @@ class CstpSession:
         c.udp_rx_packets += len(payloads)
         for p in payloads:
             ptype = p[0]
+            if ptype == PacketType.COMPRESSED:
+                packet = self._decompressed(self.dtls_comp, p[1:])
+                if packet is None:
+                    continue
+                p = b"\x00" + packet
+                ptype = 0
             if ptype == 0:
                 c.rx += len(p) - 1
                 c.rx_packets += 1
@@ -347,6 +404,7 @@ class CstpSession:
                 c.rx, c.tx, c.rx_packets, c.tx_packets, final=final, reason=self.reason,
                 dtls_cipher=dtls.description if dtls is not None and dtls.established else "",
                 udp_rx_packets=c.udp_rx_packets, udp_tx_packets=c.udp_tx_packets,
+                compressed_rx=c.compressed_rx, compressed_tx=c.compressed_tx,
                 channel="dtls" if self.use_udp else "tls"))
         except OSError:
             pass

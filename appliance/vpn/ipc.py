@@ -210,6 +210,8 @@ class WorkerStats:
     dtls_cipher: str = ""  # set while DTLS is up
     udp_rx_packets: int = 0
     udp_tx_packets: int = 0
+    compressed_rx: int = 0
+    compressed_tx: int = 0
     channel: str = "tls"  # what we send on now: "dtls" or "tls"
 
 

@@ -80,6 +80,7 @@ class Conn:
     settings: dict = field(default_factory=dict)  # effective per-user settings
     session_started: float = 0.0
     dtls_cipher: str = ""
+    compressed: tuple[int, int] = (0, 0)  # packets received / sent compressed
     end_reason: str = ""  # set when the server ends the session
     kill_at: float = 0.0  # when a terminated worker gets SIGKILL
 
@@ -327,6 +328,7 @@ class Main:
         elif isinstance(msg, ipc.WorkerStats):
             conn.rx, conn.tx = msg.rx, msg.tx
             conn.dtls_cipher = msg.dtls_cipher
+            conn.compressed = (msg.compressed_rx, msg.compressed_tx)
             if msg.final:
                 conn.reason = msg.reason
         else:
@@ -614,8 +616,9 @@ class Main:
             env = self._script_env(conn, "disconnect", (conn.rx, conn.tx, duration))
             self.jobs.append(ScriptJob(self.cfg.disconnect_script, env, timeout=SCRIPT_TIMEOUT))
         if run_disconnect:
-            log.info("'%s' disconnected (%s): session %s, rx %d tx %d bytes", conn.username,
-                     reason or "?", conn.sid[:8], conn.rx, conn.tx)
+            log.info("'%s' disconnected (%s): session %s, rx %d tx %d bytes, compressed "
+                     "packets rx %d tx %d", conn.username, reason or "?", conn.sid[:8],
+                     conn.rx, conn.tx, *conn.compressed)
             self.mgmt.stats.session_ended(conn, reason)
             if self.control is not None:
                 self.control.publish_event(make_event("disconnect", user_info(self, conn),

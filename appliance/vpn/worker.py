@@ -23,6 +23,7 @@ from .datapath import CstpSession, Timers
 from .dtlschannel import DtlsChannel
 from .dtlshandshake import DtlsContext
 from .protocol import auth, cstp, http
+from .protocol.compression import CompressionError, Compressor, choose, parse_priority_option
 from .tlshandshake import HandshakeError, HandshakeResult, ServerHandshake
 from .tlsrecord import MAX_PLAINTEXT, RecordLayer, TlsClosed, TlsRecordError
 
@@ -268,6 +269,8 @@ class Worker:
         for fd in fds[1:]:
             os.close(fd)
         params = connect_params(grant, creq)
+        cstp_enc, dtls_enc = self._encodings(creq, offer_dtls)
+        params.cstp_encoding, params.dtls_encoding = cstp_enc, dtls_enc
         dtls = None
         if offer_dtls:
             s = grant.settings
@@ -287,11 +290,29 @@ class Worker:
         self.main.settimeout(None)
         # CSTP carries interactive traffic: never let Nagle hold back a batch's last segment
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        limit = self.cfg.no_compress_limit
         session = CstpSession(self.sock, self.rl, tun_fd, self.main, timers,
-                              self.parser.remaining(), dtls)
+                              self.parser.remaining(), dtls,
+                              cstp_comp=Compressor(cstp_enc, limit) if cstp_enc else None,
+                              dtls_comp=Compressor(dtls_enc, limit) if dtls_enc else None)
         reason = session.run()
         log.info("user '%s' disconnected: %s (rx %d, tx %d bytes)", grant.username, reason,
                  session.counters.rx, session.counters.tx)
+
+
+    def _encodings(self, creq: cstp.ConnectRequest,
+                   offer_dtls: bool) -> tuple[str | None, str | None]:
+        """Compression per channel (protocol.md 6.1): off unless ``compression = true``."""
+        priorities = None
+        if self.cfg.compression_algo_priority:
+            try:
+                priorities = parse_priority_option(self.cfg.compression_algo_priority)
+            except CompressionError as exc:
+                log.warning("compression-algo-priority ignored: %s", exc)
+        cstp_enc = choose(creq.cstp_accept_encoding, self.cfg.compression, priorities)
+        dtls_enc = choose(creq.dtls_accept_encoding, self.cfg.compression,
+                          priorities) if offer_dtls else None
+        return cstp_enc, dtls_enc
 
 
 def connect_params(grant: ipc.ConnectGrant, creq: cstp.ConnectRequest) -> cstp.ConnectParams:

@@ -821,8 +821,10 @@ def transfer(
     *,
     link: Link | None = None,
     timeout: float = 60.0,
+    text: bool = False,
 ) -> TransferResult:
-    """Push ``nbytes`` of random data through the tunnel and hash both ends.
+    """Push ``nbytes`` of random data (``text``: compressible log-like lines) through the
+    tunnel and hash both ends.
 
     The client always opens the TCP connection (to the inside address) so
     that no route back to the client's VPN address has to be known; the
@@ -832,7 +834,7 @@ def transfer(
         raise ValueError("direction must be 'up' or 'down'")
     client_ns = (link or net.primary).ns
     server_action, client_action = ("recv", "send") if direction == "up" else ("send", "recv")
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OCG_XFER_TEXT="1" if text else "")
     listener = net.server_ns.popen(
         _xfer_argv("listen", server_action, net.inside_ip, 0, nbytes),
         stdout=subprocess.PIPE,
@@ -929,8 +931,19 @@ def _xfer_send(sock: socket.socket, nbytes: int) -> dict[str, Any]:
     digest = hashlib.sha256()
     remaining = nbytes
     start = time.monotonic()
+    text = os.environ.get("OCG_XFER_TEXT") == "1"
+    line = 0
     while remaining > 0:
-        chunk = os.urandom(min(remaining, 256 * 1024))
+        size = min(remaining, 256 * 1024)
+        if text:  # compressible but never constant: numbered log lines
+            lines = []
+            while sum(map(len, lines)) < size:
+                line += 1
+                lines.append(b"%08d INFO ocgate test line with some repeated words %d\n"
+                             % (line, line % 97))
+            chunk = b"".join(lines)[:size]
+        else:
+            chunk = os.urandom(size)
         digest.update(chunk)
         sock.sendall(chunk)
         remaining -= len(chunk)
