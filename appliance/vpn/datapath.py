@@ -90,8 +90,8 @@ class CstpSession:
         self.use_udp = False  # send over DTLS (it is up and the client is using it)
         self.udp_last_rx = 0.0
         self._ep: select.epoll | None = None
-        self._udp_fd = -1
-        self._dtls_up = False
+        self._udp: dict[int, socket.socket] = {}  # DTLS sockets being polled, by fd
+        self._dtls_rl: object | None = None
         self.rl = records
         self.tun = tun_fd
         self.main = main_chan
@@ -268,22 +268,39 @@ class CstpSession:
     # --- DTLS ---------------------------------------------------------------------------------
 
     def _track_dtls(self) -> None:
-        """Start sending over DTLS the moment a handshake completes (as ocserv does)."""
-        up = self.dtls is not None and self.dtls.established
-        if up and not self._dtls_up:
+        """Keep the poller on the DTLS sockets and start sending over DTLS the moment a
+        handshake completes (as ocserv does)."""
+        dtls = self.dtls
+        wanted = {s.fileno(): s for s in dtls.sockets()} if dtls is not None else {}
+        ep = self._ep
+        for fd in list(self._udp):
+            if fd not in wanted or self._udp[fd] is not wanted[fd]:
+                del self._udp[fd]
+                if ep is not None:
+                    try:
+                        ep.unregister(fd)
+                    except OSError:
+                        pass  # closed already
+        for fd, sock in wanted.items():
+            if fd not in self._udp:
+                self._udp[fd] = sock
+                if ep is not None:
+                    ep.register(fd, select.EPOLLIN)
+        up = dtls is not None and dtls.established
+        if up and dtls.rl is not self._dtls_rl:
             self.use_udp = True
             self.udp_last_rx = time.monotonic()
         elif not up:
             self.use_udp = False
-        self._dtls_up = up
+        self._dtls_rl = dtls.rl if dtls is not None else None
 
-    def _udp_in(self) -> None:
+    def _udp_in(self, sock: socket.socket) -> None:
         dtls = self.dtls
         try:
-            payloads = dtls.receive()
+            payloads = dtls.receive(sock)
         except DtlsClosed:
             log.info("client closed its DTLS session")
-            self._set_udp_socket(None)
+            dtls.close()
             payloads = []
         self._track_dtls()
         if not payloads:
@@ -317,22 +334,6 @@ class CstpSession:
             elif ptype == PacketType.DISCONNECT:
                 self._frame(ptype, p[1:])
 
-    def _set_udp_socket(self, sock: socket.socket | None) -> None:
-        """Point the poller at the DTLS channel's current socket (or at none)."""
-        if self._udp_fd >= 0 and self._ep is not None:
-            try:
-                self._ep.unregister(self._udp_fd)
-            except OSError:
-                pass
-        self._udp_fd = -1
-        if sock is None:
-            if self.dtls is not None:
-                self.dtls.close()
-            return
-        self._udp_fd = sock.fileno()
-        if self._ep is not None:
-            self._ep.register(self._udp_fd, select.EPOLLIN)
-
     def _dtls_socket(self, msg: ipc.DtlsSocket, fds: list[int]) -> None:
         """Main passed a socket connected to the client's (new) UDP address."""
         for fd in fds[1:]:
@@ -341,19 +342,10 @@ class CstpSession:
             if fds:
                 os.close(fds[0])
             return
-        old_fd = self._udp_fd
-        sock = self.dtls.new_socket(fds[0], bytes.fromhex(msg.first), msg.rebind)
-        if sock is not None:
-            if old_fd >= 0 and self._ep is not None:
-                try:  # new_socket closed the old socket; its number may be reused already
-                    self._ep.unregister(old_fd)
-                except OSError:
-                    pass
-            self._udp_fd = -1
-            self._set_udp_socket(sock)
+        self.dtls.new_socket(fds[0], bytes.fromhex(msg.first), msg.rebind)
         self._track_dtls()
-        if msg.rebind and sock is not None:
-            self._udp_in()
+        if msg.rebind and self.dtls.sock is not None:
+            self._udp_in(self.dtls.sock)
 
     # --- control ------------------------------------------------------------------------------
 
@@ -433,8 +425,9 @@ class CstpSession:
                 self._handle_plain([self.pending_plain])
             while not self.reason:
                 for fd, events in poll(timeout):
-                    if fd == self._udp_fd:
-                        self._udp_in()
+                    udp = self._udp.get(fd)
+                    if udp is not None:
+                        self._udp_in(udp)
                         # Writing to the TUN made the kernel answer at once (TCP ACKs):
                         # pick those up now rather than after another epoll round trip.
                         if tun_armed:
@@ -473,9 +466,14 @@ class CstpSession:
                 timeout = TICK
                 self._check_timers(now)
                 if self.dtls is not None and self.dtls.hs is not None:
+                    if now > self.dtls.hs_deadline:
+                        self.dtls.on_handshake_timeout()  # abandons it
+                        self._track_dtls()
+                        continue
                     hs_timeout = self.dtls.handshake_timeout()
                     if hs_timeout is not None and hs_timeout <= 0:
                         self.dtls.on_handshake_timeout()
+                        self._track_dtls()
                     elif hs_timeout is not None:
                         timeout = next_tick_at = min(TICK, hs_timeout)
                         next_tick = now + next_tick_at

@@ -65,6 +65,11 @@ _KEYBOARD_ROWS = ("1234567890", "qwertyuiop", "asdfghjkl", "zxcvbnm", "qwertzuio
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 _RUN_SOURCES = (_ALPHABET, *_KEYBOARD_ROWS)
 _EDGE_NOISE = re.compile(r"^[\W\d_]+|[\W\d_]+$")
+#: Common words long enough to recognise inside a password; what is left around them must
+#: be at least MIN_PADDING characters for the password not to count as "a common one".
+_LONG_COMMON = tuple(sorted((w for w in COMMON_PASSWORDS if len(w) >= 5), key=len,
+                            reverse=True))
+MIN_PADDING = 6
 
 
 @dataclass(frozen=True)
@@ -81,20 +86,22 @@ class PasswordCheck:
 
 def _base_words(lowered: str) -> set[str]:
     """The password as typed, de-leeted, and with digits/symbols trimmed off both ends."""
-    forms = {lowered, lowered.translate(_LEET)}
-    for form in list(forms):
-        forms.add(_EDGE_NOISE.sub("", form))
+    forms = {lowered}
+    for _round in range(2):  # trim then translate, and translate then trim
+        for form in list(forms):
+            forms.add(_EDGE_NOISE.sub("", form))
+            forms.add(form.translate(_LEET))
     return {f for f in forms if f}
 
 
 def _is_common(lowered: str) -> bool:
-    if any(form in COMMON_PASSWORDS for form in _base_words(lowered)):
+    """A common password, or one dominated by a common word (``Sunshine2024!``)."""
+    forms = _base_words(lowered)
+    if forms & COMMON_PASSWORDS:
         return True
-    # "password" twice or "qwertyqwerty": one common word repeated
-    for form in _base_words(lowered):
-        for size in range(3, len(form) // 2 + 1):
-            repeated = len(form) % size == 0 and form[:size] * (len(form) // size) == form
-            if repeated and form[:size] in COMMON_PASSWORDS:
+    for form in forms:
+        for word in _LONG_COMMON:
+            if word in form and len(form.replace(word, "")) < MIN_PADDING:
                 return True
     return False
 

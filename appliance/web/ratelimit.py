@@ -107,8 +107,10 @@ class Throttle:
 
     def __init__(self, per_client: RateLimiter | None = None,
                  overall: RateLimiter | None = None) -> None:
-        self.per_client = per_client or RateLimiter()
-        self.overall = overall or RateLimiter(free_failures=30, base_delay=1.0, max_delay=300.0)
+        # "is None", not "or": an empty RateLimiter is falsy (it has a length).
+        self.per_client = RateLimiter() if per_client is None else per_client
+        self.overall = (RateLimiter(free_failures=30, base_delay=1.0, max_delay=300.0)
+                        if overall is None else overall)
 
     def check(self, client: str, now: float) -> Verdict:
         wait = self.per_client.retry_after(client, now)

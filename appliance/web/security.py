@@ -29,8 +29,12 @@ BASE_HEADERS: dict[str, str] = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
-    "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+#: Browsers ignore these on plain HTTP (and complain in the console), so HTTPS only.
+HTTPS_HEADERS: dict[str, str] = {
+    "Cross-Origin-Opener-Policy": "same-origin",
 }
 
 #: Only meaningful over HTTPS (browsers ignore it on plain HTTP, RFC 6797 §8.1).
@@ -43,6 +47,8 @@ def security_headers(response: Response, *, https: bool) -> Response:
         response.headers.setdefault(name, value)
     if https:
         response.headers.setdefault("Strict-Transport-Security", HSTS)
+        for name, value in HTTPS_HEADERS.items():
+            response.headers.setdefault(name, value)
     if not request.path.startswith("/static/"):
         # Setup codes, pins and one-time downloads must not linger in a shared cache.
         response.headers["Cache-Control"] = "no-store"

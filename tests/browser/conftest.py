@@ -1,0 +1,156 @@
+"""Browser tests: Debian's chromium driven by Playwright (never a downloaded browser).
+
+Requirements, each skipped with its reason when missing: root, the e2e tools (ip,
+openconnect, /dev/net/tun), the ``playwright`` Python package (``pip install playwright``,
+never ``playwright install``) and ``/usr/bin/chromium`` (apt package ``chromium``; the
+session fixture installs it with apt-get when it is missing and we are root).
+
+Chromium runs *inside a client network namespace* through a tiny wrapper script that
+``exec``s ``ip netns exec <ns> /usr/bin/chromium``: it sees only the test's veth link, so
+it can reach nothing but the device under test, and no page or background request of the
+browser can ever leave the machine.  Screenshots go to ``tests/artifacts/firstboot/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import missing_requirement
+from tests.e2e.netns import Netns, TestNet, delete_all_created, sweep_stale
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+
+
+def _install_chromium() -> str | None:
+    """apt-get install chromium; returns why it failed, or None."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return "chromium is missing (apt package 'chromium') and cannot be installed here"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for argv in (["apt-get", "update", "-qq"],
+                 ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env,
+                                  check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"installing chromium failed: {exc}"
+        if proc.returncode != 0:
+            return f"installing chromium failed: {proc.stderr.strip()[-300:]}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser_requirements() -> None:
+    reason = missing_requirement()
+    if reason:
+        pytest.skip(reason)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("browser tests need the 'playwright' Python package "
+                    "(pip install playwright; never 'playwright install')")
+    if not CHROMIUM.exists():
+        failure = _install_chromium()
+        if failure or not CHROMIUM.exists():
+            pytest.skip(failure or "chromium is missing (apt package 'chromium')")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _namespace_hygiene() -> Iterator[None]:
+    if missing_requirement() is None:
+        sweep_stale()
+    yield
+    delete_all_created()
+
+
+@pytest.fixture
+def net(browser_e2e: None) -> Iterator[TestNet]:
+    """Server namespace (the device) + client namespace (the user's computer)."""
+    with TestNet() as test_net:
+        yield test_net
+
+
+@pytest.fixture
+def browser_e2e() -> None:
+    reason = missing_requirement()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """0755 (the server's workers run as nobody), named so e2e sweeps find leftovers."""
+    path = Path(tempfile.mkdtemp(prefix=f"ocg-e2e-{os.getpid()}-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    if os.environ.get("OCGATE_E2E_KEEP") == "1":
+        print(f"\n[browser] work dir kept: {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def artifacts() -> Callable[[str], Path]:
+    """Factory: a clean folder tests/artifacts/<name> (gitignored) for screenshots."""
+
+    def folder(name: str) -> Path:
+        path = ARTIFACTS / name
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+    return folder
+
+
+@pytest.fixture
+def browser_in(browser_requirements: None, tmp_path: Path) -> Iterator[Callable[[Netns], Any]]:
+    """Factory: a Playwright browser context whose chromium runs inside namespace ``ns``."""
+    from playwright.sync_api import sync_playwright
+
+    manager = sync_playwright()
+    playwright = manager.start()
+    contexts: list[Any] = []
+
+    def launch(ns: Netns) -> Any:
+        wrapper = tmp_path / f"chromium-{ns.name}.sh"
+        wrapper.write_text(f"#!/bin/sh\nexec ip netns exec {ns.name} {CHROMIUM} \"$@\"\n")
+        wrapper.chmod(0o700)
+        profile = tempfile.mkdtemp(prefix="ocg-chromium-", dir=tmp_path)
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(wrapper),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1100, "height": 900},
+            timeout=60_000,
+        )
+        context.set_default_timeout(20_000)
+        contexts.append(context)
+        return context
+
+    yield launch
+    for context in contexts:
+        try:
+            context.close()
+        except Exception:  # the browser may already be gone with its namespace
+            pass
+    manager.__exit__(None, None, None)
