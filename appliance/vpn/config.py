@@ -121,6 +121,7 @@ _IMPLEMENTED = frozenset({
     "run-as-user", "run-as-group", "occtl-socket-file", "use-occtl", "tls-priorities",
     "rekey-time", "rekey-method", "tunnel-all-dns", "compression", "no-compress-limit",
     "compression-algo-priority", "dtls-psk", "dtls-legacy", "switch-to-tcp-timeout",
+    "try-mtu-discovery",
     "persistent-cookies", "auth-timeout", "config-per-user", "config-per-group",
     "default-user-config", "default-group-config",
 })

@@ -413,7 +413,8 @@ class Main:
             bind_ip = conn.local_ip if sock.family == socket.AF_INET else (
                 "::ffff:" + conn.local_ip if "." in conn.local_ip else conn.local_ip)
             try:
-                fd = udp_socket_for((bind_ip, local[1]), addr, sock.family)
+                fd = udp_socket_for((bind_ip, local[1]), addr, sock.family,
+                                    self.cfg.try_mtu_discovery)
             except OSError as exc:
                 log.warning("cannot open a UDP socket for %s: %s", addr[0], exc)
                 continue

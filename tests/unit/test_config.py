@@ -140,7 +140,7 @@ def test_debian_sample_config_parses() -> None:
     unimplemented = {w.split("'")[1] for w in cfg.warnings if "not implemented" in w}
     assert unimplemented == {k for k, _, _ in cfg.raw
                              if k in OPTIONS and (OPTIONS[k].alias_of or k) in NOT_IMPLEMENTED}
-    assert {"chroot-dir", "try-mtu-discovery", "cisco-client-compat"} <= unimplemented
+    assert {"chroot-dir", "cisco-client-compat"} <= unimplemented
     assert not any(w.startswith("unknown") for w in cfg.warnings)
     assert [v for k, v, _ in cfg.raw if k == "tcp-port"] == ["443"]
     assert ConfigDocument.load(DEBIAN_CONF).text() == Path(DEBIAN_CONF).read_text()
