@@ -116,6 +116,23 @@ class AuthReply:
     context: str = ""  # webvpncontext value: the auth session id (informational)
 
 
+@message
+class TlsHandshake:
+    """Run the TLS handshake on the attached socket (the key never leaves the sec-mod)."""
+    remote_ip: str
+
+
+@message
+class TlsResult:
+    ok: bool
+    reason: str = ""
+    keys: dict = field(default_factory=dict)  # TrafficKeys.to_wire()
+    psk: str = ""  # hex: the DTLS PSK exported from this TLS session
+    description: str = ""
+    sni: str = ""
+    leftover: str = ""  # hex: client bytes that arrived after the handshake
+
+
 # --- main <-> security module ----------------------------------------------------------------
 
 @message

@@ -19,8 +19,6 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from OpenSSL import SSL
-
 from ..pki import load_cert, sha1_fingerprint_hex
 from . import ipc
 from .config import Config, ConfigError, load_config, load_user_config
@@ -33,7 +31,6 @@ from .protocol import cstp
 from .protocol.dtls import DtlsError, peek_client_hello
 from .scripts import ScriptJob, script_env
 from .secmod import run_secmod
-from .tlshandshake import make_server_context
 from .tun import configure_tun, open_tun, remove_tun
 from .worker import Peer, run_worker
 
@@ -100,7 +97,6 @@ class Main:
         self.control: ControlServer | None = None
         self.stopping = False
         self.reload_requested = False
-        self.ctx = self._tls_context(cfg)
         self.cert_sha1 = sha1_fingerprint_hex(load_cert(cfg.server_cert))
         self.pool = Ipv4LeasePool(cfg.ipv4_network, predictable=cfg.predictable_ips)
         self.listeners: list[socket.socket] = []
@@ -111,11 +107,6 @@ class Main:
         self.secmod_chan: socket.socket | None = None
         self.secmod_path = (cfg.socket_file or "/run/ocgate-socket") + ".sec"
         self._wake_r, self._wake_w = socket.socketpair()
-
-    @staticmethod
-    def _tls_context(cfg: Config) -> SSL.Context:
-        return make_server_context(cfg.server_cert, cfg.server_key, cfg.tls_priorities,
-                                   cfg.ca_cert)
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -281,8 +272,8 @@ class Main:
                 secmod = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 secmod.connect(self.secmod_path)
                 drop_privileges(self.cfg)
-                code = run_worker(self.cfg, self.ctx, sock, Peer(remote_ip, remote_port,
-                                                                 local_ip, local_port),
+                code = run_worker(self.cfg, sock, Peer(remote_ip, remote_port, local_ip,
+                                                       local_port),
                                   child, secmod, self.cert_sha1, self.dtls_ctx)
             except BaseException:  # noqa: BLE001 - the child must never return into main
                 log.exception("worker failed")

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import secrets
+import select
 import selectors
 import socket
 import time
@@ -20,10 +21,13 @@ from dataclasses import dataclass, field
 from . import ipc
 from .config import Config
 from .passwd import PasswdError, load_passwd, verify_password
+from .tlshandshake import HandshakeError, ServerHandshake, make_server_context
 
 log = logging.getLogger("ocgate.sec-mod")
 
 MAX_PASSWORD_TRIES = 3
+HANDSHAKE_TIMEOUT = 20.0  # seconds a client has to complete the TLS handshake
+MAX_HANDSHAKES = 512  # concurrent handshakes; beyond that new ones are refused at once
 AUTH_SLACK = 15  # seconds of grace ocserv adds to cookie validity (protocol.md 7.6)
 
 
@@ -37,6 +41,16 @@ class Session:
     created: float
     expires: float | None  # None while a connection uses it
     in_use: int = 0
+
+
+@dataclass
+class Handshake:
+    """A TLS handshake the sec-mod runs for a worker on the worker's client socket."""
+    worker: socket.socket
+    sock: socket.socket
+    hs: ServerHandshake
+    deadline: float
+    out: bytes = b""  # handshake bytes the socket could not take yet
 
 
 @dataclass
@@ -146,6 +160,10 @@ class SecMod:
         self.listen_path = listen_path
         self.workers: dict[socket.socket, AuthState] = {}
         self.auth_failures = 0
+        # the private key is loaded here, after the fork from main, and nowhere else
+        self.tls_ctx = make_server_context(cfg.server_cert, cfg.server_key, cfg.tls_priorities,
+                                           cfg.ca_cert)
+        self.handshakes: dict[int, Handshake] = {}  # by client socket fd
 
     def run(self) -> None:
         self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
@@ -153,9 +171,10 @@ class SecMod:
         log.info("sec-mod started (pid %d)", os.getpid())
         last_sweep = time.monotonic()
         while True:
-            for key, _ in self.sel.select(timeout=5.0):
+            for key, _ in self.sel.select(timeout=1.0):
                 key.data(key.fileobj)
             now = time.monotonic()
+            self._expire_handshakes(now)
             if now - last_sweep >= 5.0:
                 last_sweep = now
                 for sid in self.store.expire(time.time()):
@@ -199,6 +218,8 @@ class SecMod:
     def _drop(self, conn: socket.socket) -> None:
         self.sel.unregister(conn)
         self.workers.pop(conn, None)
+        for h in [h for h in self.handshakes.values() if h.worker is conn]:
+            self._end_handshake(h, None)
         conn.close()
 
     def _from_worker(self, conn: socket.socket) -> None:
@@ -208,6 +229,11 @@ class SecMod:
             self._drop(conn)
             return
         state = self.workers[conn]
+        if isinstance(msg, ipc.TlsHandshake):
+            self._start_handshake(conn, msg, _fds)
+            return
+        for fd in _fds:
+            os.close(fd)
         if isinstance(msg, ipc.AuthInit):
             reply = self._auth_init(state, msg)
         elif isinstance(msg, ipc.AuthCont):
@@ -218,6 +244,87 @@ class SecMod:
             ipc.send(conn, reply)
         except OSError:
             self._drop(conn)
+
+    # --- TLS handshakes ---------------------------------------------------------------------
+
+    def _start_handshake(self, worker: socket.socket, msg: ipc.TlsHandshake,
+                         fds: list[int]) -> None:
+        for fd in fds[1:]:
+            os.close(fd)
+        if not fds or len(self.handshakes) >= MAX_HANDSHAKES:
+            if fds:
+                os.close(fds[0])
+            self._reply(worker, ipc.TlsResult(ok=False, reason="too many handshakes"))
+            return
+        sock = socket.socket(fileno=fds[0])
+        sock.setblocking(False)
+        h = Handshake(worker, sock, ServerHandshake(self.tls_ctx),
+                      time.monotonic() + HANDSHAKE_TIMEOUT)
+        self.handshakes[sock.fileno()] = h
+        self.sel.register(sock, selectors.EVENT_READ, self._handshake_readable)
+
+    def _handshake_readable(self, sock: socket.socket) -> None:
+        h = self.handshakes.get(sock.fileno())
+        if h is None:
+            return
+        try:
+            data = sock.recv(16384)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._end_handshake(h, ipc.TlsResult(ok=False, reason=str(exc)))
+            return
+        if not data:
+            self._end_handshake(h, ipc.TlsResult(ok=False, reason="client closed"))
+            return
+        try:
+            h.out += h.hs.feed(data)
+        except HandshakeError as exc:
+            self._end_handshake(h, ipc.TlsResult(ok=False, reason=str(exc)))
+            return
+        self._flush_handshake(h)
+        if h.hs.done and not h.out:
+            r = h.hs.result
+            assert r is not None
+            self._end_handshake(h, ipc.TlsResult(
+                ok=True, keys=r.keys.to_wire(), psk=r.psk.hex(), description=r.description,
+                sni=r.sni or "", leftover=h.hs.leftover.hex()))
+
+    def _flush_handshake(self, h: Handshake) -> None:
+        """Send what we can; a handshake flight is small, so waiting for room is rare."""
+        deadline = time.monotonic() + 2.0
+        while h.out and time.monotonic() < deadline:
+            try:
+                sent = h.sock.send(h.out)
+            except BlockingIOError:
+                select_wait(h.sock)
+                continue
+            except OSError:
+                h.out = b""
+                return
+            h.out = h.out[sent:]
+
+    def _end_handshake(self, h: Handshake, result: ipc.TlsResult | None) -> None:
+        self.handshakes.pop(h.sock.fileno(), None)
+        try:
+            self.sel.unregister(h.sock)
+        except (KeyError, ValueError):
+            pass
+        h.sock.close()  # only our copy: the worker keeps the connection
+        if result is not None:
+            if not result.ok:
+                log.debug("TLS handshake failed: %s", result.reason)
+            self._reply(h.worker, result)
+
+    def _expire_handshakes(self, now: float) -> None:
+        for h in [h for h in self.handshakes.values() if h.deadline < now]:
+            self._end_handshake(h, ipc.TlsResult(ok=False, reason="handshake timed out"))
+
+    def _reply(self, worker: socket.socket, msg: object) -> None:
+        try:
+            ipc.send(worker, msg)
+        except OSError:
+            pass
 
     def _auth_init(self, state: AuthState, msg: ipc.AuthInit) -> ipc.AuthReply:
         if not msg.username or len(msg.username) > 255:
@@ -250,6 +357,10 @@ class SecMod:
                  state.remote_ip, session.sid[:8])
         state.username = ""
         return ipc.AuthReply(status="ok", cookie=cookie, context=state.context)
+
+
+def select_wait(sock: socket.socket, timeout: float = 0.2) -> None:
+    select.select([], [sock], [], timeout)
 
 
 def run_secmod(cfg: Config, listen_path: str, main_chan: socket.socket) -> None:

@@ -15,8 +15,6 @@ import struct
 import time
 from dataclasses import dataclass
 
-from OpenSSL import SSL
-
 from . import ipc
 from .config import Config
 from .datapath import CstpSession, Timers
@@ -24,8 +22,8 @@ from .dtlschannel import DtlsChannel
 from .dtlshandshake import DtlsContext
 from .protocol import auth, cstp, http
 from .protocol.compression import CompressionError, Compressor, choose, parse_priority_option
-from .tlshandshake import HandshakeError, HandshakeResult, ServerHandshake
-from .tlsrecord import MAX_PLAINTEXT, RecordLayer, TlsClosed, TlsRecordError
+from .tlshandshake import HandshakeResult
+from .tlsrecord import MAX_PLAINTEXT, RecordLayer, TlsClosed, TlsRecordError, TrafficKeys
 
 log = logging.getLogger("ocgate.worker")
 
@@ -57,11 +55,10 @@ def tcp_pmtu(sock: socket.socket) -> int | None:
 
 
 class Worker:
-    def __init__(self, cfg: Config, ctx: SSL.Context, sock: socket.socket, peer: Peer,
+    def __init__(self, cfg: Config, sock: socket.socket, peer: Peer,
                  main_chan: socket.socket, secmod: socket.socket, cert_sha1: str,
                  dtls_ctx: DtlsContext | None = None) -> None:
         self.cfg = cfg
-        self.ctx = ctx
         self.dtls_ctx = dtls_ctx
         self.sock = sock
         self.peer = peer
@@ -80,7 +77,7 @@ class Worker:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise ConnectionDone("authentication timed out")
-        self.sock.settimeout(min(remaining, HANDSHAKE_TIMEOUT if self.rl is None else remaining))
+        self.sock.settimeout(remaining)
         try:
             data = self.sock.recv(65536)
         except (TimeoutError, OSError) as exc:
@@ -98,20 +95,28 @@ class Worker:
             raise ConnectionDone(f"send failed: {exc}") from None
 
     def handshake(self) -> bytes:
-        """Run the TLS handshake; returns the first application plaintext already received."""
-        hs = ServerHandshake(self.ctx)
-        while not hs.done:
-            try:
-                out = hs.feed(self._recv())
-            except HandshakeError as exc:
-                raise ConnectionDone(str(exc)) from None
-            if out:
-                self.sock.sendall(out)
-        self.tls = hs.result
-        assert self.tls is not None
-        self.rl = RecordLayer(self.tls.keys)
+        """Have the security module run the TLS handshake on our socket (the private key
+        lives only there) and take over the connection with the traffic keys it returns.
+        Returns the first application plaintext, if the client sent some already."""
+        try:
+            ipc.send(self.secmod, ipc.TlsHandshake(self.peer.remote_ip), [self.sock.fileno()])
+            self.secmod.settimeout(HANDSHAKE_TIMEOUT + 5)
+            result, fds = ipc.recv(self.secmod)
+        except (ipc.IpcError, OSError) as exc:
+            raise ConnectionDone(f"security module did not run the handshake: {exc}") from None
+        finally:
+            self.secmod.settimeout(None)
+        for fd in fds:
+            os.close(fd)
+        if not isinstance(result, ipc.TlsResult) or not result.ok:
+            raise ConnectionDone(f"TLS handshake failed: {getattr(result, 'reason', '?')}")
+        keys = TrafficKeys.from_wire(result.keys)
+        self.tls = HandshakeResult(keys, bytes.fromhex(result.psk), result.description,
+                                   result.sni or None)
+        self.rl = RecordLayer(keys)
         log.debug("TLS established with %s: %s", self.peer.remote_ip, self.tls.description)
-        return b"".join(self.rl.feed(hs.leftover)) if hs.leftover else b""
+        leftover = bytes.fromhex(result.leftover)
+        return b"".join(self.rl.feed(leftover)) if leftover else b""
 
     def _next_requests(self, pending: bytes) -> list[http.Request]:
         assert self.rl is not None
@@ -344,11 +349,11 @@ def connect_params(grant: ipc.ConnectGrant, creq: cstp.ConnectRequest) -> cstp.C
     )
 
 
-def run_worker(cfg: Config, ctx: SSL.Context, sock: socket.socket, peer: Peer,
-               main_chan: socket.socket, secmod: socket.socket, cert_sha1: str,
+def run_worker(cfg: Config, sock: socket.socket, peer: Peer, main_chan: socket.socket,
+               secmod: socket.socket, cert_sha1: str,
                dtls_ctx: DtlsContext | None = None) -> int:
     """Entry point in the forked worker; returns the process exit code."""
-    worker = Worker(cfg, ctx, sock, peer, main_chan, secmod, cert_sha1, dtls_ctx)
+    worker = Worker(cfg, sock, peer, main_chan, secmod, cert_sha1, dtls_ctx)
     try:
         worker.serve()
     except ConnectionDone as exc:
