@@ -121,7 +121,8 @@ _IMPLEMENTED = frozenset({
     "run-as-user", "run-as-group", "occtl-socket-file", "use-occtl", "tls-priorities",
     "rekey-time", "rekey-method", "tunnel-all-dns", "compression", "no-compress-limit",
     "compression-algo-priority", "dtls-psk", "dtls-legacy", "switch-to-tcp-timeout",
-    "try-mtu-discovery",
+    "try-mtu-discovery", "max-ban-score", "ban-time", "ban-reset-time",
+    "ban-points-wrong-password", "ban-points-connection", "rate-limit-ms",
     "persistent-cookies", "auth-timeout", "config-per-user", "config-per-group",
     "default-user-config", "default-group-config",
 })

@@ -160,6 +160,14 @@ class SessionClose:
 
 
 @message
+class BanPoints:
+    """sec-mod → main (event channel): an address earned ban points (wrong password)."""
+    ip: str
+    points: int
+    reason: str = ""
+
+
+@message
 class SessionsQuery:
     pass
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from ..pki import load_cert, sha1_fingerprint_hex
 from . import ipc
+from .bans import BanSettings, BanTable
 from .config import Config, ConfigError, load_config, load_user_config
 from .control import ControlServer, make_event
 from .dtlschannel import udp_socket_for
@@ -105,6 +106,9 @@ class Main:
         self.dtls_ctx = make_dtls_context() if cfg.udp_port else None
         self.secmod_pid = 0
         self.secmod_chan: socket.socket | None = None
+        self.secmod_events: socket.socket | None = None
+        self.bans = BanTable(BanSettings.from_config(cfg))
+        self.accept_paused_until = 0.0  # rate-limit-ms
         self.secmod_path = (cfg.socket_file or "/run/ocgate-socket") + ".sec"
         self._wake_r, self._wake_w = socket.socketpair()
 
@@ -145,23 +149,29 @@ class Main:
 
     def _start_secmod(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ev_parent, ev_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:  # the security module
             code = 0
             try:
                 parent.close()
+                ev_parent.close()
                 for sock in self.listeners + self.udp_sockets:
                     sock.close()
                 self.sel.close()
                 _reset_signals()
-                run_secmod(self.cfg, self.secmod_path, child)
+                run_secmod(self.cfg, self.secmod_path, child, ev_child)
             except BaseException:  # noqa: BLE001 - the child must never return into main
                 log.exception("sec-mod failed")
                 code = 1
             os._exit(code)
         child.close()
+        ev_child.close()
         self.secmod_pid = pid
         self.secmod_chan = parent
+        self.secmod_events = ev_parent
+        ev_parent.setblocking(False)
+        self.sel.register(ev_parent, selectors.EVENT_READ, self._secmod_event)
         # wait until it listens, so the first worker can connect
         deadline = time.monotonic() + 10
         while not os.path.exists(self.secmod_path):
@@ -209,8 +219,13 @@ class Main:
         next_sweep = time.monotonic() + 1.0
         try:
             while not self.stopping:
-                for key, _ in self.sel.select(timeout=1.0):
+                timeout = 1.0
+                if self.accept_paused_until:
+                    timeout = max(0.0, min(timeout, self.accept_paused_until - time.monotonic()))
+                for key, _ in self.sel.select(timeout=timeout):
                     key.data(key.fileobj)
+                if self.accept_paused_until and time.monotonic() >= self.accept_paused_until:
+                    self._resume_accepting()
                 self._reap()
                 if self.reload_requested:
                     self.reload_requested = False
@@ -237,6 +252,7 @@ class Main:
         for warning in cfg.warnings:
             log.warning("%s", warning)
         self.cfg = cfg
+        self.bans.settings = BanSettings.from_config(cfg)
         log.info("configuration reloaded from %s", self.config_path)
 
     # --- workers ------------------------------------------------------------------------------
@@ -251,6 +267,13 @@ class Main:
                 log.warning("accept failed: %s", exc)
                 return
             remote_ip = _plain_ip(addr[0])
+            now = time.monotonic()
+            if self.bans.banned(remote_ip, now):
+                log.debug("refusing %s: banned", remote_ip)
+                sock.close()
+                continue
+            if self.bans.add(remote_ip, self.cfg.ban_points_connection, now):
+                log.info("banning %s: too many connections", remote_ip)
             local_ip = _plain_ip(sock.getsockname()[0])
             if self.cfg.max_clients and sum(
                     1 for c in self.conns.values() if c.state != "closing") >= self.cfg.max_clients:
@@ -258,6 +281,35 @@ class Main:
                 sock.close()
                 continue
             self._fork_worker(sock, remote_ip, addr[1], local_ip, sock.getsockname()[1])
+            if self.cfg.rate_limit_ms:
+                self._pause_accepting(now + self.cfg.rate_limit_ms / 1000)
+                return
+
+    def _pause_accepting(self, until: float) -> None:
+        """rate-limit-ms: leave further connections in the backlog until ``until``."""
+        self.accept_paused_until = until
+        for listener in self.listeners:
+            self.sel.unregister(listener)
+
+    def _resume_accepting(self) -> None:
+        self.accept_paused_until = 0.0
+        for listener in self.listeners:
+            self.sel.register(listener, selectors.EVENT_READ, self._accept)
+
+    def _secmod_event(self, chan: socket.socket) -> None:
+        try:
+            msg, fds = ipc.recv(chan)
+        except BlockingIOError:
+            return
+        except (ipc.IpcError, OSError):
+            self.sel.unregister(chan)
+            return
+        for fd in fds:
+            os.close(fd)
+        if isinstance(msg, ipc.BanPoints):
+            if self.bans.add(msg.ip, msg.points, time.monotonic()):
+                log.info("banning %s for %d s: %s", msg.ip, self.bans.settings.ban_time,
+                         msg.reason)
 
     def _fork_worker(self, sock: socket.socket, remote_ip: str, remote_port: int,
                      local_ip: str, local_port: int) -> None:
@@ -299,6 +351,8 @@ class Main:
                 os.close(conn.tun_fd)
         if self.secmod_chan is not None:
             self.secmod_chan.close()
+        if self.secmod_events is not None:
+            self.secmod_events.close()
         self._wake_r.close()
         self._wake_w.close()
         self.sel.close()

@@ -115,10 +115,13 @@ class Management:
                 for s in reply.sessions]
 
     def bans(self) -> list[BanInfo]:
-        return []  # the ban database arrives with the security work (issue 4)
+        now_mono, now = time.monotonic(), time.time()
+        return [BanInfo(ip=ip, score=score,
+                        expires=None if until is None else now + (until - now_mono))
+                for ip, score, until in self.main.bans.points(now_mono)]
 
     def unban(self, ip: str) -> bool:
-        return False
+        return self.main.bans.unban(ip)
 
     def disconnect_user(self, name: str) -> int:
         conns = [c for c in self.main.conns.values()

@@ -142,8 +142,10 @@ def make_backend(cfg: Config) -> PlainAuth:
 
 
 class SecMod:
-    def __init__(self, cfg: Config, listen_path: str, main_chan: socket.socket) -> None:
+    def __init__(self, cfg: Config, listen_path: str, main_chan: socket.socket,
+                 events: socket.socket | None = None) -> None:
         self.cfg = cfg
+        self.events = events  # one-way notifications to main (ban points)
         self.backend = make_backend(cfg)
         self.store = SessionStore(cfg.cookie_timeout)
         self.main_chan = main_chan
@@ -320,6 +322,13 @@ class SecMod:
         for h in [h for h in self.handshakes.values() if h.deadline < now]:
             self._end_handshake(h, ipc.TlsResult(ok=False, reason="handshake timed out"))
 
+    def _notify(self, msg: object) -> None:
+        if self.events is not None:
+            try:
+                ipc.send(self.events, msg)
+            except OSError as exc:
+                log.warning("cannot notify main: %s", exc)
+
     def _reply(self, worker: socket.socket, msg: object) -> None:
         try:
             ipc.send(worker, msg)
@@ -346,6 +355,8 @@ class SecMod:
             self.auth_failures += 1
             log.info("failed authentication for '%s' from %s (try %d)", state.username,
                      state.remote_ip, state.tries)
+            self._notify(ipc.BanPoints(state.remote_ip, self.cfg.ban_points_wrong_password,
+                                       "wrong password"))
             if state.tries >= MAX_PASSWORD_TRIES:
                 return ipc.AuthReply(status="fail", message="Authentication failed")
             return ipc.AuthReply(status="continue",
@@ -363,9 +374,10 @@ def select_wait(sock: socket.socket, timeout: float = 0.2) -> None:
     select.select([], [sock], [], timeout)
 
 
-def run_secmod(cfg: Config, listen_path: str, main_chan: socket.socket) -> None:
+def run_secmod(cfg: Config, listen_path: str, main_chan: socket.socket,
+               events: socket.socket | None = None) -> None:
     """Entry point in the forked sec-mod process."""
     try:
-        SecMod(cfg, listen_path, main_chan).run()
+        SecMod(cfg, listen_path, main_chan, events).run()
     except KeyboardInterrupt:
         pass
