@@ -115,7 +115,8 @@ class OptionSpec:
 _IMPLEMENTED = frozenset({
     "tcp-port", "udp-port", "listen-host", "auth", "server-cert", "server-key",
     "ipv4-network", "ipv4-netmask", "route", "no-route", "dns", "default-domain", "split-dns",
-    "mtu", "keepalive", "dpd", "idle-timeout", "session-timeout", "cookie-timeout",
+    "mtu", "keepalive", "dpd", "mobile-dpd", "mobile-idle-timeout", "idle-timeout",
+    "session-timeout", "cookie-timeout",
     "max-clients", "max-same-clients", "banner", "pre-login-banner", "connect-script",
     "disconnect-script", "device", "predictable-ips", "socket-file", "pid-file",
     "run-as-user", "run-as-group", "occtl-socket-file", "use-occtl", "tls-priorities",

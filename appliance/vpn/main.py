@@ -30,6 +30,7 @@ from .leases import Ipv4LeasePool, LeaseError
 from .management import Management, user_info
 from .protocol import cstp
 from .protocol.dtls import DtlsError, peek_client_hello
+from .sandbox import apply_worker_sandbox
 from .scripts import ScriptJob, script_env
 from .secmod import run_secmod
 from .tun import configure_tun, open_tun, remove_tun
@@ -324,6 +325,7 @@ class Main:
                 secmod = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 secmod.connect(self.secmod_path)
                 drop_privileges(self.cfg)
+                apply_worker_sandbox(self.cfg)
                 code = run_worker(self.cfg, sock, Peer(remote_ip, remote_port, local_ip,
                                                        local_port),
                                   child, secmod, self.cert_sha1, self.dtls_ctx)
@@ -401,7 +403,10 @@ class Main:
                 conn = self.conns.pop(pid)
                 if conn.chan.fileno() >= 0:
                     self._worker_gone(conn)
-                if os.WIFSIGNALED(status):
+                if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS:
+                    log.error("worker %d killed by the seccomp filter (syscall not allowed)",
+                              pid)
+                elif os.WIFSIGNALED(status):
                     log.warning("worker %d killed by signal %d", pid, os.WTERMSIG(status))
         if self.secmod_pid:
             try:
@@ -528,7 +533,8 @@ class Main:
             log.error("per-user configuration of '%s': %s", info.username, exc)
             self._refuse_session(conn, "per-user configuration error", status=503)
             return
-        settings = effective_settings(cfg, user, info.started, time.time())
+        mobile = req.platform.lower().startswith(("android", "apple-ios"))
+        settings = effective_settings(cfg, user, info.started, time.time(), mobile=mobile)
         explicit = getattr(user, "explicit_ipv4", None)
         try:
             ipv4 = self.pool.acquire(info.sid, info.username, explicit)
@@ -766,8 +772,12 @@ class Main:
 
 
 def effective_settings(cfg: Config, user: object, session_started: float,
-                       now: float) -> dict:
-    """Global options overridden by config-per-user/group values (lists replace lists)."""
+                       now: float, mobile: bool = False) -> dict:
+    """Global options overridden by config-per-user/group values (lists replace lists).
+
+    Mobile clients (X-AnyConnect-Identifier-Platform android/apple-ios) get mobile-dpd and
+    mobile-idle-timeout instead, as with ocserv (protocol.md 7.2, 7.3).
+    """
 
     def pick(name: str):
         value = getattr(user, name, None)
@@ -789,8 +799,9 @@ def effective_settings(cfg: Config, user: object, session_started: float,
         "no_routes": [str(r) for r in no_routes],
         "tunnel_all_dns": True if full else pick("tunnel_all_dns"),
         "keepalive": pick("keepalive"),
-        "dpd": pick("dpd"),
-        "idle_timeout": pick("idle_timeout"),
+        "dpd": (pick("mobile_dpd") or pick("dpd")) if mobile else pick("dpd"),
+        "idle_timeout": (pick("mobile_idle_timeout") or pick("idle_timeout")) if mobile
+        else pick("idle_timeout"),
         "session_timeout": session_timeout,
         "session_remaining": remaining,
         "rekey_time": cfg.rekey_time,
