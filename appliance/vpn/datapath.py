@@ -290,6 +290,8 @@ class CstpSession:
         if up and dtls.rl is not self._dtls_rl:
             self.use_udp = True
             self.udp_last_rx = time.monotonic()
+            self._dtls_rl = dtls.rl
+            self._report()  # occtl shows the DTLS cipher at once
         elif not up:
             self.use_udp = False
         self._dtls_rl = dtls.rl if dtls is not None else None
