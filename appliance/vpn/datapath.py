@@ -28,6 +28,7 @@ from .protocol.cstp import (
     PacketType,
 )
 from .protocol.dtls import DtlsClosed
+from .ratelimit import TokenBucket
 from .tlsrecord import RecordLayer, TlsClosed, TlsRecordError
 
 log = logging.getLogger("ocgate.worker")
@@ -80,8 +81,15 @@ class CstpSession:
     def __init__(self, sock: socket.socket, records: RecordLayer, tun_fd: int,
                  main_chan: socket.socket, timers: Timers, pending_plain: bytes = b"",
                  dtls: DtlsChannel | None = None, cstp_comp: Compressor | None = None,
-                 dtls_comp: Compressor | None = None) -> None:
+                 dtls_comp: Compressor | None = None, rx_limit: int = 0,
+                 tx_limit: int = 0) -> None:
         self.sock = sock
+        now = time.monotonic()
+        # rx-data-per-sec / tx-data-per-sec (bytes/s; rx = from the client)
+        self.rx_bucket = TokenBucket(rx_limit, now=now) if rx_limit else None
+        self.tx_bucket = TokenBucket(tx_limit, now=now) if tx_limit else None
+        self.rx_paused_until = 0.0
+        self.tx_paused_until = 0.0
         self.cstp_comp = cstp_comp
         self.dtls_comp = dtls_comp
         # decompressed packets may not exceed what openconnect itself accepts (6.4)
@@ -142,8 +150,14 @@ class CstpSession:
         if not packets:
             return
         c = self.counters
-        c.tx += sum(map(len, packets))
+        nbytes = sum(map(len, packets))
+        c.tx += nbytes
         c.tx_packets += len(packets)
+        if self.tx_bucket is not None:
+            now = time.monotonic()
+            wait = self.tx_bucket.take(nbytes, now)
+            if wait:
+                self.tx_paused_until = now + wait
         if self.timers.idle_timeout is not None and any(map(_is_activity, packets)):
             self.last_activity = time.monotonic()
         if self.use_udp:
@@ -285,7 +299,7 @@ class CstpSession:
             if fd not in self._udp:
                 self._udp[fd] = sock
                 if ep is not None:
-                    ep.register(fd, select.EPOLLIN)
+                    ep.register(fd, self._masks[2])
         up = dtls is not None and dtls.established
         if up and dtls.rl is not self._dtls_rl:
             self.use_udp = True
@@ -368,6 +382,33 @@ class CstpSession:
                 self.send_control(PacketType.DISCONNECT)
             self.reason = "server"
 
+    def _shape(self, ep: select.epoll, now: float) -> float:
+        """Arm or disarm the fds for backpressure and the bandwidth limits; returns how
+        long the loop may sleep before a pause ends."""
+        if self.rx_bucket is not None:
+            rx = self.counters.rx
+            if rx != self._rx_seen:
+                wait = self.rx_bucket.take(rx - self._rx_seen, now)
+                self._rx_seen = rx
+                if wait:
+                    self.rx_paused_until = now + wait
+        tx_open = not self.out and now >= self.tx_paused_until
+        rx_open = now >= self.rx_paused_until
+        masks = (select.EPOLLIN if tx_open else 0,
+                 (select.EPOLLIN if rx_open else 0) | (select.EPOLLOUT if self.out else 0),
+                 select.EPOLLIN if rx_open else 0)
+        if masks != self._masks:
+            ep.modify(self.tun, masks[0])
+            ep.modify(self.sock.fileno(), masks[1])
+            for fd in self._udp:
+                ep.modify(fd, masks[2])
+            self._masks = masks
+        pauses = [t - now for t in (self.tx_paused_until, self.rx_paused_until) if t > now]
+        return min(pauses) if pauses else TICK
+
+    _rx_seen = 0
+    _masks = (select.EPOLLIN, select.EPOLLIN, select.EPOLLIN)
+
     def _check_timers(self, now: float) -> None:
         t = self.timers
         if self.use_udp and t.switch_to_tcp and now - self.udp_last_rx > t.switch_to_tcp:
@@ -419,6 +460,8 @@ class CstpSession:
         poll = ep.poll
         monotonic = time.monotonic
         tun_armed = True
+        limited = self.rx_bucket is not None or self.tx_bucket is not None
+        self._masks = (select.EPOLLIN, select.EPOLLIN, select.EPOLLIN)  # tun, tcp, udp
         next_tick = 0.0
         next_stats = monotonic() + STATS_INTERVAL
         timeout = TICK
@@ -450,8 +493,12 @@ class CstpSession:
                 if self.rl.pending:
                     self._queue(bytes(self.rl.pending))
                     self.rl.pending.clear()
+                shape_wait = TICK
+                if limited:
+                    shape_wait = self._shape(ep, monotonic())
+                    tun_armed = self._masks[0] != 0
                 # backpressure: stop reading the TUN while TLS output is queued
-                if self.out:
+                elif self.out:
                     if tun_armed:
                         ep.modify(tun_fd, 0)
                         ep.modify(sock_fd, select.EPOLLIN | select.EPOLLOUT)
@@ -462,10 +509,10 @@ class CstpSession:
                     tun_armed = True
                 now = monotonic()
                 if now < next_tick:
-                    timeout = next_tick - now
+                    timeout = min(next_tick - now, shape_wait)
                     continue
                 next_tick = now + TICK
-                timeout = TICK
+                timeout = shape_wait
                 self._check_timers(now)
                 if self.dtls is not None and self.dtls.hs is not None:
                     if now > self.dtls.hs_deadline:

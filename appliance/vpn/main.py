@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from ..pki import load_cert, sha1_fingerprint_hex
 from . import ipc
 from .bans import BanSettings, BanTable
-from .config import Config, ConfigError, load_config, load_user_config
+from .config import OPTIONS, Config, ConfigError, load_config, load_user_config
 from .control import ControlServer, make_event
 from .dtlschannel import udp_socket_for
 from .dtlshandshake import make_dtls_context
@@ -43,6 +43,10 @@ SECMOD_TIMEOUT = 5.0
 SCRIPT_TIMEOUT = 30.0
 TERMINATE_GRACE = 3.0  # seconds a terminated worker has to report and exit
 INVALIDATING_REASONS = {"user", "session-timeout", "server"}
+# reloadable in ocserv, but here bound to state built at start (the lease pool, the DTLS
+# context): changed values wait for a restart
+RESTART_ONLY = {"ipv4-network", "ipv4-netmask", "ipv6-network", "predictable-ips",
+                "dtls-psk", "use-occtl"}
 
 
 @dataclass
@@ -243,18 +247,28 @@ class Main:
             self.shutdown()
         return 0
 
-    def reload(self) -> None:
-        """SIGHUP: new connections get the new settings; listeners and keys stay as they are."""
+    def reload(self) -> str:
+        """SIGHUP / occtl reload: new connections get the new settings, live sessions keep
+        theirs; options that only a restart can apply are named, not half-applied."""
         try:
             cfg = load_config(self.config_path)
         except (ConfigError, OSError) as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
-            return
+            return f"reload failed: {exc}"
         for warning in cfg.warnings:
             log.warning("%s", warning)
+        restart = [spec.name for spec in OPTIONS.values()
+                   if (not spec.reloadable or spec.name in RESTART_ONLY)
+                   and getattr(cfg, spec.attr, None) != getattr(self.cfg, spec.attr, None)]
+        for name in restart:
+            setattr(cfg, OPTIONS[name].attr, getattr(self.cfg, OPTIONS[name].attr))
         self.cfg = cfg
         self.bans.settings = BanSettings.from_config(cfg)
-        log.info("configuration reloaded from %s", self.config_path)
+        message = f"configuration reloaded from {self.config_path}"
+        if restart:
+            message += "; needs a restart to change: " + ", ".join(restart)
+        log.info("%s", message)
+        return message
 
     # --- workers ------------------------------------------------------------------------------
 
@@ -809,6 +823,8 @@ def effective_settings(cfg: Config, user: object, session_started: float,
         "banner": cfg.banner,
         "link_mtu": pick("mtu"),
         "switch_to_tcp": cfg.switch_to_tcp_timeout,
+        "rx_per_sec": pick("rx_data_per_sec") or 0,
+        "tx_per_sec": pick("tx_data_per_sec") or 0,
     }
 
 

@@ -138,8 +138,7 @@ class Management:
         return True
 
     def reload(self) -> str:
-        self.main.reload_requested = True
-        return "reloading the configuration"
+        return self.main.reload()
 
     def stop(self) -> None:
         log.info("stop requested over the control socket")

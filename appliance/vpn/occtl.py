@@ -873,11 +873,14 @@ def cmd_unban(ctx: Context, arg: str) -> int:
 
 def cmd_reload(ctx: Context, arg: str) -> int:
     try:
-        _call(ctx, "reload")
+        reply = _call(ctx, "reload")
     except (Unreachable, ServerError):
         ctx.emit("Error scheduling reload\n", page=False)
         return 1
-    ctx.emit("Server scheduled to reload\n", page=False)
+    ctx.emit("Server scheduled to reload\n", page=False)  # ocserv's line, for scripts
+    message = reply.get("message", "") if isinstance(reply, dict) else ""
+    if message:
+        ctx.emit(f"{message}\n", page=False)
     return 0
 
 

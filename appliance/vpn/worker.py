@@ -299,7 +299,9 @@ class Worker:
         session = CstpSession(self.sock, self.rl, tun_fd, self.main, timers,
                               self.parser.remaining(), dtls,
                               cstp_comp=Compressor(cstp_enc, limit) if cstp_enc else None,
-                              dtls_comp=Compressor(dtls_enc, limit) if dtls_enc else None)
+                              dtls_comp=Compressor(dtls_enc, limit) if dtls_enc else None,
+                              rx_limit=int(s.get("rx_per_sec") or 0),
+                              tx_limit=int(s.get("tx_per_sec") or 0))
         reason = session.run()
         log.info("user '%s' disconnected: %s (rx %d, tx %d bytes)", grant.username, reason,
                  session.counters.rx, session.counters.tx)

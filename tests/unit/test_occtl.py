@@ -467,7 +467,7 @@ def test_disconnect_unban_reload_stop(served: tuple[str, FakeProvider, LoopThrea
         1, "could not unban IP '192.0.2.1'\n", "")
     assert run(path, "unban", "ip", "nonsense", capsys=capsys) == (
         1, "", "Cannot parse IP: nonsense\n")
-    assert run(path, "reload", capsys=capsys) == (0, "Server scheduled to reload\n", "")
+    assert run(path, "reload", capsys=capsys) == (0, "Server scheduled to reload\nreloaded\n", "")
     assert run(path, "terminate", "user", "alice", capsys=capsys)[0] == 0
     assert run(path, "stop", capsys=capsys)[0] == 1
     assert ("stop", None) not in provider.calls

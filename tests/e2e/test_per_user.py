@@ -1,0 +1,62 @@
+"""Issue #5 end to end: per-user configuration and live reload with real openconnect clients."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.e2e.harness import iperf3, ping
+
+LIMIT = 1_250_000  # bytes/s = 10 Mbit/s
+
+
+@pytest.fixture
+def extra_conf(workdir) -> list[str]:
+    users = workdir / "config-per-user"
+    users.mkdir(mode=0o755, exist_ok=True)
+    (users / "alice").write_text(f"rx-data-per-sec = {LIMIT}\ntx-data-per-sec = {LIMIT}\n"
+                                 "explicit-ipv4 = 203.0.113.77\n")
+    return [f"config-per-user = {users}/"]
+
+
+def _mbps(result: dict) -> float:
+    return result["sum_received"]["bits_per_second"] / 1e6
+
+
+@pytest.mark.parametrize("dtls", [False, True], ids=["tls", "dtls"])
+def test_per_user_bandwidth_limit_and_static_address(server, make_client, users, dtls):
+    alice = make_client()
+    assert alice.connect("alice", users["alice"], no_dtls=not dtls)
+    if dtls:
+        assert alice.wait_dtls()
+    assert alice.address() == "203.0.113.77"  # explicit-ipv4 from the per-user file
+    limit_mbps = LIMIT * 8 / 1e6
+    up = _mbps(iperf3(alice.net, 4, extra_args=["-C", "cubic"]))
+    down = _mbps(iperf3(alice.net, 4, reverse=True, extra_args=["-C", "cubic"]))
+    for name, got in (("up", up), ("down", down)):
+        assert abs(got - limit_mbps) / limit_mbps <= 0.15, f"{name}: {got:.1f} Mbit/s"
+    alice.disconnect()
+    # bob has no per-user file: not limited
+    bob = make_client()
+    assert bob.connect("bob", users["bob"], no_dtls=not dtls)
+    assert _mbps(iperf3(bob.net, 2, extra_args=["-C", "cubic"])) > 3 * limit_mbps
+
+
+def test_reload_new_route_for_new_sessions_only(server, make_client, users):
+    first = make_client()
+    assert first.connect("alice", users["alice"])
+    assert first.split_includes() == ["198.51.100.0/24"]
+    conf = server.files.conf
+    text = conf.read_text().replace("route = 198.51.100.0/24",
+                                    "route = 198.51.100.0/24\nroute = 198.19.255.0/24")
+    assert text != conf.read_text()
+    conf.write_text(text + "tcp-port = 4443\n")
+    out = server.occtl("reload").stdout
+    assert "reloaded" in out and "needs a restart to change: tcp-port" in out
+    assert ping(first.ns, first.net.inside_ip, count=3).ok  # the live session stays up
+    second = make_client(new_link=True)
+    assert second.connect("bob", users["bob"])
+    assert sorted(second.split_includes()) == ["198.19.255.0/24", "198.51.100.0/24"]
+    users_json = json.loads(server.occtl("-j", "show", "users").stdout)
+    assert sorted(u["Username"] for u in users_json) == ["alice", "bob"]
