@@ -13,14 +13,14 @@ import sys
 
 import pytest
 
-from tests.e2e.harness import Client, Server, make_server_files
+from tests.e2e.harness import Client, Server, make_server_files, server_command
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ocserv") is None or shutil.which("ocpasswd") is None
     or shutil.which("occtl") is None, reason="Debian's ocserv/ocpasswd/occtl are not installed")
 
 KINDS = ("ocserv", "ocgate")
-COMMANDS = {"ocserv": "ocserv -f -c {conf}", "ocgate": None}  # None: the harness default
+COMMANDS = {kind: server_command(kind) for kind in KINDS}
 
 
 def _write_with(tool: str, path, user: str, password: str) -> None:
