@@ -122,11 +122,12 @@ _IMPLEMENTED = frozenset({
     "run-as-user", "run-as-group", "occtl-socket-file", "use-occtl", "tls-priorities",
     "rekey-time", "rekey-method", "tunnel-all-dns", "compression", "no-compress-limit",
     "compression-algo-priority", "dtls-psk", "dtls-legacy", "switch-to-tcp-timeout",
-    "try-mtu-discovery", "rx-data-per-sec", "tx-data-per-sec", "max-ban-score", "ban-time",
+    "try-mtu-discovery", "iroute", "route-add-cmd", "explicit-ipv4",
+    "rx-data-per-sec", "tx-data-per-sec", "max-ban-score", "ban-time",
     "ban-reset-time",
     "ban-points-wrong-password", "ban-points-connection", "rate-limit-ms",
     "persistent-cookies", "auth-timeout", "config-per-user", "config-per-group",
-    "default-user-config", "default-group-config",
+    "default-user-config", "default-group-config", "isolate-workers",
 })
 
 # Options that only take effect on a restart (ocserv's "non-reloadable").

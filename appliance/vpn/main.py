@@ -14,8 +14,10 @@ import logging
 import os
 import pwd
 import selectors
+import shlex
 import signal
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -31,7 +33,7 @@ from .management import Management, user_info
 from .protocol import cstp
 from .protocol.dtls import DtlsError, peek_client_hello
 from .sandbox import apply_worker_sandbox
-from .scripts import ScriptJob, script_env
+from .scripts import ScriptJob, format_route, script_env
 from .secmod import run_secmod
 from .tun import configure_tun, open_tun, remove_tun
 from .worker import Peer, run_worker
@@ -81,6 +83,8 @@ class Conn:
     app_id: bytes = b""
     udp_forwarded_at: float = 0.0
     settings: dict = field(default_factory=dict)  # effective per-user settings
+    ipv4_local: str = ""  # the server's end of the tunnel (first address of the pool)
+    iroutes: list[str] = field(default_factory=list)
     session_started: float = 0.0
     dtls_cipher: str = ""
     compressed: tuple[int, int] = (0, 0)  # packets received / sent compressed
@@ -105,6 +109,9 @@ class Main:
         self.reload_requested = False
         self.cert_sha1 = sha1_fingerprint_hex(load_cert(cfg.server_cert))
         self.pool = Ipv4LeasePool(cfg.ipv4_network, predictable=cfg.predictable_ips)
+        # config-per-user/group may give a user another ipv4-network: one pool per network
+        self.pools: dict[ipaddress.IPv4Network, Ipv4LeasePool] = {cfg.ipv4_network: self.pool}
+        self.lease_pool: dict[str, Ipv4LeasePool] = {}  # session id -> the pool it leases from
         self.listeners: list[socket.socket] = []
         self.udp_sockets: list[socket.socket] = []
         self.by_app_id: dict[bytes, Conn] = {}
@@ -550,11 +557,13 @@ class Main:
         mobile = req.platform.lower().startswith(("android", "apple-ios"))
         settings = effective_settings(cfg, user, info.started, time.time(), mobile=mobile)
         explicit = getattr(user, "explicit_ipv4", None)
+        pool = self._pool_for(getattr(user, "ipv4_network", None), info.sid)
         try:
-            ipv4 = self.pool.acquire(info.sid, info.username, explicit)
+            ipv4 = pool.acquire(info.sid, info.username, explicit)
         except LeaseError as exc:
             self._refuse_session(conn, f"no IP address available: {exc}")
             return
+        self.lease_pool[info.sid] = pool
         self.lease_expiry.pop(info.sid, None)
         base_mtu, mtu = cstp.compute_mtu(
             base_mtu=req.base_mtu, requested_mtu=req.requested_mtu,
@@ -569,20 +578,22 @@ class Main:
             self.by_app_id[conn.app_id] = conn
         try:
             fd, device = open_tun(f"{cfg.device}%d")
-            configure_tun(device, local=self.pool.local_address, peer=ipv4, mtu=mtu)
+            configure_tun(device, local=pool.local_address, peer=ipv4, mtu=mtu)
         except OSError as exc:
             log.error("cannot create a TUN device: %s", exc)
             self._refuse_session(conn, "TUN device creation failed", status=503)
             return
         conn.tun_fd, conn.device, conn.ipv4, conn.mtu = fd, device, str(ipv4), mtu
+        conn.ipv4_local = str(pool.local_address)
+        conn.iroutes = [str(r) for r in getattr(user, "iroute", None) or []]
         conn.routes, conn.no_routes = settings["routes"], settings["no_routes"]
         conn.dns = settings["dns"]
         conn.settings = settings
         conn.pending_grant = ipc.ConnectGrant(
             ok=True, status=200, sid=info.sid, username=info.username,
             groupname=info.groupname, device=device, ipv4=str(ipv4),
-            ipv4_local=str(self.pool.local_address),
-            ipv4_netmask=str(cfg.ipv4_network.netmask), session_started=info.started,
+            ipv4_local=str(pool.local_address),
+            ipv4_netmask=str(pool.netmask), session_started=info.started,
             settings=settings)
         if cfg.connect_script:
             conn.script = ScriptJob(cfg.connect_script, self._script_env(conn, "connect"),
@@ -623,10 +634,38 @@ class Main:
         conn.pending_grant = None
         conn.state = "connected"
         conn.connected_at = time.time()
+        self._iroutes(conn, self.cfg.route_add_cmd or "ip route add %{R} dev %{D}")
         log.info("'%s' connected from %s: %s on %s (session %s)", conn.username,
                  conn.remote_ip, conn.ipv4, conn.device, conn.sid[:8])
         if self.control is not None:
             self.control.publish_event(make_event("connect", user_info(self, conn)))
+
+    def _pool_for(self, network: object, sid: str) -> Ipv4LeasePool:
+        """The pool of a per-user ``ipv4-network`` (kept across reconnects of a session)."""
+        if sid in self.lease_pool:
+            return self.lease_pool[sid]
+        if not network:
+            return self.pool
+        net = ipaddress.ip_network(str(network), strict=False)
+        if net not in self.pools:
+            self.pools[net] = Ipv4LeasePool(net, predictable=self.cfg.predictable_ips)
+        return self.pools[net]
+
+    def _iroutes(self, conn: Conn, template: str) -> None:
+        """iroute: networks behind this client, routed to its TUN by route-add-cmd (main
+        runs it as root; the default is ocserv's ``ip route add %{R} dev %{D}``)."""
+        for route in conn.iroutes:
+            net = ipaddress.ip_network(route, strict=False)
+            cmd = (template.replace("%{RI}", str(net)).replace("%{R}", format_route(net))
+                   .replace("%{D}", conn.device))
+            try:
+                done = subprocess.run(shlex.split(cmd), timeout=5, capture_output=True,
+                                      text=True, check=False)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                log.error("iroute command %r failed: %s", cmd, exc)
+                continue
+            if done.returncode != 0:
+                log.error("iroute command %r failed: %s", cmd, done.stderr.strip())
 
     def _refuse_session(self, conn: Conn, reason: str, status: int = 401) -> None:
         self._close_session(conn.sid, invalidate=False)
@@ -699,7 +738,7 @@ class Main:
         still_used = any(c.sid == sid and c.state in ("connecting", "connected")
                          for c in self.conns.values() if c.state != "closing")
         if invalidate:
-            self.pool.release(sid)
+            self._release(sid)
             self.lease_expiry.pop(sid, None)
         elif not still_used:
             self.lease_expiry[sid] = time.monotonic() + self.cfg.cookie_timeout + LEASE_SLACK
@@ -710,7 +749,10 @@ class Main:
                 del self.lease_expiry[sid]
                 if not any(c.sid == sid and c.state in ("connecting", "connected")
                            for c in self.conns.values()):
-                    self.pool.release(sid)
+                    self._release(sid)
+
+    def _release(self, sid: str) -> None:
+        self.lease_pool.pop(sid, self.pool).release(sid)
 
     def _kill_stragglers(self, now: float) -> None:
         for conn in self.conns.values():
@@ -740,7 +782,7 @@ class Main:
             reason=reason, username=conn.username, groupname=conn.groupname,
             hostname=conn.hostname, device=conn.device, user_agent=conn.user_agent,
             device_type="", platform="", ip_real=conn.remote_ip, ip_real_local=conn.local_ip,
-            ip_local=str(self.pool.local_address), ip_remote=conn.ipv4, worker_id=conn.pid,
+            ip_local=conn.ipv4_local, ip_remote=conn.ipv4, worker_id=conn.pid,
             routes=conn.routes, no_routes=conn.no_routes, dns=conn.dns, stats=stats)
 
     # --- shutdown -----------------------------------------------------------------------------

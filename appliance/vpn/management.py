@@ -64,7 +64,7 @@ def user_info(main: Main, conn: Conn) -> UserInfo:
         id=conn.pid, username=conn.username, groupname=conn.groupname,
         state="connected" if conn.state == "connected" else "pre-auth",
         device=conn.device, mtu=conn.mtu, remote_ip=conn.remote_ip, local_ip=conn.local_ip,
-        ipv4=conn.ipv4, ptp_ipv4=str(main.pool.local_address) if conn.ipv4 else "",
+        ipv4=conn.ipv4, ptp_ipv4=conn.ipv4_local,
         user_agent=conn.user_agent, rx=conn.rx, tx=conn.tx, connected_at=conn.connected_at,
         session_started_at=conn.session_started, dpd=int(s.get("dpd") or 0),
         keepalive=int(s.get("keepalive") or 0), hostname=conn.hostname,
@@ -72,7 +72,8 @@ def user_info(main: Main, conn: Conn) -> UserInfo:
         dtls_cipher=conn.dtls_cipher, dns=list(s.get("dns", [])), nbns=list(s.get("nbns", [])),
         split_dns=list(s.get("split_dns", [])),
         routes=[format_route(r) for r in s.get("routes", [])],
-        no_routes=[format_route(r) for r in s.get("no_routes", [])])
+        no_routes=[format_route(r) for r in s.get("no_routes", [])],
+        iroutes=[format_route(r) for r in conn.iroutes])
 
 
 class Management:

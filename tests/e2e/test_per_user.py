@@ -60,3 +60,38 @@ def test_reload_new_route_for_new_sessions_only(server, make_client, users):
     assert sorted(second.split_includes()) == ["198.19.255.0/24", "198.51.100.0/24"]
     users_json = json.loads(server.occtl("-j", "show", "users").stdout)
     assert sorted(u["Username"] for u in users_json) == ["alice", "bob"]
+
+
+@pytest.fixture
+def group_conf(workdir) -> list[str]:
+    users = workdir / "per-user-net"
+    users.mkdir(mode=0o755, exist_ok=True)
+    (users / "bob").write_text("ipv4-network = 203.0.113.128/25\niroute = 198.18.200.0/24\n")
+    return [f"config-per-user = {users}/"]
+
+
+def test_per_user_network_and_iroute(net, workdir, users, make_client, group_conf):
+    from tests.e2e.harness import Server, make_server_files
+    files = make_server_files(workdir / "netsrv", net, users=users, extra_conf=group_conf)
+    srv = Server(net, files).start()
+    try:
+        bob = make_client()
+        bob.files = files
+        assert bob.connect("bob", users["bob"])
+        env = bob.env()
+        assert env["INTERNAL_IP4_NETMASK"] == "255.255.255.128"
+        assert bob.address().startswith("203.0.113.") and int(bob.address().rsplit(".")[-1]) > 129
+        routes = net.server_ns.run(["ip", "-j", "route", "show", "198.18.200.0/24"]).stdout
+        dev = json.loads(routes)[0]["dev"]
+        assert dev.startswith(files.device)
+        addrs = json.loads(net.server_ns.run(["ip", "-j", "addr", "show", "dev", dev]).stdout)
+        assert addrs[0]["addr_info"][0]["local"] == "203.0.113.129"  # that pool's first
+        shown = json.loads(srv.occtl("-j", "show", "users").stdout)[0]
+        assert shown["iRoutes"] == ["198.18.200.0/255.255.255.0"]
+        assert shown["P-t-P IPv4"] == "203.0.113.129"
+        alice = make_client(new_link=True)
+        alice.files = files
+        assert alice.connect("alice", users["alice"])
+        assert alice.env()["INTERNAL_IP4_NETMASK"] == "255.255.255.0"
+    finally:
+        srv.stop()
