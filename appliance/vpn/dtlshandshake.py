@@ -43,6 +43,7 @@ from .protocol.dtls import (
     iter_records,
     peek_client_hello,
 )
+from .tlshandshake import drain_bio
 from .tlsrecord import CipherInfo, TlsRecordError, cipher_info, tls12_prf
 
 log = logging.getLogger(__name__)
@@ -254,15 +255,7 @@ class DtlsServerHandshake:
     def _drain(self) -> list[bytes]:
         """OpenSSL's output, cut into records and packed back into datagrams of at most
         ``mtu`` bytes: a memory BIO is a byte stream and forgets where datagrams ended."""
-        raw = bytearray()
-        while True:
-            try:
-                chunk = self._conn.bio_read(65536)
-            except SSL.WantReadError:
-                break
-            if not chunk:
-                break
-            raw += chunk
+        raw = drain_bio(self._conn)
         datagrams: list[bytes] = []
         current = bytearray()
         pos = 0

@@ -144,16 +144,7 @@ class ServerHandshake:
         return True
 
     def _drain(self) -> bytes:
-        out = bytearray()
-        while True:
-            try:
-                chunk = self._conn.bio_read(65536)
-            except SSL.WantReadError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return bytes(out)
+        return drain_bio(self._conn)
 
     def _finish(self, final_flight: bytes) -> None:
         conn = self._conn
@@ -183,6 +174,20 @@ class ServerHandshake:
 
     def client_certificate(self):  # pragma: no cover - used with certificate auth later
         return self._conn.get_peer_certificate()
+
+
+def drain_bio(conn: SSL.Connection) -> bytes:
+    """Everything OpenSSL has written into the connection's outgoing memory BIO."""
+    out = bytearray()
+    while True:
+        try:
+            chunk = conn.bio_read(65536)
+        except SSL.WantReadError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
 
 
 def _count_records(flight: bytes, *, after_ccs: bool) -> int:
