@@ -123,6 +123,7 @@ _IMPLEMENTED = frozenset({
     "rekey-time", "rekey-method", "tunnel-all-dns", "compression", "no-compress-limit",
     "compression-algo-priority", "dtls-psk", "dtls-legacy", "switch-to-tcp-timeout",
     "try-mtu-discovery", "iroute", "route-add-cmd", "explicit-ipv4",
+    "restrict-user-to-routes", "restrict-user-to-ports",
     "rx-data-per-sec", "tx-data-per-sec", "max-ban-score", "ban-time",
     "ban-reset-time",
     "ban-points-wrong-password", "ban-points-connection", "rate-limit-ms",

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..pki import load_cert, sha1_fingerprint_hex
-from . import ipc
+from . import firewall, ipc
 from .bans import BanSettings, BanTable
 from .config import OPTIONS, Config, ConfigError, load_config, load_user_config
 from .control import ControlServer, make_event
@@ -85,6 +85,7 @@ class Conn:
     settings: dict = field(default_factory=dict)  # effective per-user settings
     ipv4_local: str = ""  # the server's end of the tunnel (first address of the pool)
     iroutes: list[str] = field(default_factory=list)
+    restricted: bool = False  # firewall rules installed for this TUN
     session_started: float = 0.0
     dtls_cipher: str = ""
     compressed: tuple[int, int] = (0, 0)  # packets received / sent compressed
@@ -584,6 +585,15 @@ class Main:
             self._refuse_session(conn, "TUN device creation failed", status=503)
             return
         conn.tun_fd, conn.device, conn.ipv4, conn.mtu = fd, device, str(ipv4), mtu
+        try:
+            restrict(device, settings)
+        except firewall.FirewallError as exc:
+            log.error("cannot restrict '%s': %s", info.username, exc)
+            os.close(fd)
+            remove_tun(device)
+            self._refuse_session(conn, "firewall restrictions failed", status=503)
+            return
+        conn.restricted = bool(settings["restrict_routes"] or settings["restrict_ports"])
         conn.ipv4_local = str(pool.local_address)
         conn.iroutes = [str(r) for r in getattr(user, "iroute", None) or []]
         conn.routes, conn.no_routes = settings["routes"], settings["no_routes"]
@@ -716,6 +726,12 @@ class Main:
                 remove_tun(conn.device)
             except OSError as exc:
                 log.debug("removing %s: %s", conn.device, exc)
+        if conn.restricted:
+            conn.restricted = False
+            try:
+                firewall.apply(firewall.removal(conn.device))
+            except firewall.FirewallError as exc:
+                log.error("removing the firewall rules of %s: %s", conn.device, exc)
         if run_disconnect and self.cfg.disconnect_script:
             duration = int(time.time() - conn.connected_at) if conn.connected_at else 0
             env = self._script_env(conn, "disconnect", (conn.rx, conn.tx, duration))
@@ -865,9 +881,19 @@ def effective_settings(cfg: Config, user: object, session_started: float,
         "banner": cfg.banner,
         "link_mtu": pick("mtu"),
         "switch_to_tcp": cfg.switch_to_tcp_timeout,
+        "restrict_routes": bool(pick("restrict_user_to_routes")),
+        "restrict_ports": pick("restrict_user_to_ports") or "",
         "rx_per_sec": pick("rx_data_per_sec") or 0,
         "tx_per_sec": pick("tx_data_per_sec") or 0,
     }
+
+
+def restrict(device: str, settings: dict) -> None:
+    """restrict-user-to-routes/ports through the host firewall (firewall.py)."""
+    ports = settings["restrict_ports"]
+    firewall.apply(firewall.ruleset(
+        device, settings["routes"], settings["dns"], settings["restrict_routes"],
+        firewall.parse_ports(ports) if ports else None))
 
 
 def drop_privileges(cfg: Config) -> None:

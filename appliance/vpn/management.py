@@ -73,7 +73,9 @@ def user_info(main: Main, conn: Conn) -> UserInfo:
         split_dns=list(s.get("split_dns", [])),
         routes=[format_route(r) for r in s.get("routes", [])],
         no_routes=[format_route(r) for r in s.get("no_routes", [])],
-        iroutes=[format_route(r) for r in conn.iroutes])
+        iroutes=[format_route(r) for r in conn.iroutes],
+        restrict_to_routes=bool(s.get("restrict_routes")),
+        restrict_to_ports=[p.strip() for p in s.get("restrict_ports", "").split(",") if p.strip()])
 
 
 class Management:

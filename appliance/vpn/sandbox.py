@@ -115,7 +115,7 @@ SAFETY_SYSCALLS: tuple[str, ...] = (
     "clock_nanosleep", "nanosleep",
     "select", "pselect6", "ppoll", "epoll_pwait",  # datapath's final flush uses select()
     "futex",  # glibc internal locks
-    "rt_sigreturn", "rt_sigprocmask", "restart_syscall",
+    "rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "restart_syscall",  # faulthandler
     "gettid", "lseek", "fstat", "writev",  # writev: glibc's fatal-error messages
     "exit",
 )

@@ -95,3 +95,39 @@ def test_per_user_network_and_iroute(net, workdir, users, make_client, group_con
         assert alice.env()["INTERNAL_IP4_NETMASK"] == "255.255.255.0"
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def fw_conf(workdir) -> list[str]:
+    users = workdir / "per-user-fw"
+    users.mkdir(mode=0o755, exist_ok=True)
+    (users / "alice").write_text("restrict-user-to-routes = true\n")
+    (users / "bob").write_text('restrict-user-to-ports = "!(icmp())"\n')
+    return [f"config-per-user = {users}/"]
+
+
+def test_restrict_user_to_routes_and_ports(net, workdir, users, make_client, fw_conf):
+    from tests.e2e.harness import Server, make_server_files, transfer
+    files = make_server_files(workdir / "fwsrv", net, users=users, extra_conf=fw_conf)
+    net.server_ns.run(["ip", "addr", "add", "198.18.250.1/32", "dev", "lo"])
+    srv = Server(net, files).start()
+    try:
+        alice = make_client()
+        alice.files = files
+        assert alice.connect("alice", users["alice"])
+        alice.ns.run(["ip", "route", "add", "198.18.250.0/24", "dev", alice.tun])
+        assert ping(alice.ns, net.inside_ip, count=2).ok  # inside her routes
+        assert not ping(alice.ns, "198.18.250.1", count=2).ok  # not in her routes: dropped
+        alice.disconnect()
+        bob = make_client(new_link=True)
+        bob.files = files
+        assert bob.connect("bob", users["bob"])
+        assert not ping(bob.ns, net.inside_ip, count=2).ok  # icmp denied
+        result = transfer(net, 1_000_000, "up", link=bob.link)  # tcp allowed
+        assert result.sha_sent == result.sha_received
+        bob.disconnect()
+        rules = net.server_ns.run(["nft", "list", "table", "inet", "ocgate_fw"],
+                                  check=False).stdout
+        assert "forward_" not in rules  # the chains went with the sessions
+    finally:
+        srv.stop()
