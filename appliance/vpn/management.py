@@ -74,6 +74,7 @@ def user_info(main: Main, conn: Conn) -> UserInfo:
         routes=[format_route(r) for r in s.get("routes", [])],
         no_routes=[format_route(r) for r in s.get("no_routes", [])],
         iroutes=[format_route(r) for r in conn.iroutes],
+        limit_rx=int(s.get("rx_per_sec") or 0), limit_tx=int(s.get("tx_per_sec") or 0),
         restrict_to_routes=bool(s.get("restrict_routes")),
         restrict_to_ports=[p.strip() for p in s.get("restrict_ports", "").split(",") if p.strip()])
 

@@ -1,0 +1,75 @@
+"""The admin UI's Flask app: shared web foundation + sign-in gate + one blueprint per page.
+
+Order of the request guards matters and is fixed here: the base app's CSRF check runs
+first (a forged POST is refused before anything else happens), then :func:`_gate`, which
+lets only the sign-in page, static files and the metrics endpoint through without a
+valid server-side admin session.  Pages redirect to the sign-in page; JSON endpoints
+answer 401 so that the dashboard's script can tell the user to sign in again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+from flask import Flask, Response, flash, g, jsonify, redirect, request, session, url_for
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from ..web.app import create_base_app
+from .context import WebUIContext
+from .pages import backup, dashboard, diagnostics, login, logs, metrics, sessions, settings
+from .pages import users as users_page
+from .pages.common import EXTENSION, NAV, ui
+from .system import format_epoch, human_bytes, human_duration, human_rate
+
+HERE = Path(__file__).resolve().parent
+PUBLIC_ENDPOINTS = frozenset({"static", "ui.static", "login.login", "login.logout",
+                              "metrics.metrics"})
+
+
+def create_app(ctx: WebUIContext, *, session_minutes: int = 30) -> Flask:
+    """The admin UI for ``ctx``; ``session_minutes`` is the idle timeout."""
+    ctx.sessions.idle_timeout = session_minutes * 60.0
+    app = create_base_app(__name__, https=ctx.https, cookie_name="ocgate_admin",
+                          session_minutes=session_minutes)
+    app.extensions[EXTENSION] = ctx
+    app.before_request(_gate)
+    app.register_blueprint(ui)
+    for module in (login, dashboard, users_page, sessions, settings, backup, logs,
+                   diagnostics, metrics):
+        app.register_blueprint(module.bp)
+    app.jinja_env.filters.update(bytes=human_bytes, rate=human_rate,
+                                 duration=human_duration, epoch=format_epoch)
+    app.jinja_env.globals["nav"] = NAV
+
+    @app.context_processor
+    def _admin() -> dict[str, object]:
+        return {"admin": g.get("admin")}
+
+    return app
+
+
+def _safe_next(path: str) -> str:
+    """Only local paths: ``next`` must never become an open redirect."""
+    return path if path.startswith("/") and not path.startswith("//") else "/"
+
+
+def _gate() -> WerkzeugResponse | Response | tuple[Response, int] | None:
+    from flask import current_app
+
+    ctx: WebUIContext = current_app.extensions[EXTENSION]
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    record = ctx.sessions.touch(session.get("sid"), ctx.clock())
+    if record is not None:
+        g.admin = record.username
+        g.sid = record.sid
+        return None
+    had_session = "sid" in session
+    session.pop("sid", None)
+    if request.path.startswith("/api/"):
+        return jsonify({"error": "not signed in"}), 401
+    if had_session:
+        flash("Your session expired. Please sign in again.", "info")
+    target = request.full_path.rstrip("?") if request.method == "GET" else "/"
+    return redirect(url_for("login.login") + "?next=" + quote(_safe_next(target)), code=303)
