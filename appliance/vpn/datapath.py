@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from . import ipc
 from .dtlschannel import DtlsChannel
+from .gro import VNET_HDR_LEN, coalesce
 from .protocol.compression import DECOMPRESS_ERRORS, Compressor
 from .protocol.cstp import (
     BYE_RECONNECTING,
@@ -30,6 +31,7 @@ from .protocol.cstp import (
 from .protocol.dtls import DtlsClosed
 from .ratelimit import TokenBucket
 from .tlsrecord import RecordLayer, TlsClosed, TlsRecordError
+from .tun import has_vnet_hdr
 
 log = logging.getLogger("ocgate.worker")
 
@@ -84,6 +86,8 @@ class CstpSession:
                  dtls_comp: Compressor | None = None, rx_limit: int = 0,
                  tx_limit: int = 0) -> None:
         self.sock = sock
+        self.vnet_hdr = has_vnet_hdr(tun_fd)  # main opens TUNs with IFF_VNET_HDR (gro.py)
+        self.to_tun: list[bytes] = []  # packets of this wakeup, written together
         now = time.monotonic()
         # rx-data-per-sec / tx-data-per-sec (bytes/s; rx = from the client)
         self.rx_bucket = TokenBucket(rx_limit, now=now) if rx_limit else None
@@ -149,6 +153,8 @@ class CstpSession:
                 break
         if not packets:
             return
+        if self.vnet_hdr:  # no offloads were enabled: the header is always empty
+            packets = [memoryview(p)[VNET_HDR_LEN:] for p in packets]
         c = self.counters
         nbytes = sum(map(len, packets))
         c.tx += nbytes
@@ -177,7 +183,7 @@ class CstpSession:
     def _compressed(self, comp: Compressor, packet: bytes, header: int) -> bytes:
         """A packet with its DTLS (1-byte) or CSTP (8-byte) header, compressed only if that
         makes it smaller (protocol.md 6.2)."""
-        data = comp.compress(packet)
+        data = comp.compress(bytes(packet))
         ptype = PacketType.COMPRESSED if data is not None else PacketType.DATA
         if data is None:
             data = packet
@@ -222,10 +228,9 @@ class CstpSession:
         if not plains:
             return
         self.last_rx = time.monotonic()
-        write = os.write
-        tun = self.tun
         c = self.counters
         decoder = self.decoder
+        to_tun = self.to_tun
         for plain in plains:
             if (not decoder.pending and len(plain) > 8 and plain[6] == 0
                     and plain[:4] == _MAGIC and (plain[4] << 8 | plain[5]) == len(plain) - 8):
@@ -234,17 +239,31 @@ class CstpSession:
                 c.rx_packets += 1
                 if self.use_udp:  # the client fell back to TLS: follow it
                     self.use_udp = False
-                try:
-                    write(tun, payload)
-                except OSError as exc:
-                    self._tun_write_failed(exc)
+                to_tun.append(payload)
                 if self.timers.idle_timeout is not None and _is_activity(payload):
                     self.last_activity = self.last_rx
                 continue
             for ptype, payload in decoder.feed(plain):
                 self._frame(ptype, payload)
                 if self.reason:
-                    return
+                    break
+        self._write_tun()
+
+    def _write_tun(self) -> None:
+        """Write what this wakeup received; with a vnet-header TUN, runs of one TCP flow go
+        in as single GSO packets (gro.py)."""
+        packets = self.to_tun
+        if not packets:
+            return
+        self.to_tun = []
+        writes = coalesce(packets) if self.vnet_hdr else packets
+        write = os.write
+        tun = self.tun
+        for data in writes:
+            try:
+                write(tun, data)
+            except OSError as exc:
+                self._tun_write_failed(exc)
 
     @staticmethod
     def _tun_write_failed(exc: OSError) -> None:
@@ -261,10 +280,7 @@ class CstpSession:
         if ptype == PacketType.DATA:
             self.counters.rx += len(payload)
             self.counters.rx_packets += 1
-            try:
-                os.write(self.tun, payload)
-            except OSError as exc:
-                self._tun_write_failed(exc)
+            self.to_tun.append(payload)
             if self.timers.idle_timeout is not None and _is_activity(payload):
                 self.last_activity = self.last_rx
         elif ptype == PacketType.DPD_REQ:
@@ -324,8 +340,7 @@ class CstpSession:
         now = time.monotonic()
         self.last_rx = self.udp_last_rx = now
         self.use_udp = True
-        write = os.write
-        tun = self.tun
+        to_tun = self.to_tun
         c = self.counters
         c.udp_rx_packets += len(payloads)
         for p in payloads:
@@ -339,16 +354,14 @@ class CstpSession:
             if ptype == 0:
                 c.rx += len(p) - 1
                 c.rx_packets += 1
-                try:
-                    write(tun, p[1:])
-                except OSError as exc:
-                    self._tun_write_failed(exc)
+                to_tun.append(p[1:])
                 if self.timers.idle_timeout is not None and _is_activity(p[1:]):
                     self.last_activity = now
             elif ptype == PacketType.DPD_REQ:
                 dtls.send([bytes((PacketType.DPD_RESP,)) + p[1:]])  # same length (5.6)
             elif ptype == PacketType.DISCONNECT:
                 self._frame(ptype, p[1:])
+        self._write_tun()
 
     def _dtls_socket(self, msg: ipc.DtlsSocket, fds: list[int]) -> None:
         """Main passed a socket connected to the client's (new) UDP address."""

@@ -578,7 +578,7 @@ class Main:
             conn.app_id = bytes.fromhex(req.dtls_app_id)
             self.by_app_id[conn.app_id] = conn
         try:
-            fd, device = open_tun(f"{cfg.device}%d")
+            fd, device = open_tun(f"{cfg.device}%d", vnet_hdr=True)  # for gro.py
             configure_tun(device, local=pool.local_address, peer=ipv4, mtu=mtu)
         except OSError as exc:
             log.error("cannot create a TUN device: %s", exc)

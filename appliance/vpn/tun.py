@@ -37,11 +37,13 @@ __all__ = [
 
 TUN_PATH = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
+TUNGETIFF = 0x800454D2
 TUNSETPERSIST = 0x400454CB
 TUNSETOWNER = 0x400454CC
 TUNSETGROUP = 0x400454CE
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000  # every read and write carries a virtio_net_hdr (gro.py)
 IFNAMSIZ = 16
 _IFREQ = struct.Struct("16sH22x")  # struct ifreq: name + flags, padded to 40 bytes
 _NAME_OK = re.compile(r"[A-Za-z0-9_.-]*(%d)?[A-Za-z0-9_.-]*")
@@ -62,7 +64,8 @@ def _check_name(name: str) -> bytes:
     return raw
 
 
-def open_tun(name: str, *, owner: int | None = None, group: int | None = None) -> tuple[int, str]:
+def open_tun(name: str, *, owner: int | None = None, group: int | None = None,
+             vnet_hdr: bool = False) -> tuple[int, str]:
     """Create a tun device; returns (non-blocking close-on-exec fd, the kernel's name).
 
     ``name`` may contain one ``%d`` (ocserv passes ``<device>%d``).  ``owner``/``group``
@@ -72,7 +75,8 @@ def open_tun(name: str, *, owner: int | None = None, group: int | None = None) -
     raw = _check_name(name)
     fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        result = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(raw, IFF_TUN | IFF_NO_PI))
+        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+        result = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(raw, flags))
         real = _IFREQ.unpack(result)[0].split(b"\0", 1)[0].decode("ascii")
         # Non-persistent: the device disappears with its last fd, so a crash leaks nothing.
         fcntl.ioctl(fd, TUNSETPERSIST, 0)
@@ -85,6 +89,15 @@ def open_tun(name: str, *, owner: int | None = None, group: int | None = None) -
         raise TunError(exc.errno, f"{name}: TUNSETIFF failed: {exc.strerror}") from exc
     log.debug("created tun device %s", real)
     return fd, real
+
+
+def has_vnet_hdr(fd: int) -> bool:
+    """Whether the TUN behind ``fd`` was opened with IFF_VNET_HDR (TUNGETIFF)."""
+    try:
+        result = fcntl.ioctl(fd, TUNGETIFF, bytes(_IFREQ.size))
+    except OSError:
+        return False
+    return bool(_IFREQ.unpack(result)[1] & IFF_VNET_HDR)
 
 
 def _index(ipr: IPRoute, name: str) -> int:
