@@ -31,7 +31,6 @@ from .protocol.cstp import (
 from .protocol.dtls import DtlsClosed
 from .ratelimit import TokenBucket
 from .tlsrecord import RecordLayer, TlsClosed, TlsRecordError
-from .tun import has_vnet_hdr
 
 log = logging.getLogger("ocgate.worker")
 
@@ -84,9 +83,9 @@ class CstpSession:
                  main_chan: socket.socket, timers: Timers, pending_plain: bytes = b"",
                  dtls: DtlsChannel | None = None, cstp_comp: Compressor | None = None,
                  dtls_comp: Compressor | None = None, rx_limit: int = 0,
-                 tx_limit: int = 0) -> None:
+                 tx_limit: int = 0, vnet_hdr: bool = False) -> None:
         self.sock = sock
-        self.vnet_hdr = has_vnet_hdr(tun_fd)  # main opens TUNs with IFF_VNET_HDR (gro.py)
+        self.vnet_hdr = vnet_hdr  # main opens TUNs with IFF_VNET_HDR (gro.py)
         self.to_tun: list[bytes] = []  # packets of this wakeup, written together
         now = time.monotonic()
         # rx-data-per-sec / tx-data-per-sec (bytes/s; rx = from the client)

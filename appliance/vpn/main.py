@@ -579,6 +579,7 @@ class Main:
             self.by_app_id[conn.app_id] = conn
         try:
             fd, device = open_tun(f"{cfg.device}%d", vnet_hdr=True)  # for gro.py
+            settings["vnet_hdr"] = True
             configure_tun(device, local=pool.local_address, peer=ipv4, mtu=mtu)
         except OSError as exc:
             log.error("cannot create a TUN device: %s", exc)

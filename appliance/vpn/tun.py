@@ -37,7 +37,6 @@ __all__ = [
 
 TUN_PATH = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
-TUNGETIFF = 0x800454D2
 TUNSETPERSIST = 0x400454CB
 TUNSETOWNER = 0x400454CC
 TUNSETGROUP = 0x400454CE
@@ -89,15 +88,6 @@ def open_tun(name: str, *, owner: int | None = None, group: int | None = None,
         raise TunError(exc.errno, f"{name}: TUNSETIFF failed: {exc.strerror}") from exc
     log.debug("created tun device %s", real)
     return fd, real
-
-
-def has_vnet_hdr(fd: int) -> bool:
-    """Whether the TUN behind ``fd`` was opened with IFF_VNET_HDR (TUNGETIFF)."""
-    try:
-        result = fcntl.ioctl(fd, TUNGETIFF, bytes(_IFREQ.size))
-    except OSError:
-        return False
-    return bool(_IFREQ.unpack(result)[1] & IFF_VNET_HDR)
 
 
 def _index(ipr: IPRoute, name: str) -> int:

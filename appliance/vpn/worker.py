@@ -301,7 +301,8 @@ class Worker:
                               cstp_comp=Compressor(cstp_enc, limit) if cstp_enc else None,
                               dtls_comp=Compressor(dtls_enc, limit) if dtls_enc else None,
                               rx_limit=int(s.get("rx_per_sec") or 0),
-                              tx_limit=int(s.get("tx_per_sec") or 0))
+                              tx_limit=int(s.get("tx_per_sec") or 0),
+                              vnet_hdr=bool(s.get("vnet_hdr")))
         reason = session.run()
         log.info("user '%s' disconnected: %s (rx %d, tx %d bytes)", grant.username, reason,
                  session.counters.rx, session.counters.tx)
