@@ -129,6 +129,8 @@ _IMPLEMENTED = frozenset({
     "ban-points-wrong-password", "ban-points-connection", "rate-limit-ms",
     "persistent-cookies", "auth-timeout", "config-per-user", "config-per-group",
     "default-user-config", "default-group-config", "isolate-workers",
+    "enable-auth", "ca-cert", "crl", "cert-user-oid", "cert-group-oid",
+    "select-group", "default-select-group", "auto-select-group",
 })
 
 # Options that only take effect on a restart (ocserv's "non-reloadable").
@@ -439,7 +441,7 @@ USER_OPTIONS: frozenset[str] = frozenset(
 AUTH_METHODS: frozenset[str] = frozenset(
     {"plain", "pam", "radius", "certificate", "gssapi", "oidc"})
 PASSWORD_AUTH_METHODS: frozenset[str] = frozenset({"plain", "pam", "radius"})
-IMPLEMENTED_AUTH_METHODS: frozenset[str] = frozenset({"plain"})
+IMPLEMENTED_AUTH_METHODS: frozenset[str] = frozenset({"plain", "pam", "certificate"})
 ACCT_METHODS: frozenset[str] = frozenset({"radius", "pam"})
 
 

@@ -95,7 +95,12 @@ def _close(fd: int) -> None:
 
 @message
 class AuthInit:
-    """Start authenticating; the sec-mod keeps the state per worker connection."""
+    """Start (or restart) authenticating; the sec-mod keeps the state per worker connection.
+
+    An empty ``username`` is the client's ``init`` (or a form without credentials): the
+    sec-mod answers with the first form, or ``ok`` when a certificate is enough. A client
+    certificate is never claimed here: the sec-mod knows it from the handshake it ran on
+    this worker's connection."""
     username: str
     group: str | None
     remote_ip: str
@@ -104,16 +109,24 @@ class AuthInit:
 
 @message
 class AuthCont:
+    """The user's answer to the last prompt (password, OTP, PAM question)."""
     password: str
 
 
 @message
 class AuthReply:
     status: str  # "continue" | "ok" | "fail" | "error"
-    message: str = ""  # prompt or failure text for the form
+    message: str = ""  # prompt for the form, or the 401 reason with "fail"
     prompt_password: bool = True
     cookie: str = ""  # set with status "ok"
     context: str = ""  # webvpncontext value: the auth session id (informational)
+    # with "continue": which form to show. "login": username + password (+ group select);
+    # "password": one answer input named input_name; "group": only the group select
+    form: str = "password"
+    input_name: str = "password"  # "secondary_password" for the 2nd..nth answer
+    input_label: str = "Password:"
+    echo: bool = False  # the answer is not secret (PAM_PROMPT_ECHO_ON): a text input
+    groups: list = field(default_factory=list)  # [value, label] pairs; value "" = text only
 
 
 @message

@@ -1,8 +1,14 @@
 """The security module: the only process that reads credentials and owns the cookie store.
 
-Workers ask it to authenticate a user (one password try at a time) and get back a cookie;
-main asks it whether a cookie names a live session. Everything it answers is a verdict, so a
+Workers ask it to authenticate a user (one answer at a time) and get back a cookie; main
+asks it whether a cookie names a live session. Everything it answers is a verdict, so a
 compromised worker learns nothing it could not learn by trying passwords over the network.
+
+It also runs every TLS handshake (the private key lives only here), so it is the one that
+sees a client certificate verified: the identity it carries is kept in the state of the
+worker connection that asked for the handshake and is never taken from a worker's word.
+Password back-ends run as conversations (authbackends.py); PAM's run in threads, so a
+worker waiting for PAM gets its answer later, when the conversation produces it.
 """
 
 from __future__ import annotations
@@ -18,10 +24,30 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from cryptography import x509
+from OpenSSL import SSL
+
 from . import ipc
+from .authbackends import (
+    PASSWORD_PROMPT,
+    AuthSetup,
+    CertError,
+    CertIdentity,
+    Conversation,
+    GroupError,
+    Prompt,
+    Verdict,
+    cert_identity,
+    group_policy,
+    make_setup,
+)
 from .config import Config
-from .passwd import PasswdError, load_passwd, verify_password
-from .tlshandshake import HandshakeError, ServerHandshake, make_server_context
+from .tlshandshake import (
+    HandshakeError,
+    HandshakeResult,
+    ServerHandshake,
+    make_server_context,
+)
 
 log = logging.getLogger("ocgate.sec-mod")
 
@@ -29,6 +55,8 @@ MAX_PASSWORD_TRIES = 3
 HANDSHAKE_TIMEOUT = 20.0  # seconds a client has to complete the TLS handshake
 MAX_HANDSHAKES = 512  # concurrent handshakes; beyond that new ones are refused at once
 AUTH_SLACK = 15  # seconds of grace ocserv adds to cookie validity (protocol.md 7.6)
+BACKEND_WAIT = 60.0  # seconds a worker may wait for a back-end (PAM) to say something
+MAX_USERNAME = 255
 
 
 @dataclass
@@ -51,16 +79,26 @@ class Handshake:
     hs: ServerHandshake
     deadline: float
     out: bytes = b""  # handshake bytes the socket could not take yet
+    remote_ip: str = ""
 
 
 @dataclass
 class AuthState:
-    """One worker's authentication in progress."""
+    """One worker connection: the certificate its handshake verified, and the login in
+    progress on it."""
+    cert: CertIdentity | None = None  # set only by a handshake this sec-mod ran
+    cert_problem: str = "No certificate"  # the 401 reason when a certificate is required
+    handshakes: int = 0
     username: str = ""
-    group: str = ""
+    requested: str | None = None  # canonical group asked for; None = the user's default
+    group_given: bool = False  # the client named a group (or the default entry)
     remote_ip: str = ""
     user_agent: str = ""
     tries: int = 0
+    answers: int = 0  # answers given in this attempt: the 2nd..nth input gets a counter
+    retry_note: str = ""  # "Login failed." before the next prompt after a wrong answer
+    conv: Conversation | None = None
+    waiting_since: float | None = None  # a worker awaits our reply since (monotonic)
     context: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
 
 
@@ -115,30 +153,21 @@ class SessionStore:
                  "in_use": s.in_use} for s in self._by_hash.values()]
 
 
-class PlainAuth:
-    """auth = plain[passwd=FILE]; the file is re-read on every attempt, as ocserv does, so
-    ocpasswd changes apply without a reload."""
-
-    def __init__(self, passwd_file: str) -> None:
-        self.passwd_file = passwd_file
-
-    def check(self, username: str, password: str) -> tuple[bool, list[str]]:
-        try:
-            entries = load_passwd(self.passwd_file)
-        except (OSError, PasswdError) as exc:
-            log.error("cannot read password file %s: %s", self.passwd_file, exc)
-            verify_password(None, password)
-            return False, []
-        entry = entries.get(username)
-        ok = verify_password(entry, password)
-        return ok, (entry.groups if entry else [])
+def make_auth_setup(cfg: Config) -> AuthSetup:
+    """The configured back-ends; AuthConfigError explains an impossible combination."""
+    policy = group_policy(cfg.select_groups, cfg.default_select_group, cfg.auto_select_group)
+    return make_setup(cfg.auth, cfg.enable_auth, cfg.ca_cert, cfg.cert_user_oid, policy,
+                      answer_timeout=float(max(cfg.auth_timeout, 30)))
 
 
-def make_backend(cfg: Config) -> PlainAuth:
-    for method in cfg.auth:
-        if method.name == "plain":
-            return PlainAuth(method.params["passwd"])
-    raise ValueError("only auth = plain[passwd=...] is implemented so far")
+def _crl_stamp(path: str | None) -> tuple[int, int] | None:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 class SecMod:
@@ -146,7 +175,7 @@ class SecMod:
                  events: socket.socket | None = None) -> None:
         self.cfg = cfg
         self.events = events  # one-way notifications to main (ban points)
-        self.backend = make_backend(cfg)
+        self.setup = make_auth_setup(cfg)
         self.store = SessionStore(cfg.cookie_timeout)
         self.main_chan = main_chan
         self.sel = selectors.DefaultSelector()
@@ -163,13 +192,37 @@ class SecMod:
         self.workers: dict[socket.socket, AuthState] = {}
         self.auth_failures = 0
         # the private key is loaded here, after the fork from main, and nowhere else
-        self.tls_ctx = make_server_context(cfg.server_cert, cfg.server_key, cfg.tls_priorities,
-                                           cfg.ca_cert)
+        self.crl_stamp = _crl_stamp(cfg.crl)
+        self.tls_ctx = self._make_tls_context()
         self.handshakes: dict[int, Handshake] = {}  # by client socket fd
+        # PAM threads wake the loop through this pipe when a conversation has news
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def _make_tls_context(self) -> SSL.Context:
+        cfg = self.cfg
+        return make_server_context(cfg.server_cert, cfg.server_key, cfg.tls_priorities,
+                                   cfg.ca_cert, client_certs=self.setup.wants_cert,
+                                   crl_file=cfg.crl if self.setup.wants_cert else None)
+
+    def _refresh_crl(self) -> None:
+        """ocserv re-reads the CRL when the file changes; a new context picks it up."""
+        if not (self.setup.wants_cert and self.cfg.crl):
+            return
+        stamp = _crl_stamp(self.cfg.crl)
+        if stamp == self.crl_stamp:
+            return
+        try:
+            self.tls_ctx = self._make_tls_context()
+        except (OSError, ValueError, SSL.Error) as exc:
+            log.error("cannot reload CRL %s (keeping the old one): %s", self.cfg.crl, exc)
+            return
+        self.crl_stamp = stamp
+        log.info("reloaded CRL %s", self.cfg.crl)
 
     def run(self) -> None:
         self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
         self.sel.register(self.main_chan, selectors.EVENT_READ, self._from_main)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_wake)
         log.info("sec-mod started (pid %d)", os.getpid())
         last_sweep = time.monotonic()
         while True:
@@ -177,6 +230,7 @@ class SecMod:
                 key.data(key.fileobj)
             now = time.monotonic()
             self._expire_handshakes(now)
+            self._expire_waits(now)
             if now - last_sweep >= 5.0:
                 last_sweep = now
                 for sid in self.store.expire(time.time()):
@@ -219,7 +273,9 @@ class SecMod:
 
     def _drop(self, conn: socket.socket) -> None:
         self.sel.unregister(conn)
-        self.workers.pop(conn, None)
+        state = self.workers.pop(conn, None)
+        if state is not None:
+            self._end_attempt(state)
         for h in [h for h in self.handshakes.values() if h.worker is conn]:
             self._end_handshake(h, None)
         conn.close()
@@ -236,12 +292,17 @@ class SecMod:
             return
         for fd in _fds:
             os.close(fd)
+        reply: ipc.AuthReply | None
         if isinstance(msg, ipc.AuthInit):
             reply = self._auth_init(state, msg)
         elif isinstance(msg, ipc.AuthCont):
             reply = self._auth_cont(state, msg.password)
         else:
             reply = ipc.AuthReply(status="error", message="unexpected request")
+        if reply is not None:  # None: a back-end is still thinking; _on_wake answers later
+            self._send_worker(conn, reply)
+
+    def _send_worker(self, conn: socket.socket, reply: ipc.AuthReply) -> None:
         try:
             ipc.send(conn, reply)
         except OSError:
@@ -253,15 +314,23 @@ class SecMod:
                          fds: list[int]) -> None:
         for fd in fds[1:]:
             os.close(fd)
-        if not fds or len(self.handshakes) >= MAX_HANDSHAKES:
+        state = self.workers[worker]
+        # One handshake per worker connection: the certificate identity it yields belongs
+        # to that connection, and a second one could only be an attempt to swap it.
+        refusal = ("one handshake per connection" if state.handshakes
+                   else "too many handshakes" if len(self.handshakes) >= MAX_HANDSHAKES
+                   else "no socket" if not fds else "")
+        if refusal:
             if fds:
                 os.close(fds[0])
-            self._reply(worker, ipc.TlsResult(ok=False, reason="too many handshakes"))
+            self._reply(worker, ipc.TlsResult(ok=False, reason=refusal))
             return
+        state.handshakes += 1
+        self._refresh_crl()
         sock = socket.socket(fileno=fds[0])
         sock.setblocking(False)
         h = Handshake(worker, sock, ServerHandshake(self.tls_ctx),
-                      time.monotonic() + HANDSHAKE_TIMEOUT)
+                      time.monotonic() + HANDSHAKE_TIMEOUT, remote_ip=msg.remote_ip)
         self.handshakes[sock.fileno()] = h
         self.sel.register(sock, selectors.EVENT_READ, self._handshake_readable)
 
@@ -288,6 +357,7 @@ class SecMod:
         if h.hs.done and not h.out:
             r = h.hs.result
             assert r is not None
+            self._note_certificate(h, r)
             self._end_handshake(h, ipc.TlsResult(
                 ok=True, keys=r.keys.to_wire(), psk=r.psk.hex(), description=r.description,
                 sni=r.sni or "", leftover=h.hs.leftover.hex()))
@@ -335,39 +405,205 @@ class SecMod:
         except OSError:
             pass
 
-    def _auth_init(self, state: AuthState, msg: ipc.AuthInit) -> ipc.AuthReply:
-        if not msg.username or len(msg.username) > 255:
-            return ipc.AuthReply(status="fail", message="Authentication failed")
-        state.username = msg.username
-        state.group = msg.group or ""
+    # --- certificates -----------------------------------------------------------------------
+
+    def _note_certificate(self, h: Handshake, result: HandshakeResult) -> None:
+        """Remember who the verified certificate names, on the connection that asked for
+        the handshake; any problem becomes the 401 reason should a certificate be needed."""
+        state = self.workers.get(h.worker)
+        if state is None or not self.setup.wants_cert:
+            return
+        if result.client_cert is None:
+            state.cert_problem = "No certificate"
+            return
+        if not result.client_cert_verified:
+            log.info("client certificate from %s not accepted: %s", h.remote_ip,
+                     result.client_cert_problem)
+            state.cert_problem = "No certificate"  # as ocserv: the cert did not verify
+            return
+        try:
+            cert = x509.load_der_x509_certificate(result.client_cert)
+            state.cert = cert_identity(cert, self.cfg.cert_user_oid or "",
+                                       self.cfg.cert_group_oid)
+        except (CertError, ValueError) as exc:
+            log.info("client certificate from %s unusable: %s", h.remote_ip, exc)
+            state.cert_problem = "Could not read certificate"
+            return
+        log.debug("client certificate from %s names '%s'", h.remote_ip, state.cert.username)
+
+    # --- the login dialogue -----------------------------------------------------------------
+
+    def _auth_init(self, state: AuthState, msg: ipc.AuthInit) -> ipc.AuthReply | None:
+        """A new login on this connection (the client's init, or a posted username)."""
+        self._end_attempt(state)
         state.remote_ip = msg.remote_ip
         state.user_agent = msg.user_agent
         state.tries = 0
-        return ipc.AuthReply(status="continue", message="Please enter your password.",
-                             context=state.context)
+        state.retry_note = ""
+        state.group_given = bool(msg.group)
+        state.requested = self.setup.groups.requested(msg.group)
+        setup = self.setup
+        if len(msg.username.encode()) > MAX_USERNAME or any(ord(c) < 32 for c in msg.username):
+            return self._fail(state, "Authentication failed")
+        if setup.cert_required and state.cert is None:
+            log.info("no usable client certificate from %s: %s", state.remote_ip,
+                     state.cert_problem)
+            return self._fail(state, state.cert_problem)
+        if state.cert is not None and setup.cert_sufficient:
+            return self._cert_login(state)
+        if setup.password is None:
+            return self._fail(state, state.cert_problem)
+        if not msg.username:
+            return self._login_form(state)
+        if state.cert is not None and setup.cert_required \
+                and msg.username != state.cert.username:
+            log.info("user '%s' from %s presented a certificate of '%s'", msg.username,
+                     state.remote_ip, state.cert.username)
+            return self._fail(state, "Authentication failed")
+        state.username = msg.username
+        return self._begin(state)
 
-    def _auth_cont(self, state: AuthState, password: str) -> ipc.AuthReply:
-        if not state.username:
-            return ipc.AuthReply(status="fail", message="Authentication failed")
-        ok, groups = self.backend.check(state.username, password)
-        if not ok:
-            state.tries += 1
-            self.auth_failures += 1
-            log.info("failed authentication for '%s' from %s (try %d)", state.username,
-                     state.remote_ip, state.tries)
-            self._notify(ipc.BanPoints(state.remote_ip, self.cfg.ban_points_wrong_password,
-                                       "wrong password"))
-            if state.tries >= MAX_PASSWORD_TRIES:
-                return ipc.AuthReply(status="fail", message="Authentication failed")
-            return ipc.AuthReply(status="continue",
-                                 message="Login failed.\nPlease enter your password.",
-                                 context=state.context)
-        group = state.group if state.group in groups else (groups[0] if groups else "")
-        cookie, session = self.store.create(state.username, group, state.remote_ip, time.time())
-        log.info("user '%s' authenticated from %s (session %s)", state.username,
-                 state.remote_ip, session.sid[:8])
+    def _auth_cont(self, state: AuthState, answer: str) -> ipc.AuthReply | None:
+        if state.conv is None or state.waiting_since is not None:
+            return self._fail(state, "Authentication failed")  # no question was asked
+        state.conv.answer(answer)
+        state.answers += 1
+        state.waiting_since = time.monotonic()
+        return self._pump(state)
+
+    def _login_form(self, state: AuthState) -> ipc.AuthReply:
+        policy = self.setup.groups
+        extra: list[str] = list(state.cert.groups) if state.cert is not None else []
+        if policy.auto and self.setup.password is not None:
+            extra += self.setup.password.all_groups()
+        options = policy.options(state.requested, extra) \
+            if (policy.choices or policy.default_label or extra) else []
+        return ipc.AuthReply(status="continue", form="login", context=state.context,
+                             message="Please enter your username and password.",
+                             groups=[list(o) for o in options])
+
+    def _cert_login(self, state: AuthState) -> ipc.AuthReply:
+        """The certificate alone logs in (auth = certificate, or enable-auth)."""
+        assert state.cert is not None
+        groups = state.cert.groups
+        if len(groups) > 1 and not state.group_given:
+            options = self.setup.groups.options(None, groups)
+            return ipc.AuthReply(status="continue", form="group", context=state.context,
+                                 message="Please select your group.",
+                                 groups=[list(o) for o in options])
+        return self._login_as(state, state.cert.username, groups)
+
+    def _begin(self, state: AuthState) -> ipc.AuthReply | None:
+        assert self.setup.password is not None
+        state.conv = self.setup.password.start(state.username, state.remote_ip, self._wake)
+        state.answers = 0
+        state.waiting_since = time.monotonic()
+        return self._pump(state)
+
+    def _pump(self, state: AuthState) -> ipc.AuthReply | None:
+        """The reply for the back-end's next event, or None while it has none yet."""
+        while state.conv is not None:
+            event = state.conv.poll()
+            if event is None:
+                return None
+            state.waiting_since = None
+            if isinstance(event, Prompt):
+                return self._prompt(state, event)
+            reply = self._verdict(state, event)
+            if reply is not None:
+                return reply
+        return self._fail(state, "Authentication failed")
+
+    def _prompt(self, state: AuthState, prompt: Prompt) -> ipc.AuthReply:
+        """A back-end question as a form step (protocol.md §2.4.3): PAM's plain
+        "Password:" reads as ocserv's sentence; the 2nd..nth answer is numbered."""
+        text = prompt.text.strip()
+        if not text or text.lower().startswith("password:"):
+            text = PASSWORD_PROMPT
+        message, state.retry_note = state.retry_note + text, ""
+        first = state.answers == 0
+        return ipc.AuthReply(
+            status="continue", form="password", context=state.context, message=message,
+            input_name="password" if first else "secondary_password",
+            input_label="Password:" if first else f"Password{state.answers}:",
+            echo=prompt.echo)
+
+    def _verdict(self, state: AuthState, verdict: Verdict) -> ipc.AuthReply | None:
+        """Success, a hard failure, or None after starting the next try."""
+        self._end_attempt(state)
+        if verdict.ok:
+            groups = verdict.groups
+            if state.cert is not None and state.cert.groups:  # cert AND password
+                groups = tuple(g for g in groups if g in state.cert.groups) if groups \
+                    else state.cert.groups
+            return self._login_as(state, state.username, groups)
+        state.tries += 1
+        self.auth_failures += 1
+        log.info("failed authentication for '%s' from %s (try %d)%s", state.username,
+                 state.remote_ip, state.tries, f": {verdict.reason}" if verdict.reason else "")
+        self._notify(ipc.BanPoints(state.remote_ip, self.cfg.ban_points_wrong_password,
+                                   "wrong password"))
+        if state.tries >= MAX_PASSWORD_TRIES:
+            return self._fail(state, "Authentication failed")
+        state.retry_note = "Login failed.\n"
+        assert self.setup.password is not None
+        state.conv = self.setup.password.start(state.username, state.remote_ip, self._wake)
+        state.answers = 0
+        state.waiting_since = time.monotonic()
+        return None
+
+    def _login_as(self, state: AuthState, username: str,
+                  member_of: tuple[str, ...]) -> ipc.AuthReply:
+        try:
+            group = self.setup.groups.choose(state.requested, member_of)
+        except GroupError as exc:
+            log.info("refusing '%s' from %s: %s", username, state.remote_ip, exc)
+            return self._fail(state, "Authentication failed")
+        cookie, session = self.store.create(username, group, state.remote_ip, time.time())
+        log.info("user '%s' authenticated from %s%s (session %s)", username, state.remote_ip,
+                 f" in group '{group}'" if group else "", session.sid[:8])
+        self._end_attempt(state)
         state.username = ""
         return ipc.AuthReply(status="ok", cookie=cookie, context=state.context)
+
+    def _fail(self, state: AuthState, reason: str) -> ipc.AuthReply:
+        self._end_attempt(state)
+        state.username = ""
+        return ipc.AuthReply(status="fail", message=reason)
+
+    def _end_attempt(self, state: AuthState) -> None:
+        if state.conv is not None:
+            state.conv.close()
+        state.conv = None
+        state.waiting_since = None
+
+    # --- back-ends thinking in threads -----------------------------------------------------
+
+    def _wake(self) -> None:
+        """Called from PAM threads: nudge the loop (a full pipe already means "wake up")."""
+        try:
+            os.write(self.wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    def _on_wake(self, _fd: int) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        for conn, state in list(self.workers.items()):
+            if state.conv is not None and state.waiting_since is not None:
+                reply = self._pump(state)
+                if reply is not None:
+                    self._send_worker(conn, reply)
+
+    def _expire_waits(self, now: float) -> None:
+        for conn, state in list(self.workers.items()):
+            if state.waiting_since is not None and now - state.waiting_since > BACKEND_WAIT:
+                log.error("authentication back-end gave no answer for '%s' in %.0f s",
+                          state.username, BACKEND_WAIT)
+                self._send_worker(conn, self._fail(state, "Internal error"))
 
 
 def select_wait(sock: socket.socket, timeout: float = 0.2) -> None:

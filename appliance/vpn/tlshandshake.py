@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from OpenSSL import SSL
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL, crypto
 
 from .tlsrecord import (
     CT_CHANGE_CIPHER_SPEC,
@@ -44,11 +46,18 @@ class HandshakeError(Exception):
 
 
 def make_server_context(cert_file: str, key_file: str, priorities: str | None = None,
-                        ca_file: str | None = None) -> SSL.Context:
+                        ca_file: str | None = None, *, client_certs: bool = False,
+                        crl_file: str | None = None) -> SSL.Context:
     """A server context for ocserv's ``tls-priorities`` subset we honour.
 
     GnuTLS priority strings cannot map onto OpenSSL in general; we read only the version
     switches (``-VERS-TLS1.3`` and friends), which is what admins actually change.
+
+    With ``client_certs`` the client is asked for a certificate (optional, like ocserv's
+    GNUTLS_CERT_REQUEST) that is verified against ``ca_file`` and ``crl_file``. A missing
+    or failing certificate does not abort the handshake: the outcome is recorded in the
+    result and the auth dialogue answers 401 where a certificate is required
+    (protocol.md §2.6, §2.7), as ocserv does.
     """
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
@@ -67,8 +76,61 @@ def make_server_context(cert_file: str, key_file: str, priorities: str | None = 
     ctx.check_privatekey()
     if ca_file:
         ctx.load_verify_locations(ca_file)
+    if client_certs:
+        _request_client_certs(ctx, ca_file, crl_file)
     ctx.set_keylog_callback(_keylog)
     return ctx
+
+
+def _request_client_certs(ctx: SSL.Context, ca_file: str | None, crl_file: str | None) -> None:
+    if not ca_file:
+        raise ValueError("client certificates need a CA file (ca-cert)")
+    ctx.load_client_ca(ca_file.encode())
+    if crl_file:
+        with open(crl_file, "rb") as handle:
+            data = handle.read()
+        try:
+            crl = (x509.load_pem_x509_crl(data) if b"-----BEGIN" in data
+                   else x509.load_der_x509_crl(data))
+        except ValueError as exc:
+            raise ValueError(f"cannot read CRL {crl_file}: {exc}") from None
+        store = ctx.get_cert_store()
+        assert store is not None
+        store.add_crl(crl)
+        store.set_flags(crypto.X509StoreFlags.CRL_CHECK)
+    ctx.set_verify(SSL.VERIFY_PEER, _verify_client)
+
+
+def _verify_client(conn: SSL.Connection, _cert: crypto.X509, errnum: int, depth: int,
+                   ok: int) -> bool:
+    """Record OpenSSL's verdict on each chain element and let the handshake go on.
+
+    The handshake must not fail on a bad certificate: ocserv answers such clients with an
+    HTTP 401 (and may fall back to a password where the certificate is only optional).
+    """
+    owner = conn.get_app_data()
+    if isinstance(owner, ServerHandshake):
+        if not ok:
+            owner._cert_errors.append(f"depth {depth}: {_VERIFY_ERRORS.get(errnum, errnum)}")
+        elif depth == 0:
+            owner._leaf_checked = True
+    return True
+
+
+# The X509_V_ERR_* codes a misconfigured or hostile client certificate typically produces.
+_VERIFY_ERRORS = {
+    2: "unable to get issuer certificate",
+    3: "unable to get CRL",
+    7: "certificate signature failure",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in chain",
+    20: "unable to get local issuer certificate",
+    21: "unable to verify the first certificate",
+    23: "certificate revoked",
+    26: "unsuitable certificate purpose",
+}
 
 
 def _keylog(conn: SSL.Connection, line: bytes) -> None:
@@ -85,6 +147,11 @@ class HandshakeResult:
     # ocserv/GnuTLS style, e.g. "(TLS1.2)-(ECDHE-SECP256R1)-(RSA-SHA256)-(AES-256-GCM)"
     description: str
     sni: str | None
+    # The client's certificate (DER), if it sent one, and whether it verified against the
+    # CA (and CRL). Stays in the security module: the worker never needs it.
+    client_cert: bytes | None = None
+    client_cert_verified: bool = False
+    client_cert_problem: str = ""
 
 
 class ServerHandshake:
@@ -96,6 +163,8 @@ class ServerHandshake:
         self._conn.set_app_data(self)
         self._conn.set_accept_state()
         self._secrets: dict[str, bytes] = {}
+        self._cert_errors: list[str] = []
+        self._leaf_checked = False
         self._inbuf = bytearray()
         self.done = False
         self.leftover = b""
@@ -165,15 +234,27 @@ class ServerHandshake:
                 keys = replace(keys, write_seq=keys.write_seq + extra)
         psk = conn.export_keying_material(PSK_LABEL, 32)
         sni = conn.get_servername()
+        cert, verified, problem = self._client_certificate()
         self.result = HandshakeResult(keys, psk, _describe(conn, version, cipher.aead),
-                                      sni.decode("ascii", "replace") if sni else None)
+                                      sni.decode("ascii", "replace") if sni else None,
+                                      cert, verified, problem)
         self.leftover = bytes(self._inbuf)
         self._inbuf.clear()
         self.done = True
         self._secrets.clear()
 
-    def client_certificate(self):  # pragma: no cover - used with certificate auth later
-        return self._conn.get_peer_certificate()
+    def _client_certificate(self) -> tuple[bytes | None, bool, str]:
+        """(DER, verified, why not): verified only if OpenSSL checked the leaf and found
+        nothing wrong anywhere in the chain."""
+        peer = self._conn.get_peer_certificate(as_cryptography=True)
+        if peer is None:
+            return None, False, "no certificate"
+        der = peer.public_bytes(serialization.Encoding.DER)
+        if self._cert_errors:
+            return der, False, "; ".join(self._cert_errors[:4])
+        if not self._leaf_checked:
+            return der, False, "certificate was not verified"
+        return der, True, ""
 
 
 def drain_bio(conn: SSL.Connection) -> bytes:

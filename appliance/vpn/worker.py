@@ -31,6 +31,10 @@ MAX_HTTP_REQUESTS = 16  # per connection, as ocserv
 HANDSHAKE_TIMEOUT = 20.0
 CONNECT_GRANT_TIMEOUT = 90.0  # covers a connect-script's own timeout
 TCP_INFO_PMTU_OFFSET = 60
+SECMOD_AUTH_TIMEOUT = 75.0  # the sec-mod gives a slow back-end (PAM) 60 s, then fails it
+# 401 reasons ocserv uses (protocol.md §2.7); anything else from the sec-mod is generic
+FAIL_REASONS = ("Authentication failed", "No certificate", "Could not read certificate",
+                "No password", "Internal error")
 
 
 class ConnectionDone(Exception):
@@ -68,7 +72,7 @@ class Worker:
         self.rl: RecordLayer | None = None
         self.tls: HandshakeResult | None = None
         self.parser = http.RequestParser()
-        self.pending_user: str | None = None
+        self.awaiting_answer = False  # the last form asked for an answer (AuthCont)
         self.deadline = time.monotonic() + max(cfg.auth_timeout, 30)
 
     # --- TLS plumbing (blocking) --------------------------------------------------------------
@@ -137,25 +141,35 @@ class Worker:
         self._send_plain(http.response(401, reason, []))
         raise ConnectionDone(reason)
 
-    def _first_form(self, message: str = "Please enter your username and password.") -> None:
-        body = auth.render_auth_form(
-            message=message,
-            inputs=[auth.FormInput("text", "username", "Username:"),
-                    auth.FormInput("password", "password", "Password:")],
-            pre_login_banner=self.cfg.pre_login_banner)
-        headers = auth.auth_response_headers(context_cookie=None, context_max_age=None)
-        self._respond(200, "OK", headers, body)
+    def _first_form(self, req: http.Request) -> None:
+        """GET of the login page: the same first step as an XML ``init``."""
+        self._answer(self._ask_secmod(ipc.AuthInit("", None, self.peer.remote_ip,
+                                                   req.headers.get("User-Agent") or "")))
 
-    def _password_form(self, message: str, context: str) -> None:
+    def _show_form(self, answer: ipc.AuthReply) -> None:
+        """The form step the security module asked for (protocol.md §2.4.2, §2.4.3)."""
+        groups = _group_options(answer.groups)
+        if answer.form == "login":
+            inputs = [auth.FormInput("text", "username", "Username:"),
+                      auth.FormInput("password", "password", "Password:")]
+            context, max_age = None, None  # no auth session exists before the username
+        elif answer.form == "group":
+            inputs, context, max_age = [], answer.context, self.cfg.cookie_timeout
+        else:
+            inputs = [auth.FormInput("text" if answer.echo else "password",
+                                     answer.input_name or "password",
+                                     answer.input_label or "Password:")]
+            context, max_age, groups = answer.context, self.cfg.cookie_timeout, []
         body = auth.render_auth_form(
-            message=message, inputs=[auth.FormInput("password", "password", "Password:")])
-        headers = auth.auth_response_headers(context_cookie=context,
-                                             context_max_age=self.cfg.cookie_timeout)
+            message=answer.message or "Please enter your username and password.",
+            inputs=inputs, groups=groups or None,
+            pre_login_banner=self.cfg.pre_login_banner if answer.form == "login" else None)
+        headers = auth.auth_response_headers(context_cookie=context, context_max_age=max_age)
         self._respond(200, "OK", headers, body)
 
     def _ask_secmod(self, msg: object) -> ipc.AuthReply:
         try:
-            reply = ipc.call(self.secmod, msg, timeout=30.0)
+            reply = ipc.call(self.secmod, msg, timeout=SECMOD_AUTH_TIMEOUT)
         except ipc.IpcError as exc:
             log.error("security module unreachable: %s", exc)
             self._fail("Internal error")
@@ -164,43 +178,48 @@ class Worker:
         return reply
 
     def _handle_auth_post(self, req: http.Request) -> str | None:
-        """Returns the cookie once authentication succeeded."""
+        """One step of the login; returns the cookie once authentication succeeded.
+
+        The security module decides every step (which form, when a certificate is
+        enough, how many PAM questions); the worker only maps the client's reply onto
+        "start over" (``AuthInit``) or "here is the answer" (``AuthCont``)."""
         try:
             reply = auth.parse_auth_body(req.body, req.headers.get("Content-Type"))
         except auth.AuthParseError as exc:
             log.info("unreadable auth request from %s: %s", self.peer.remote_ip, exc)
-            self._first_form()
-            return None
+            reply = auth.AuthReply(kind="empty")
         if reply.kind == "logout":
             self._respond(200, "OK", [("Content-Type", "text/xml")], b"")
             return None
+        agent = req.headers.get("User-Agent") or ""
         if reply.username:
             answer = self._ask_secmod(ipc.AuthInit(reply.username, reply.group,
-                                                   self.peer.remote_ip,
-                                                   req.headers.get("User-Agent") or ""))
-            if answer.status != "continue":
-                self._fail()
-            self.pending_user = reply.username
-            if reply.password is None:
-                self._password_form(answer.message, answer.context)
-                return None
-        if reply.password is None or self.pending_user is None:
-            self.pending_user = None
-            self._first_form()
-            return None
-        answer = self._ask_secmod(ipc.AuthCont(reply.password))
+                                                   self.peer.remote_ip, agent))
+            # the combined form: the password came with the username (ocserv re-reads it)
+            if answer.status == "continue" and answer.form == "password" \
+                    and reply.password is not None:
+                answer = self._ask_secmod(ipc.AuthCont(reply.password))
+        elif reply.password is not None and self.awaiting_answer:
+            answer = self._ask_secmod(ipc.AuthCont(reply.password))
+        else:
+            answer = self._ask_secmod(ipc.AuthInit("", reply.group, self.peer.remote_ip,
+                                                   agent))
+        return self._answer(answer)
+
+    def _answer(self, answer: ipc.AuthReply) -> str | None:
+        self.awaiting_answer = answer.status == "continue" and answer.form == "password"
         if answer.status == "ok":
             body = auth.render_auth_complete(banner=self.cfg.banner)
             headers = auth.auth_response_headers(
                 context_cookie=answer.context, context_max_age=None,
                 session_cookie=answer.cookie, server_cert_sha1_hex=self.cert_sha1)
             self._respond(200, "OK", headers, body)
-            self.pending_user = None
             return answer.cookie
         if answer.status == "continue":
-            self._password_form(answer.message, answer.context)
+            self._show_form(answer)
             return None
-        self._fail()
+        reason = answer.message if answer.message in FAIL_REASONS else FAIL_REASONS[0]
+        self._fail(reason)
         return None
 
     def serve(self) -> None:
@@ -225,8 +244,7 @@ class Worker:
             ctype, body = static
             self._respond(200, "OK", [("Connection", "Keep-Alive"), ("Content-Type", ctype)], body)
         elif req.method == "GET" and path in ("/", "/auth", "/VPN"):
-            self.pending_user = None
-            self._first_form()
+            self._first_form(req)
         elif req.method == "POST":
             self._handle_auth_post(req)
         else:
@@ -321,6 +339,12 @@ class Worker:
         dtls_enc = choose(creq.dtls_accept_encoding, self.cfg.compression,
                           priorities) if offer_dtls else None
         return cstp_enc, dtls_enc
+
+
+def _group_options(raw: list) -> list[tuple[str, str]]:
+    """[value, label] pairs from the sec-mod; anything malformed is left out."""
+    return [(str(item[0]), str(item[1])) for item in raw
+            if isinstance(item, list | tuple) and len(item) == 2]
 
 
 def connect_params(grant: ipc.ConnectGrant, creq: cstp.ConnectRequest) -> cstp.ConnectParams:
