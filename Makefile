@@ -1,7 +1,7 @@
 # OCGate: see README.md. Both entry points install what they need (Debian 12, as root).
 PYTHON ?= python3
 STATE ?= $(CURDIR)/state
-APT_PACKAGES = openconnect iperf3 ocserv vpnc-scripts iproute2 nftables gnutls-bin chromium
+APT_PACKAGES = openconnect iperf3 ocserv vpnc-scripts iproute2 nftables gnutls-bin chromium libseccomp2
 STAMP = .deps.stamp
 
 .PHONY: run test deps unit e2e lint bench clean

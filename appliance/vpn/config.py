@@ -245,8 +245,8 @@ def _specs() -> dict[str, OptionSpec]:
     opt("use-dbus", "bool", False, "g", "Obsolete name of use-occtl", alias_of="use-occtl",
         deprecated="'use-dbus' was replaced by 'use-occtl'")
     opt("chroot-dir", "path", None, "g", "Directory the worker processes are confined to")
-    opt("isolate-workers", "bool", False, "g", "Sandbox the per-client worker processes "
-        "(seccomp, namespaces)")
+    opt("isolate-workers", "bool", False, "g", "Confine the per-client worker processes "
+        "with a seccomp allow-list")
     opt("use-seccomp", "bool", False, "g", "Obsolete name of isolate-workers",
         alias_of="isolate-workers",
         deprecated="'use-seccomp' was replaced by 'isolate-workers'")

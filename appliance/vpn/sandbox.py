@@ -24,7 +24,7 @@ unconfined.
 
 The allow-list was derived by tracing real workers (strace -f, everything after the
 ``prctl(PR_SET_NO_NEW_PRIVS)`` that marks this function) through the e2e suites: login,
-CONNECT, TLS and DTLS traffic, DPD, rekeyed DTLS handshakes, NAT rebinding, LZ4/LZS
+CONNECT, TLS and DTLS traffic, DPD, repeated DTLS handshakes, NAT rebinding, LZ4/LZS
 compression, disconnects and floods. Everything a worker needs is imported by main before it
 forks, so a worker never opens a file; the few syscalls Python may still try on an error path
 (building a traceback stats and opens source files) fail with EPERM instead of killing, see
@@ -47,7 +47,6 @@ from .config import Config
 log = logging.getLogger("ocgate.sandbox")
 
 PR_SET_NO_NEW_PRIVS = 38
-PR_GET_NO_NEW_PRIVS = 39
 MAX_OPEN_FILES = 64
 
 # Linux x86-64/generic constants the rules compare arguments with.
@@ -58,7 +57,7 @@ TCGETS = 0x5401
 F_GETFD, F_SETFD, F_GETFL, F_SETFL = 1, 2, 3, 4
 PROT_EXEC = 0x4
 AT_EMPTY_PATH = 0x1000
-SOL_SOCKET, IPPROTO_TCP, SOL_UDP = 1, 6, 17
+IPPROTO_TCP, SOL_UDP = 6, 17
 TCP_NODELAY = 1
 UDP_GRO = 104
 
