@@ -321,6 +321,7 @@ class RecordLayer:
                             append(inner[:-1])
                         continue
                     self._handle_inner(inner, append)
+                    decrypt = self._raead.decrypt  # a KeyUpdate may have installed a new key
                     continue
                 header = view[pos:pos + 5]
                 body = view[pos + 5:body_end]
