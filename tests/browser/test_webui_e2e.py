@@ -176,7 +176,11 @@ def test_admin_ui_end_to_end(
         page.on("pageerror", lambda exc: problems.append(str(exc)))
         base = f"https://{net.server_ip}:{UI_PORT}"
         _run_scenario(page, base, shots, net, server, laptop, second, second_link)
-        assert [p for p in problems if "status of 4" not in p] == [], problems
+        # 4xx answers are the scenario's own (wrong password); ERR_NETWORK_CHANGED is Chromium
+        # noticing the VPN clients that share its namespace bring their TUNs up or down: a
+        # poll in flight is dropped and the next one succeeds.
+        assert [p for p in problems if "status of 4" not in p
+                and "ERR_NETWORK_CHANGED" not in p] == [], problems
         assert "Traceback" not in webui.output(), webui.output()
     finally:
         for client in (laptop, second):
