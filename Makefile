@@ -1,7 +1,8 @@
 # OCGate: see README.md. Both entry points install what they need (Debian 12, as root).
 PYTHON ?= python3
 STATE ?= $(CURDIR)/state
-APT_PACKAGES = openconnect iperf3 ocserv vpnc-scripts iproute2 nftables gnutls-bin chromium libseccomp2
+APT_PACKAGES = openconnect iperf3 ocserv vpnc-scripts iproute2 nftables gnutls-bin chromium libseccomp2 \
+	genimage mtools dosfstools fdisk
 STAMP = .deps.stamp
 
 .PHONY: run test deps unit e2e lint bench clean
@@ -22,7 +23,7 @@ run: deps
 	$(PYTHON) -m appliance.devrun --state $(STATE)
 
 test: deps
-	$(PYTHON) -m ruff check appliance tests bench
+	$(PYTHON) -m ruff check appliance tests bench image
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
 
 unit: deps
@@ -32,10 +33,41 @@ e2e: deps
 	$(PYTHON) -m pytest -q tests/e2e
 
 lint: deps
-	$(PYTHON) -m ruff check appliance tests bench
+	$(PYTHON) -m ruff check appliance tests bench image
 
 bench: deps
 	$(PYTHON) -m bench.compare
 
 clean:
 	rm -rf $(STAMP) build *.egg-info .pytest_cache
+
+# ---- appliance image (issue 8; docs/image.md). Not part of `make test`: minutes of CPU.
+ARCH ?= arm64
+IMAGE_OUT ?= $(CURDIR)/build/image
+IMAGE_CACHE ?= $(CURDIR)/build/cache
+IMAGE_APT = mmdebstrap qemu-user-static binfmt-support qemu-system-arm qemu-system-x86 \
+	genimage mtools dosfstools e2fsprogs fdisk xz-utils zstd arch-test
+IMAGE_STAMP = build/.image-deps.stamp
+
+.PHONY: image image-test image-deps buildroot-lint
+
+$(IMAGE_STAMP):
+	@if ! dpkg -s $(IMAGE_APT) >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(IMAGE_APT) >/dev/null; \
+	fi
+	$(PYTHON) -m pip install -q --disable-pip-version-check kconfiglib==14.1.0
+	@mkdir -p build && touch $(IMAGE_STAMP)
+
+image-deps: $(IMAGE_STAMP)
+
+image: deps image-deps
+	$(PYTHON) image/mkimage.py --arch $(ARCH) --out $(IMAGE_OUT) --cache $(IMAGE_CACHE)
+
+image-test: deps image-deps
+	@test -f $(IMAGE_OUT)/ocgate-$(ARCH).img || $(MAKE) image
+	OCGATE_IMAGE_TEST=1 OCGATE_IMAGE_DIR=$(IMAGE_OUT) OCGATE_IMAGE_ARCH=$(ARCH) \
+		$(PYTHON) -m pytest -q -s -p no:cacheprovider tests/image
+
+buildroot-lint: deps image-deps
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/unit/test_image_static.py

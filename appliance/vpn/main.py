@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..pki import load_cert, sha1_fingerprint_hex
+from ..sdnotify import Notifier
 from . import firewall, ipc
 from .bans import BanSettings, BanTable
 from .config import OPTIONS, Config, ConfigError, load_config, load_user_config
@@ -97,6 +98,7 @@ class Main:
     def __init__(self, cfg: Config, config_path: str) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        self.notifier = Notifier(None)  # systemd's, once run() starts (appliance.sdnotify)
         self.sel = selectors.DefaultSelector()
         self.conns: dict[int, Conn] = {}  # by pid
         self.by_chan: dict[int, Conn] = {}  # by channel fd
@@ -216,6 +218,8 @@ class Main:
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self) -> int:
+        # before the first fork: children must not inherit NOTIFY_SOCKET
+        self.notifier = Notifier.from_environ(unset_environment=True)
         self._listen()
         self._start_secmod()
         if self.cfg.use_occtl and self.cfg.occtl_socket_file:
@@ -229,6 +233,7 @@ class Main:
         gc.collect()
         gc.freeze()  # workers share what is already here instead of copying it on write
         log.info("OCGate VPN server started (pid %d)", os.getpid())
+        self.notifier.ready(f"listening on port {self.cfg.tcp_port}")
         next_sweep = time.monotonic() + 1.0
         try:
             while not self.stopping:
@@ -258,6 +263,13 @@ class Main:
     def reload(self) -> str:
         """SIGHUP / occtl reload: new connections get the new settings, live sessions keep
         theirs; options that only a restart can apply are named, not half-applied."""
+        self.notifier.reloading()
+        try:
+            return self._reload()
+        finally:
+            self.notifier.ready()
+
+    def _reload(self) -> str:
         try:
             cfg = load_config(self.config_path)
         except (ConfigError, OSError) as exc:
@@ -806,6 +818,7 @@ class Main:
 
     def shutdown(self) -> None:
         log.info("shutting down")
+        self.notifier.stopping()
         for conn in list(self.conns.values()):
             if conn.state in ("connecting", "connected"):
                 self.terminate(conn, "server shutdown", invalidate=True)
