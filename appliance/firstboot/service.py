@@ -110,8 +110,8 @@ class WizardService:
             self._user_on_applied(final)
 
     def _on_finish(self) -> None:
-        if self.options.handover == "systemd":
-            self.handover.run(switch_commands(self.options.units))
+        # The switch to the admin UI waits for wait(): starting it from inside the Finish
+        # request would let its Conflicts= stop this wizard before the page is delivered.
         if self._user_on_finish is not None:
             self._user_on_finish()
 
@@ -165,7 +165,9 @@ class WizardService:
                     time.monotonic() - self.applied_at > self.options.linger:
                 log.info("nobody pressed Finish for %.0f s; leaving", self.options.linger)
                 self.finish()
-        time.sleep(FINISH_GRACE)
+        time.sleep(FINISH_GRACE)  # the final page reaches the browser first
+        if self.options.handover == "systemd":
+            self.handover.run(switch_commands(self.options.units))
 
     def stop(self) -> None:
         if self.mdns is not None:
