@@ -1211,6 +1211,9 @@ class _Builder:
         if uses_cert and cfg.cert_user_oid is None:
             raise self.error("certificate authentication needs 'cert-user-oid'",
                              self.lines.get("auth"))
+        if uses_cert and not cfg.ca_cert:
+            raise self.error("certificate authentication needs 'ca-cert' (the CA that "
+                             "signs the client certificates)", self.lines.get("auth"))
 
     def _finish_networks(self, cfg: Config) -> None:
         if self.mask4 is not None and self.net4 is None:

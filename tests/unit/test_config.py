@@ -450,7 +450,10 @@ def test_auth_combinations() -> None:
     assert "use enable-auth" in str(err)
     err = error_of("auth = certificate\n")
     assert "cert-user-oid" in str(err)
-    cfg = cfg_of("auth = certificate\ncert-user-oid = 2.5.4.3\nenable-auth = gssapi\n")
+    err = error_of("auth = certificate\ncert-user-oid = 2.5.4.3\n")
+    assert "needs 'ca-cert'" in str(err)
+    cfg = cfg_of("auth = certificate\ncert-user-oid = 2.5.4.3\nca-cert = /ca.pem\n"
+                 "enable-auth = gssapi\n")
     assert [m.name for m in cfg.auth] == ["plain", "certificate"]
     assert cfg.enable_auth == [AuthMethod("gssapi", {})]
     assert "authentication method 'certificate' is not implemented yet" not in cfg.warnings
