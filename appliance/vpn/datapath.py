@@ -353,8 +353,9 @@ class CstpSession:
             if ptype == 0:
                 c.rx += len(p) - 1
                 c.rx_packets += 1
-                to_tun.append(p[1:])
-                if self.timers.idle_timeout is not None and _is_activity(p[1:]):
+                packet = p[1:]
+                to_tun.append(packet)
+                if self.timers.idle_timeout is not None and _is_activity(packet):
                     self.last_activity = now
             elif ptype == PacketType.DPD_REQ:
                 dtls.send([bytes((PacketType.DPD_RESP,)) + p[1:]])  # same length (5.6)

@@ -113,7 +113,28 @@ def _sha1_prefix(data: bytes, size: int) -> bytes:
     return hashlib.sha1(data, usedforsecurity=False).digest()[:size]
 
 
-class Ipv4LeasePool:
+class _SessionLeases:
+    """What both pools share: a lease per session id, movable to another id."""
+
+    _by_session: dict
+
+    def _take(self, session_id: str, addr):  # pragma: no cover - defined by each pool
+        raise NotImplementedError
+
+    def transfer(self, old_session: str, new_session: str):
+        """Move a lease to another session id (session take-over under a new key)."""
+        if old_session == new_session:
+            return self._by_session.get(old_session)
+        addr = self._by_session.get(old_session)
+        if addr is None:
+            return None
+        if new_session in self._by_session:
+            raise LeaseError("the new session already holds a lease")
+        del self._by_session[old_session]
+        return self._take(new_session, addr)
+
+
+class Ipv4LeasePool(_SessionLeases):
     """Leases of one IPv4 pool (``ipv4-network``); the server keeps one per distinct pool."""
 
     def __init__(
@@ -226,20 +247,9 @@ class Ipv4LeasePool:
             del self._by_addr[addr]
         return addr
 
-    def transfer(self, old_session: str, new_session: str) -> IPv4Address | None:
-        """Move a lease to another session id (session take-over under a new key)."""
-        if old_session == new_session:
-            return self._by_session.get(old_session)
-        addr = self._by_session.get(old_session)
-        if addr is None:
-            return None
-        if new_session in self._by_session:
-            raise LeaseError("the new session already holds a lease")
-        del self._by_session[old_session]
-        return self._take(new_session, addr)
 
 
-class Ipv6LeasePool:
+class Ipv6LeasePool(_SessionLeases):
     """Leases of ``ipv6-network`` in subnets of ``ipv6-subnet-prefix`` bits (§8.2).
 
     Candidates as ocserv: #1 is the first 16 bytes of SHA-1 of the username seed, #2-6
@@ -334,14 +344,3 @@ class Ipv6LeasePool:
         if addr is not None:
             del self._by_subnet[int(addr) & self._submask]
         return addr
-
-    def transfer(self, old_session: str, new_session: str) -> IPv6Address | None:
-        if old_session == new_session:
-            return self._by_session.get(old_session)
-        addr = self._by_session.get(old_session)
-        if addr is None:
-            return None
-        if new_session in self._by_session:
-            raise LeaseError("the new session already holds a lease")
-        del self._by_session[old_session]
-        return self._take(new_session, addr)

@@ -17,9 +17,7 @@ Screenshots of every step: tests/artifacts/firstboot/.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from typing import Any
 from appliance import pki
 from appliance.state import StateLayout
 from appliance.vpn.config import load_config
+from tests.browser.nsprocess import NsProcess
 from tests.e2e import harness
 from tests.e2e.netns import Netns, TestNet
 
@@ -40,36 +39,14 @@ EXPECTED_POOL = "203.0.113.64/26"
 DNS = "198.51.100.53"
 
 
-class WizardProcess:
+class WizardProcess(NsProcess):
     """``python3 -m appliance.firstboot`` in the server namespace, as the device runs it."""
 
     def __init__(self, ns: Netns, state: Path, log: Path) -> None:
-        self.ns = ns
-        self.log = log
-        argv = [sys.executable, "-u", "-m", "appliance.firstboot", "--state", str(state),
-                "--port", "80", "--no-mdns", "--subnet-policy", "documentation",
-                "--handover", "none", "--linger", "120"]
-        env = dict(os.environ, PYTHONPATH=str(harness.REPO_ROOT))
-        with log.open("wb") as out:
-            self.proc = ns.popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, cwd=harness.REPO_ROOT, env=env)
-        deadline = time.monotonic() + 20
-        while not ns.tcp_listening(80):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"wizard did not start:\n{self.output()}")
-            time.sleep(0.1)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        super().__init__(ns, [sys.executable, "-u", "-m", "appliance.firstboot", "--state",
+                              str(state), "--port", "80", "--no-mdns", "--subnet-policy",
+                              "documentation", "--handover", "none", "--linger", "120"], log)
+        self.wait_port(80, "wizard")
 
 
 def _shot(page: Any, folder: Path, name: str) -> None:

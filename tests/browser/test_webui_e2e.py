@@ -17,8 +17,6 @@ Screenshots of every page, light and dark: tests/artifacts/webui/.
 from __future__ import annotations
 
 import ipaddress
-import os
-import subprocess
 import sys
 import threading
 import time
@@ -41,6 +39,7 @@ from appliance.firstboot.plan import (
 from appliance.state import StateLayout
 from appliance.vpn.config import ConfigDocument, write_config_atomic
 from appliance.vpn.passwd import hash_password
+from tests.browser.nsprocess import NsProcess
 from tests.e2e import harness
 from tests.e2e.netns import Netns, TestNet
 
@@ -72,39 +71,17 @@ def make_device_state(net: TestNet, root: Path) -> StateLayout:
     return layout
 
 
-class WebUIProcess:
+class WebUIProcess(NsProcess):
     """``python3 -m appliance.webui --https`` in the server namespace."""
 
     def __init__(self, ns: Netns, layout: StateLayout, host: str, log: Path,
                  server_log: Path) -> None:
-        self.log = log
-        argv = [sys.executable, "-u", "-m", "appliance.webui", "--state", str(layout.root),
-                "--host", host, "--port", str(UI_PORT), "--https",
-                "--log-file", str(server_log)]
-        env = dict(os.environ, PYTHONPATH=str(harness.REPO_ROOT))
-        with log.open("wb") as out:
-            self.proc = ns.popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, cwd=harness.REPO_ROOT, env=env)
-        self.ns = ns
+        super().__init__(ns, [sys.executable, "-u", "-m", "appliance.webui", "--state",
+                              str(layout.root), "--host", host, "--port", str(UI_PORT),
+                              "--https", "--log-file", str(server_log)], log)
 
     def wait_listening(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.ns.tcp_listening(UI_PORT):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"admin UI did not start:\n{self.output()}")
-            time.sleep(0.05)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        self.wait_port(UI_PORT, "admin UI", timeout)
 
 
 class Shots:
