@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .tlspriorities import PriorityError, parse_priorities
+
 log = logging.getLogger(__name__)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -1285,6 +1287,10 @@ class _Builder:
             cfg.select_group_by_url = True
             if self.values.get("tls_priorities") is None:  # ocserv issue #318
                 cfg.tls_priorities = DEFAULT_TLS_PRIORITIES + ":-VERS-TLS1.3"
+        try:
+            parse_priorities(cfg.tls_priorities)
+        except PriorityError as exc:
+            raise self.error(f"tls-priorities: {exc}", self.lines.get("tls-priorities")) from None
         if cfg.cisco_svc_client_compat and cfg.udp_port not in (None, 443):
             raise self.error("cisco-svc-client-compat requires udp-port = 443",
                              self.lines.get("udp-port"))

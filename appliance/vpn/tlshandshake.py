@@ -15,7 +15,9 @@ from dataclasses import dataclass, replace
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
+from OpenSSL._util import lib as _ssl_lib
 
+from .tlspriorities import parse_priorities
 from .tlsrecord import (
     CT_CHANGE_CIPHER_SPEC,
     MAX_CIPHERTEXT,
@@ -32,12 +34,9 @@ log = logging.getLogger(__name__)
 PSK_LABEL = b"EXPORTER-openconnect-psk"
 
 # AEAD only: our record layer implements nothing else, and neither should a VPN in 2026.
-TLS12_CIPHERS = (
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"
-)
-TLS13_SUITES = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+# ocserv's built-in priorities when tls-priorities is not set (protocol.md §10.4).
+DEFAULT_PRIORITIES = "NORMAL:%SERVER_PRECEDENCE:%COMPAT"
+_OPENSSL_VERSIONS = {TLS12: SSL.TLS1_2_VERSION, TLS13: SSL.TLS1_3_VERSION}
 
 
 class HandshakeError(Exception):
@@ -47,10 +46,7 @@ class HandshakeError(Exception):
 def make_server_context(cert_file: str, key_file: str, priorities: str | None = None,
                         ca_file: str | None = None, *, client_certs: bool = False,
                         crl_file: str | None = None) -> SSL.Context:
-    """A server context for ocserv's ``tls-priorities`` subset we honour.
-
-    GnuTLS priority strings cannot map onto OpenSSL in general; we read only the version
-    switches (``-VERS-TLS1.3`` and friends), which is what admins actually change.
+    """A server context following ocserv's ``tls-priorities`` (see tlspriorities.py).
 
     With ``client_certs`` the client is asked for a certificate (optional, like ocserv's
     GNUTLS_CERT_REQUEST) that is verified against ``ca_file`` and ``crl_file``. A missing
@@ -58,18 +54,21 @@ def make_server_context(cert_file: str, key_file: str, priorities: str | None = 
     result and the auth dialogue answers 401 where a certificate is required
     (protocol.md §2.6, §2.7), as ocserv does.
     """
+    policy = parse_priorities(priorities or DEFAULT_PRIORITIES)
+    if policy.inert:
+        log.info("tls-priorities: no effect in an AEAD-only TLS 1.2+ server: %s",
+                 ", ".join(policy.inert))
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
-    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-    prio = (priorities or "").upper()
-    if "-VERS-TLS1.3" in prio:
-        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
-    if "-VERS-TLS1.2" in prio and "-VERS-TLS1.3" not in prio:
-        ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
-    ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION
-                    | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    ctx.set_min_proto_version(_OPENSSL_VERSIONS[policy.min_version])
+    ctx.set_max_proto_version(_OPENSSL_VERSIONS[policy.max_version])
+    options = SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION
+    if policy.server_preference:
+        options |= SSL.OP_CIPHER_SERVER_PREFERENCE
+    ctx.set_options(options)
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-    ctx.set_cipher_list(TLS12_CIPHERS.encode())
-    ctx.set_tls13_ciphersuites(TLS13_SUITES.encode())
+    ctx.set_cipher_list(policy.tls12_cipher_list.encode())
+    ctx.set_tls13_ciphersuites(policy.tls13_suites.encode())
+    _set_groups(ctx, policy.groups_list)
     ctx.use_certificate_chain_file(cert_file)
     ctx.use_privatekey_file(key_file)
     ctx.check_privatekey()
@@ -79,6 +78,13 @@ def make_server_context(cert_file: str, key_file: str, priorities: str | None = 
         _request_client_certs(ctx, ca_file, crl_file)
     ctx.set_keylog_callback(_keylog)
     return ctx
+
+
+def _set_groups(ctx: SSL.Context, groups: str) -> None:
+    """pyOpenSSL has no groups setter; cryptography's bindings carry the OpenSSL call
+    (tests/unit/test_tlspriorities.py fails loudly if it disappears)."""
+    if _ssl_lib.SSL_CTX_set1_curves_list(ctx._context, groups.encode()) != 1:  # noqa: SLF001
+        raise ValueError(f"OpenSSL refused the key-exchange groups {groups!r}")
 
 
 def _request_client_certs(ctx: SSL.Context, ca_file: str | None, crl_file: str | None) -> None:
@@ -183,9 +189,7 @@ class ServerHandshake:
             final = self._step()
             flight = self._drain()
             if final:
-                # Records OpenSSL wrote under the application keys (TLS 1.3 tickets would be
-                # some) shift our first sequence number.
-                self._finish(flight)
+                flight = self._finish(flight)
             out += flight
         return bytes(out)
 
@@ -214,21 +218,29 @@ class ServerHandshake:
     def _drain(self) -> bytes:
         return drain_bio(self._conn)
 
-    def _finish(self, final_flight: bytes) -> None:
+    def _finish(self, final_flight: bytes) -> bytes:
+        """Derive the record keys; returns the part of the last flight to send.
+
+        In TLS 1.3 everything OpenSSL writes after the client's Finished is NewSessionTicket
+        records (OP_NO_TICKET only makes them stateful, and pyOpenSSL cannot set the ticket
+        count to 0). We never resume sessions, so those tickets would be useless to the
+        client: they are dropped unsent and our record layer starts at sequence number 0,
+        which is exactly what the client expects when no ticket was sent.
+        """
         conn = self._conn
         version = TLS13 if conn.get_protocol_version_name() == "TLSv1.3" else TLS12
         cipher = cipher_info(conn.get_cipher_name() or "")
         if version == TLS13:
             try:
                 keys = tls13_server_keys(cipher, self._secrets["CLIENT_TRAFFIC_SECRET_0"],
-                                         self._secrets["SERVER_TRAFFIC_SECRET_0"],
-                                         _count_records(final_flight, after_ccs=False))
+                                         self._secrets["SERVER_TRAFFIC_SECRET_0"], 0)
             except KeyError as exc:
                 raise HandshakeError(f"keylog did not provide {exc}") from None
+            final_flight = b""
         else:
             keys = tls12_server_keys(cipher, conn.master_key(), conn.client_random(),
                                      conn.server_random())
-            extra = _count_records(final_flight, after_ccs=True) - 1  # minus our Finished
+            extra = _records_after_ccs(final_flight) - 1  # minus our Finished
             if extra:
                 keys = replace(keys, write_seq=keys.write_seq + extra)
         psk = conn.export_keying_material(PSK_LABEL, 32)
@@ -241,6 +253,7 @@ class ServerHandshake:
         self._inbuf.clear()
         self.done = True
         self._secrets.clear()
+        return final_flight
 
     def _client_certificate(self) -> tuple[bytes | None, bool, str]:
         """(DER, verified, why not): verified only if OpenSSL checked the leaf and found
@@ -270,9 +283,9 @@ def drain_bio(conn: SSL.Connection) -> bytes:
     return bytes(out)
 
 
-def _count_records(flight: bytes, *, after_ccs: bool) -> int:
-    """Records in a flight; with ``after_ccs`` only those after ChangeCipherSpec."""
-    pos, count, counting = 0, 0, not after_ccs
+def _records_after_ccs(flight: bytes) -> int:
+    """Records in a TLS 1.2 flight that follow ChangeCipherSpec (sent under the new keys)."""
+    pos, count, counting = 0, 0, False
     while pos + 5 <= len(flight):
         ctype = flight[pos]
         length = int.from_bytes(flight[pos + 3:pos + 5], "big")

@@ -325,6 +325,21 @@ def test_route_default_is_a_full_tunnel(make_rig: Callable[..., Rig], clients: C
     assert client.disconnect() == 0
 
 
+def test_tls_priorities_choose_version_and_cipher(
+    make_rig: Callable[..., Rig], clients: Clients
+) -> None:
+    """A GnuTLS priority string from an ocserv guide means the same here (issue 4)."""
+    prio = "NORMAL:%SERVER_PRECEDENCE:%COMPAT:-VERS-TLS1.3:-AES-256-GCM:-CHACHA20-POLY1305"
+    rig = make_rig("tls-prio", replace_conf={"tls-priorities": f"tls-priorities = {prio}"})
+    client = clients.new(rig, "prio")
+    login(client, rig, "alice")
+    connected = next(line for line in client.log.splitlines()
+                     if "Connected to HTTPS" in line and "ciphersuite" in line)
+    assert "(TLS1.2)" in connected and "(AES-128-GCM)" in connected, connected
+    assert ping(client.ns, rig.net.inside_ip, count=2).ok
+    assert client.disconnect() == 0
+
+
 # ---------------------------------------------------------------- 3. wrong password
 
 

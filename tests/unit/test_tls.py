@@ -163,3 +163,16 @@ def test_garbage_handshake_fails_cleanly(certfiles):
     hs = ServerHandshake(make_server_context(*certfiles))
     with pytest.raises(HandshakeError):
         hs.feed(b"\x16\x03\x01\x00\x05hello" + b"GET / HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_no_session_tickets(certfiles, version):
+    """We never resume sessions, so no ticket may reach the client (issue 4), and dropping
+    OpenSSL's TLS 1.3 tickets must leave our first record at the sequence number the
+    client expects."""
+    client, cin, _cout, hs = _connect(certfiles, version)
+    assert hs.result is not None
+    cin.write(RecordLayer(hs.result.keys).seal(b"first"))
+    assert client.read(100) == b"first"
+    assert client.session is not None
+    assert not client.session.has_ticket

@@ -296,7 +296,7 @@ def _s_client(openssl: str, port: int, *args: str) -> list[str]:
     # Neither -quiet nor -ign_eof: either would disable the k/K commands (openssl-s_client(1),
     # CONNECTED COMMANDS). stdin EOF then makes s_client send close_notify and exit.
     return [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "vpn.test",
-            "-no_ticket", *args]
+            *args]
 
 
 OPENSSL_CASES = [
