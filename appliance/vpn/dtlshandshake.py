@@ -32,6 +32,7 @@ from OpenSSL import SSL
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
+from .cpufeatures import aes_accelerated
 from .protocol.dtls import (
     CT_HANDSHAKE,
     DTLS12,
@@ -50,6 +51,12 @@ log = logging.getLogger(__name__)
 
 # Plain PSK (not ECDHE-PSK: openconnect offers -KX-ALL:+PSK), AEAD only, strongest first.
 DTLS_PSK_CIPHERS = "PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305:PSK-AES128-GCM-SHA256"
+# CPUs without AES instructions (Raspberry Pi 4): ChaCha20 first, as GnuTLS orders it.
+DTLS_PSK_CIPHERS_NO_AES = "PSK-CHACHA20-POLY1305:PSK-AES256-GCM-SHA384:PSK-AES128-GCM-SHA256"
+
+
+def default_dtls_ciphers() -> str:
+    return DTLS_PSK_CIPHERS if aes_accelerated() else DTLS_PSK_CIPHERS_NO_AES
 DEFAULT_MTU = 1400
 _COOKIE_LEN = 16
 _PSK_CALLBACK_TYPE = "unsigned int(SSL *, char *, unsigned char *, unsigned int)"
@@ -109,7 +116,7 @@ def _forget(psks: dict[int, bytes], key: int, psk: bytes) -> None:
         del psks[key]
 
 
-def make_dtls_context(ciphers: str = DTLS_PSK_CIPHERS) -> DtlsContext:
+def make_dtls_context(ciphers: str | None = None) -> DtlsContext:
     """A DTLS 1.2 server context for PSK-NEGOTIATE: PSK AEAD suites only, no certificate.
 
     ``ciphers`` lets the caller pin the suite to the CSTP one (ocserv's
@@ -121,7 +128,7 @@ def make_dtls_context(ciphers: str = DTLS_PSK_CIPHERS) -> DtlsContext:
     ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION
                     | SSL.OP_CIPHER_SERVER_PREFERENCE | _lib.SSL_OP_NO_QUERY_MTU)
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-    ctx.set_cipher_list(ciphers.encode())
+    ctx.set_cipher_list((ciphers or default_dtls_ciphers()).encode())
     ctx.set_cookie_generate_callback(_cookie_generate)
     ctx.set_cookie_verify_callback(_cookie_verify)
     return ctx

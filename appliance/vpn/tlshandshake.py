@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 from OpenSSL._util import lib as _ssl_lib
 
+from .cpufeatures import aes_accelerated
 from .tlspriorities import parse_priorities
 from .tlsrecord import (
     CT_CHANGE_CIPHER_SPEC,
@@ -54,7 +55,7 @@ def make_server_context(cert_file: str, key_file: str, priorities: str | None = 
     result and the auth dialogue answers 401 where a certificate is required
     (protocol.md §2.6, §2.7), as ocserv does.
     """
-    policy = parse_priorities(priorities or DEFAULT_PRIORITIES)
+    policy = parse_priorities(priorities or DEFAULT_PRIORITIES, aes_hw=aes_accelerated())
     if policy.inert:
         log.info("tls-priorities: no effect in an AEAD-only TLS 1.2+ server: %s",
                  ", ".join(policy.inert))

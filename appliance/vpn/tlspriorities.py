@@ -174,8 +174,12 @@ class _Builder:
             self.groups.append(ossl)
 
 
-def parse_priorities(text: str) -> TlsPolicy:
-    """Translate a GnuTLS priority string; raises PriorityError naming the bad keyword."""
+def parse_priorities(text: str, *, aes_hw: bool = True) -> TlsPolicy:
+    """Translate a GnuTLS priority string; raises PriorityError naming the bad keyword.
+
+    Without AES instructions (``aes_hw`` False) the base keyword's order starts with
+    ChaCha20-Poly1305, as GnuTLS does; explicit ``+CIPHER`` keywords still reorder after.
+    """
     tokens = [t.strip() for t in text.split(":") if t.strip()]
     if not tokens:
         raise PriorityError("empty priority string")
@@ -185,7 +189,11 @@ def parse_priorities(text: str) -> TlsPolicy:
     if first not in _BASES:
         raise PriorityError(f"the priority string must start with a base keyword such as "
                             f"NORMAL, SECURE256 or NONE, not {tokens[0]!r}")
-    builder = _Builder(list(_BASES[first]))
+    base = list(_BASES[first])
+    if not aes_hw and "CHACHA20-POLY1305" in base:
+        base.remove("CHACHA20-POLY1305")
+        base.insert(0, "CHACHA20-POLY1305")
+    builder = _Builder(base)
     if first == "NONE":  # GnuTLS: everything, versions and groups included, must be added
         builder.versions, builder.groups = set(), []
     for token in tokens[1:]:

@@ -442,6 +442,27 @@ def test_blocked_udp_falls_back_to_tls_and_dtls_returns(
 # ---------------------------------------------------------------- 3. NAT rebinding
 
 
+def test_cpu_without_aes_prefers_chacha20(
+    make_rig: Callable[..., Rig], clients: Clients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Raspberry Pi 4 case, simulated: OpenSSL is told the CPU has no AES-NI, so the
+    server puts ChaCha20-Poly1305 first for TLS and DTLS, as GnuTLS would (issue 8)."""
+    monkeypatch.setenv("OPENSSL_ia32cap", "~0x200000200000000")
+    rig = make_rig("no-aes")
+    client = clients.new(rig, "noaes")
+    wire = connect_dtls(client, rig, "bob")
+    lines = client.log.splitlines()
+    tls = next(line for line in lines if "Connected to HTTPS" in line and "ciphersuite" in line)
+    dtls = next(line for line in lines if ESTABLISHED in line)
+    assert "(CHACHA20-POLY1305)" in tls, tls
+    assert "(PSK)-(CHACHA20-POLY1305)" in dtls, dtls
+    before = wire.read()
+    checked_transfer(rig, 5 * MB, "down")
+    assert_over_udp(wire.read() - before, 5 * MB, "down", "chacha20 over DTLS")
+    assert client.disconnect() == 0
+    assert_healthy(rig)
+
+
 def test_nat_rebinding_keeps_the_session_on_dtls(
     make_rig: Callable[..., Rig], clients: Clients
 ) -> None:
