@@ -2,7 +2,7 @@
 PYTHON ?= python3
 STATE ?= $(CURDIR)/state
 APT_PACKAGES = openconnect iperf3 ocserv vpnc-scripts iproute2 nftables gnutls-bin chromium libseccomp2 \
-	genimage mtools dosfstools fdisk
+	genimage mtools dosfstools fdisk haproxy freeradius
 STAMP = .deps.stamp
 
 .PHONY: run test deps unit e2e lint bench clean
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	fi
 	@# the packaged ocserv must never run as a service: we only use it as a reference
 	@-systemctl disable --now ocserv.service >/dev/null 2>&1; true
+	@# nor haproxy: the PROXY protocol tests start their own in a namespace
+	@-systemctl disable --now haproxy.service >/dev/null 2>&1; true
+	@# nor freeradius: the RADIUS tests run their own in the server's namespace
+	@-systemctl disable --now freeradius.service >/dev/null 2>&1; true
 	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $(STAMP)
 
@@ -36,7 +40,29 @@ lint: deps
 	$(PYTHON) -m ruff check appliance tests bench image
 
 bench: deps
-	$(PYTHON) -m bench.compare
+	$(PYTHON) -m bench.compare --modes "dtls tls" --runs 3
+
+# issue 11: 50 real openconnect clients x 20 login/traffic/logout cycles (docs/reliability.md)
+SOAK_CLIENTS ?= 50
+SOAK_CYCLES ?= 20
+.PHONY: soak
+soak: deps
+	$(PYTHON) -m tests.soak.driver --clients $(SOAK_CLIENTS) --cycles $(SOAK_CYCLES)
+
+# Long fuzz run of every parser (docs/fuzzing.md): 1e6 inputs per target by default,
+# capped at FUZZ_SECONDS per target; then a coverage-guided atheris pass, if installed.
+FUZZ_COUNT ?= 1000000
+FUZZ_SECONDS ?= 300
+FUZZ_ATHERIS_SECONDS ?= 30
+FUZZ_JOBS ?= 2
+.PHONY: fuzz
+fuzz: deps
+	$(PYTHON) -m tests.fuzz --engine mutational --count $(FUZZ_COUNT) \
+		--seconds $(FUZZ_SECONDS) --jobs $(FUZZ_JOBS)
+	@if $(PYTHON) -c 'import atheris' 2>/dev/null; then \
+		$(PYTHON) -m tests.fuzz --engine atheris --count $(FUZZ_COUNT) \
+			--seconds $(FUZZ_ATHERIS_SECONDS) --jobs $(FUZZ_JOBS) \
+			--json build/fuzz-last-atheris-run.json; fi
 
 clean:
 	rm -rf $(STAMP) build *.egg-info .pytest_cache

@@ -12,6 +12,9 @@ Layout (``STATE`` is ``/var/lib/ocgate`` on the device, ``./state`` with ``make 
     STATE/admin.passwd           admin web UI account, same format and crypt scheme (0600)
     STATE/certs/ca-cert.pem      the appliance CA (0644) and its key ca-key.pem (0600)
     STATE/certs/server-cert.pem  TLS certificate of the VPN and admin UI (0644), key (0600)
+    STATE/certs/crl.pem          CRL of revoked client certificates (admin UI, 0644)
+    STATE/client-certs.json      issued client certificates: serial, user, expiry (0600)
+    STATE/admin-totp.json        admin TOTP secrets, hashed recovery codes (0600)
     STATE/boot/setup-code.txt    one-time setup code; boot/ is the FAT boot partition on the
                                  device, so the owner can read it from a card reader
     STATE/setup-done             commit marker: present = the wizard finished (JSON)
@@ -71,6 +74,21 @@ class StateLayout:
     @property
     def server_key(self) -> Path:
         return self.certs_dir / "server-key.pem"
+
+    @property
+    def crl(self) -> Path:
+        """Revocation list of client certificates the admin UI issued (ocserv ``crl``)."""
+        return self.certs_dir / "crl.pem"
+
+    @property
+    def client_certs(self) -> Path:
+        """Metadata of issued client certificates (JSON; never their private keys)."""
+        return self.root / "client-certs.json"
+
+    @property
+    def admin_totp(self) -> Path:
+        """Admin TOTP secrets and hashed recovery codes (JSON, 0600)."""
+        return self.root / "admin-totp.json"
 
     # ---- first boot
     @property

@@ -37,10 +37,10 @@ def find_rig() -> Path:
 
 
 def run_rig(rig: Path, server: str, modes: str, duration: int, out: Path,
-            skip: str) -> dict:
+            skip: str, extra_env: dict[str, str] | None = None) -> dict:
     env = {**os.environ, **SERVERS[server], "SERVER_NAME": server, "MODES": modes,
            "RUNS": "1", "DURATION": str(duration), "OUT_DIR": str(out), "RIG_TAG": "b",
-           "SKIP": skip}
+           "SKIP": skip, **(extra_env or {})}
     print(f"# {server}: {modes}, {duration} s per direction ...", file=sys.stderr, flush=True)
     proc = subprocess.run(["bash", str(rig)], env=env, stdout=subprocess.PIPE, text=True,
                           check=False)

@@ -79,6 +79,8 @@ class Verdict:
     ok: bool
     groups: tuple[str, ...] = ()
     reason: str = ""  # for the log only: never shown to the client
+    error: str = ""  # a hard failure the client is told (no retry, no ban points)
+    extra: dict = field(default_factory=dict)  # session attributes for main (RADIUS)
 
 
 Event = Prompt | Verdict
@@ -237,30 +239,19 @@ class _Refused:
         pass
 
 
-class PamConversation:
-    """One pam_authenticate + pam_acct_mgmt run in a thread of its own.
+class ThreadedConversation:
+    """The sec-mod side of a conversation whose back-end blocks (PAM, RADIUS).
 
-    The thread blocks inside libpam; whenever a module asks something, our conversation
-    callback hands the question to the sec-mod loop (``poll``) and waits, with a timeout,
-    for ``answer``.  ``close`` makes a waiting callback fail the conversation, so an
-    abandoned login never keeps a thread for longer than the module's own delays.
+    The back-end runs in a thread; it hands events to the sec-mod loop through a queue
+    (``poll``, woken by ``notify``) and waits on a one-slot queue for ``answer``. ``close``
+    wakes a waiting thread with None, so an abandoned login never keeps it.
     """
 
-    def __init__(self, backend: PamAuth, username: str, remote_ip: str,
-                 notify: Notify) -> None:
-        self._backend = backend
-        self._username = username
-        self._remote_ip = remote_ip
+    def __init__(self, notify: Notify) -> None:
         self._notify = notify
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._answers: queue.Queue[str | None] = queue.Queue(maxsize=1)
         self._closed = threading.Event()
-        self._info: list[str] = []
-        self._thread = threading.Thread(target=self._run, name="pam-conversation",
-                                        daemon=True)
-        self._thread.start()
-
-    # --- sec-mod side ----------------------------------------------------------------------
 
     def poll(self) -> Event | None:
         try:
@@ -272,7 +263,7 @@ class PamConversation:
         try:
             self._answers.put_nowait(text)
         except queue.Full:
-            log.debug("PAM answer dropped: one is already pending")
+            log.debug("%s answer dropped: one is already pending", type(self).__name__)
 
     def close(self) -> None:
         self._closed.set()
@@ -281,11 +272,33 @@ class PamConversation:
         except queue.Full:
             pass
 
-    # --- PAM thread -------------------------------------------------------------------------
-
     def _emit(self, event: Event) -> None:
-        self._events.put(event)
-        self._notify()
+        if not self._closed.is_set():
+            self._events.put(event)
+            self._notify()
+
+
+class PamConversation(ThreadedConversation):
+    """One pam_authenticate + pam_acct_mgmt run in a thread of its own.
+
+    The thread blocks inside libpam; whenever a module asks something, our conversation
+    callback hands the question to the sec-mod loop (``poll``) and waits, with a timeout,
+    for ``answer``.  ``close`` makes a waiting callback fail the conversation, so an
+    abandoned login never keeps a thread for longer than the module's own delays.
+    """
+
+    def __init__(self, backend: PamAuth, username: str, remote_ip: str,
+                 notify: Notify) -> None:
+        super().__init__(notify)
+        self._backend = backend
+        self._username = username
+        self._remote_ip = remote_ip
+        self._info: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="pam-conversation",
+                                        daemon=True)
+        self._thread.start()
+
+    # --- PAM thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
@@ -552,6 +565,14 @@ def _password_backend(method: AuthMethod, answer_timeout: float) -> PasswordBack
     if method.name == "pam":
         gid_min = int(method.params.get("gid-min", "0"))
         return PamAuth(method.params.get("service", "ocserv"), gid_min, answer_timeout)
+    if method.name == "radius":
+        from .radius import RadiusAuth  # imports pyrad: only for RADIUS set-ups
+        from .radiusconf import RadiusConfError
+
+        try:
+            return RadiusAuth.from_params(method.params, answer_timeout)
+        except RadiusConfError as exc:
+            raise AuthConfigError(f"auth = radius: {exc}") from None
     raise AuthConfigError(f"authentication method '{method.name}' is not implemented")
 
 

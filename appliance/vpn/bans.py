@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from .ipv6 import ban_key
+
 MAX_ENTRIES = 16384  # addresses remembered; the oldest harmless ones go first
 
 
@@ -58,6 +60,7 @@ class BanTable:
         s = self.settings
         if s.max_score <= 0 or points <= 0 or self.exempt(ip):
             return False
+        ip = ban_key(ip)  # IPv6 by /64, v4-mapped as IPv4 (ocserv)
         entry = self._entries.get(ip)
         if entry is None:
             self._make_room(now)
@@ -72,11 +75,11 @@ class BanTable:
         return False
 
     def banned(self, ip: str, now: float) -> bool:
-        entry = self._entries.get(ip)
+        entry = self._entries.get(ban_key(ip))
         return entry is not None and entry.banned_until > now
 
     def unban(self, ip: str) -> bool:
-        return self._entries.pop(ip, None) is not None
+        return self._entries.pop(ban_key(ip), None) is not None
 
     def points(self, now: float) -> list[tuple[str, int, float | None]]:
         """(ip, score, banned until or None) of every address with points."""

@@ -125,6 +125,7 @@ _IMPLEMENTED = frozenset({
     "rekey-time", "rekey-method", "tunnel-all-dns", "compression", "no-compress-limit",
     "compression-algo-priority", "dtls-psk", "dtls-legacy", "switch-to-tcp-timeout",
     "try-mtu-discovery", "iroute", "route-add-cmd", "explicit-ipv4",
+    "ipv6-network", "ipv6-subnet-prefix", "explicit-ipv6",
     "restrict-user-to-routes", "restrict-user-to-ports",
     "rx-data-per-sec", "tx-data-per-sec", "max-ban-score", "ban-time",
     "ban-reset-time",
@@ -133,6 +134,8 @@ _IMPLEMENTED = frozenset({
     "default-user-config", "default-group-config", "isolate-workers",
     "enable-auth", "ca-cert", "crl", "cert-user-oid", "cert-group-oid",
     "select-group", "default-select-group", "auto-select-group",
+    "cisco-client-compat", "user-profile", "select-group-by-url", "listen-proxy-proto",
+    "acct", "stats-report-time",  # RADIUS accounting (radius.py)
 })
 
 # Options that only take effect on a restart (ocserv's "non-reloadable").
@@ -443,7 +446,8 @@ USER_OPTIONS: frozenset[str] = frozenset(
 AUTH_METHODS: frozenset[str] = frozenset(
     {"plain", "pam", "radius", "certificate", "gssapi", "oidc"})
 PASSWORD_AUTH_METHODS: frozenset[str] = frozenset({"plain", "pam", "radius"})
-IMPLEMENTED_AUTH_METHODS: frozenset[str] = frozenset({"plain", "pam", "certificate"})
+IMPLEMENTED_AUTH_METHODS: frozenset[str] = frozenset({"plain", "pam", "certificate",
+                                                      "radius"})
 ACCT_METHODS: frozenset[str] = frozenset({"radius", "pam"})
 
 
@@ -1249,6 +1253,9 @@ class _Builder:
         if cfg.ipv4_network is None and cfg.ipv6_network is None:
             raise self.error("no address pool: set 'ipv4-network' and/or 'ipv6-network'",
                              None)
+        if cfg.ipv4_network is None:  # main and the workers assume an IPv4 lease
+            raise self.error("an IPv6-only pool is not supported yet: set 'ipv4-network' "
+                             "as well", None)
 
     def _finish_routes(self, cfg: Config) -> None:
         ipv6 = cfg.ipv6_network is not None

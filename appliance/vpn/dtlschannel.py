@@ -19,6 +19,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 
 from .dtlshandshake import DtlsContext, DtlsHandshakeError, DtlsServerHandshake
 from .protocol.dtls import DtlsClosed, DtlsError, DtlsRecordLayer, peek_client_hello
@@ -56,6 +57,8 @@ class DtlsChannel:
         self.rx_bytes = 0
         self.tx_bytes = 0
         self.pending_plain: list[bytes] = []  # authenticated records that came with a rebind
+        # legacy (non-PSK) DTLS puts its own handshake here (legacydtls.py)
+        self.handshake_factory: Callable[[], DtlsServerHandshake] | None = None
 
     @property
     def established(self) -> bool:
@@ -102,7 +105,8 @@ class DtlsChannel:
 
     def _start_handshake(self, sock: socket.socket) -> None:
         self._drop_handshake()
-        self.hs = DtlsServerHandshake(self.ctx, self.psk, self.app_id, mtu=self.mtu)
+        self.hs = (self.handshake_factory() if self.handshake_factory is not None else
+                   DtlsServerHandshake(self.ctx, self.psk, self.app_id, mtu=self.mtu))
         self.hs_sock = sock
         self.hs_deadline = time.monotonic() + HANDSHAKE_DEADLINE
 

@@ -41,7 +41,8 @@ def decode(data: bytes) -> Any:
         payload = json.loads(data)
         cls = _REGISTRY[payload.pop("type")]
         return cls(**payload)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        # RecursionError: json.loads on deeply nested arrays (found by tests/fuzz)
         raise IpcError(f"malformed message: {exc}") from None
 
 
@@ -127,6 +128,41 @@ class AuthReply:
     input_label: str = "Password:"
     echo: bool = False  # the answer is not secret (PAM_PROMPT_ECHO_ON): a text input
     groups: list = field(default_factory=list)  # [value, label] pairs; value "" = text only
+    profile: str = ""  # with "ok": the user-profile name to advertise (AnyConnect)
+    profile_sha1: str = ""
+
+
+@message
+class ConnectCertCheck:
+    """worker → sec-mod before CONNECT: does this connection's certificate (if the rule
+    needs one) belong to the cookie's user? The sec-mod answers Ack and remembers a yes
+    for the SessionOpen main sends next (protocol.md §2.6, cisco-client-compat)."""
+    cookie: str
+
+
+@message
+class ProfileFetch:
+    """worker → sec-mod: the user-profile XML for the session this cookie names."""
+    cookie: str
+
+
+@message
+class ProfileData:
+    ok: bool
+    status: int = 404  # HTTP status when not ok: 401 bad cookie, 404 no profile
+    content: str = ""
+
+
+@message
+class SessionLogout:
+    """worker → sec-mod: the client logged out (AnyConnect's logout POST, GET /logout)."""
+    cookie: str
+
+
+@message
+class SessionRevoked:
+    """sec-mod → main (event channel): a logout ended this session; kick its connection."""
+    sid: str
 
 
 @message
@@ -162,6 +198,7 @@ class SessionInfo:
     groupname: str = ""
     started: float = 0.0  # session start (first authentication), for session-timeout
     reason: str = ""
+    extra: dict = field(default_factory=dict)  # back-end session attributes (radius.py)
 
 
 @message
@@ -215,6 +252,7 @@ class ConnectRequest:
     tcp_pmtu: int | None = None
     peer_ipv6: bool = False
     dtls_app_id: str = ""  # hex; set when the worker offers DTLS (PSK-NEGOTIATE)
+    dtls_overhead: int = 0  # legacy DTLS: the announced suite's per-packet overhead
 
 
 @message
@@ -229,6 +267,9 @@ class ConnectGrant:
     ipv4: str = ""
     ipv4_local: str = ""
     ipv4_netmask: str = ""
+    ipv6: str = ""  # the client's IPv6 address ("" without an IPv6 pool), see ipv6.py
+    ipv6_prefix: int = 0
+    ipv6_withheld: bool = False  # data MTU below 1280: no IPv6 in the CONNECT reply
     session_started: float = 0.0
     # per-user effective settings (config + config-per-user/group)
     settings: dict = field(default_factory=dict)

@@ -35,6 +35,7 @@ __all__ = ["Ipv4LeasePool", "Ipv6LeasePool", "LeaseError", "username_seed"]
 
 MAX_TRIES = 16  # ocserv MAX_IP_TRIES
 FIXED_TRIES = 5  # ocserv FIXED_IPS: candidates 2..6 come from the SHA-1 chain
+SCAN_LIMIT = 1 << 16  # IPv6 pools with more subnets are never walked linearly
 
 _M32 = 0xFFFFFFFF
 _A = TypeVar("_A", IPv4Address, IPv6Address)
@@ -299,13 +300,34 @@ class Ipv6LeasePool(_SessionLeases):
     def holder(self, addr: IPv6Address) -> str | None:
         return self._by_subnet.get(int(addr) & self._submask)
 
+    def address_of(self, session_id: str) -> IPv6Address | None:
+        return self._by_session.get(session_id)
+
     def _usable(self, addr: IPv6Address) -> bool:
+        # ocserv refuses the network's own subnet (the server's tun address lives there);
+        # with /128 subnets that alone would still hand out network::1, so the server's
+        # address is refused explicitly as well
         subnet = int(addr) & self._submask
         return (
             addr in self._net
+            and subnet != self._base
             and subnet != int(self._local) & self._submask
             and subnet not in self._by_subnet
         )
+
+    def _scan(self) -> Iterator[IPv6Address]:
+        """An address in every subnet, for pools small enough to walk (else nothing).
+
+        ocserv gives up after its 16 candidates; a nearly full small pool would then
+        refuse clients although subnets are free, so small pools are walked instead.
+        """
+        subnets = 1 << (self._sub - self._net.prefixlen)
+        if subnets > SCAN_LIMIT:
+            return
+        step = 1 << (128 - self._sub)
+        host = 1 if step > 1 else 0  # not a subnet's all-zero (router anycast) address
+        for index in range(subnets):
+            yield IPv6Address(self._base + index * step + host)
 
     def _candidate(self, raw: bytes) -> IPv6Address:
         return IPv6Address(self._base | (int.from_bytes(raw, "big") & self._hostmask))
@@ -337,6 +359,10 @@ class Ipv6LeasePool(_SessionLeases):
                 current = self._candidate(self._rng.randbytes(16))
             if self._usable(current):
                 return self._take(session_id, current)
+        for addr in self._scan():
+            if self._usable(addr):
+                log.debug("pool %s: candidates exhausted, linear scan found a lease", self._net)
+                return self._take(session_id, addr)
         raise LeaseError(f"IPv6 pool {self._net} has no free /{self._sub}")
 
     def release(self, session_id: str) -> IPv6Address | None:

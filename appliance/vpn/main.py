@@ -7,6 +7,7 @@ forked from this already-initialised process (DESIGN.md: shared, frozen memory).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import grp
 import ipaddress
@@ -29,14 +30,18 @@ from .config import OPTIONS, Config, ConfigError, load_config, load_user_config
 from .control import ControlServer, make_event
 from .dtlschannel import udp_socket_for
 from .dtlshandshake import make_dtls_context
+from .ipv6 import Ipv6Lease, Ipv6Leases, grant_ipv6, offered_lease, script_ipv6, tun_ipv6
 from .leases import Ipv4LeasePool, LeaseError
 from .management import Management, user_info
 from .protocol import cstp
 from .protocol.dtls import DtlsError, peek_client_hello
+from .proxyintake import ProxyIntake
+from .radius import make_accounting, radius_user_config
 from .sandbox import apply_worker_sandbox
 from .scripts import ScriptJob, format_route, script_env
 from .secmod import run_secmod
-from .tun import configure_tun, open_tun, remove_tun
+from .supervise import RestartBudget
+from .tun import configure_tun, open_tun, remove_tun, tun_index
 from .worker import Peer, run_worker
 
 log = logging.getLogger("ocgate.main")
@@ -48,8 +53,9 @@ TERMINATE_GRACE = 3.0  # seconds a terminated worker has to report and exit
 INVALIDATING_REASONS = {"user", "session-timeout", "server"}
 # reloadable in ocserv, but here bound to state built at start (the lease pool, the DTLS
 # context): changed values wait for a restart
-RESTART_ONLY = {"ipv4-network", "ipv4-netmask", "ipv6-network", "predictable-ips",
-                "dtls-psk", "use-occtl"}
+RESTART_ONLY = {"ipv4-network", "ipv4-netmask", "ipv6-network", "ipv6-subnet-prefix",
+                "predictable-ips",
+                "dtls-psk", "use-occtl", "listen-proxy-proto"}
 
 
 @dataclass
@@ -85,6 +91,7 @@ class Conn:
     udp_forwarded_at: float = 0.0
     settings: dict = field(default_factory=dict)  # effective per-user settings
     ipv4_local: str = ""  # the server's end of the tunnel (first address of the pool)
+    lease6: Ipv6Lease | None = None  # set when the client is offered IPv6 (ipv6.py)
     iroutes: list[str] = field(default_factory=list)
     restricted: bool = False  # firewall rules installed for this TUN
     session_started: float = 0.0
@@ -92,6 +99,8 @@ class Conn:
     compressed: tuple[int, int] = (0, 0)  # packets received / sent compressed
     end_reason: str = ""  # set when the server ends the session
     kill_at: float = 0.0  # when a terminated worker gets SIGKILL
+    ifindex: int = 0  # of the TUN: its name is reused as soon as the device is gone
+    radius: dict = field(default_factory=dict)  # RADIUS session attributes (radius.py)
 
 
 class Main:
@@ -109,12 +118,15 @@ class Main:
         self.mgmt = Management(self)
         self.control: ControlServer | None = None
         self.stopping = False
+        self.exit_code = 0  # non-zero: systemd's Restart=on-failure should start us again
+        self.secmod_restarts = RestartBudget()
         self.reload_requested = False
         self.cert_sha1 = sha1_fingerprint_hex(load_cert(cfg.server_cert))
         self.pool = Ipv4LeasePool(cfg.ipv4_network, predictable=cfg.predictable_ips)
         # config-per-user/group may give a user another ipv4-network: one pool per network
         self.pools: dict[ipaddress.IPv4Network, Ipv4LeasePool] = {cfg.ipv4_network: self.pool}
         self.lease_pool: dict[str, Ipv4LeasePool] = {}  # session id -> the pool it leases from
+        self.leases6 = Ipv6Leases.from_config(cfg)
         self.listeners: list[socket.socket] = []
         self.udp_sockets: list[socket.socket] = []
         self.by_app_id: dict[bytes, Conn] = {}
@@ -124,7 +136,10 @@ class Main:
         self.secmod_events: socket.socket | None = None
         self.bans = BanTable(BanSettings.from_config(cfg))
         self.accept_paused_until = 0.0  # rate-limit-ms
+        self.proxy_intake = ProxyIntake(self.sel, self._admit, _plain_ip) \
+            if cfg.listen_proxy_proto else None  # restart-only: bound to the listeners
         self.secmod_path = (cfg.socket_file or "/run/ocgate-socket") + ".sec"
+        self.acct = make_accounting(cfg)  # RADIUS accounting hooks; no-ops without 'acct'
         self._wake_r, self._wake_w = socket.socketpair()
 
     # --- start-up -----------------------------------------------------------------------------
@@ -171,10 +186,11 @@ class Main:
             try:
                 parent.close()
                 ev_parent.close()
-                for sock in self.listeners + self.udp_sockets:
-                    sock.close()
-                self.sel.close()
                 _reset_signals()
+                self._close_in_child()  # a restarted sec-mod must not hold workers' fds
+                # what it inherited stays shared with main: the collector never touches it
+                # (else each full collection copies those pages; the soak saw +10 % USS)
+                gc.freeze()
                 run_secmod(self.cfg, self.secmod_path, child, ev_child)
             except BaseException:  # noqa: BLE001 - the child must never return into main
                 log.exception("sec-mod failed")
@@ -221,7 +237,9 @@ class Main:
         # before the first fork: children must not inherit NOTIFY_SOCKET
         self.notifier = Notifier.from_environ(unset_environment=True)
         self._listen()
+        gc.freeze()  # main's collector must not copy the pages it shares with the sec-mod
         self._start_secmod()
+        self.acct.attach(self.sel)  # after the sec-mod fork: only workers must drop it
         if self.cfg.use_occtl and self.cfg.occtl_socket_file:
             # after the sec-mod fork, so that only workers need to drop it
             self.control = ControlServer(self.cfg.occtl_socket_file, self.mgmt)
@@ -254,11 +272,14 @@ class Main:
                     self._sweep_leases(now)
                     self._poll_jobs(now)
                     self._kill_stragglers(now)
+                    self.acct.tick(now)
                     if self.control is not None:
                         self.control.sweep()
+                    if self.proxy_intake is not None:
+                        self.proxy_intake.sweep(now)
         finally:
             self.shutdown()
-        return 0
+        return self.exit_code
 
     def reload(self) -> str:
         """SIGHUP / occtl reload: new connections get the new settings, live sessions keep
@@ -301,24 +322,32 @@ class Main:
             except OSError as exc:
                 log.warning("accept failed: %s", exc)
                 return
-            remote_ip = _plain_ip(addr[0])
-            now = time.monotonic()
-            if self.bans.banned(remote_ip, now):
-                log.debug("refusing %s: banned", remote_ip)
-                sock.close()
-                continue
-            if self.bans.add(remote_ip, self.cfg.ban_points_connection, now):
-                log.info("banning %s: too many connections", remote_ip)
-            local_ip = _plain_ip(sock.getsockname()[0])
-            if self.cfg.max_clients and sum(
-                    1 for c in self.conns.values() if c.state != "closing") >= self.cfg.max_clients:
-                log.info("refusing %s: max-clients (%d) reached", remote_ip, self.cfg.max_clients)
-                sock.close()
-                continue
-            self._fork_worker(sock, remote_ip, addr[1], local_ip, sock.getsockname()[1])
-            if self.cfg.rate_limit_ms:
-                self._pause_accepting(now + self.cfg.rate_limit_ms / 1000)
+            if self.proxy_intake is not None:  # listen-proxy-proto (proxyintake.py):
+                self.proxy_intake.add(sock, _plain_ip(addr[0]), time.monotonic())
+                continue  # admitted once its header names the real client
+            local = sock.getsockname()
+            self._admit(sock, _plain_ip(addr[0]), addr[1], _plain_ip(local[0]), local[1])
+            if self.accept_paused_until:
                 return
+
+    def _admit(self, sock: socket.socket, remote_ip: str, remote_port: int, local_ip: str,
+               local_port: int) -> None:
+        """Bans, ban points, max-clients and rate-limit-ms for the client's address."""
+        now = time.monotonic()
+        if self.bans.banned(remote_ip, now):
+            log.debug("refusing %s: banned", remote_ip)
+            sock.close()
+            return
+        if self.bans.add(remote_ip, self.cfg.ban_points_connection, now):
+            log.info("banning %s: too many connections", remote_ip)
+        if self.cfg.max_clients and sum(
+                1 for c in self.conns.values() if c.state != "closing") >= self.cfg.max_clients:
+            log.info("refusing %s: max-clients (%d) reached", remote_ip, self.cfg.max_clients)
+            sock.close()
+            return
+        self._fork_worker(sock, remote_ip, remote_port, local_ip, local_port)
+        if self.cfg.rate_limit_ms and not self.accept_paused_until:
+            self._pause_accepting(now + self.cfg.rate_limit_ms / 1000)
 
     def _pause_accepting(self, until: float) -> None:
         """rate-limit-ms: leave further connections in the backlog until ``until``."""
@@ -345,6 +374,10 @@ class Main:
             if self.bans.add(msg.ip, msg.points, time.monotonic()):
                 log.info("banning %s for %d s: %s", msg.ip, self.bans.settings.ban_time,
                          msg.reason)
+        elif isinstance(msg, ipc.SessionRevoked):  # logout while a tunnel is still up
+            for conn in [c for c in self.conns.values() if c.sid == msg.sid
+                         and c.state in ("connecting", "connected")]:
+                self.terminate(conn, "user logged out", invalidate=True)
 
     def _fork_worker(self, sock: socket.socket, remote_ip: str, remote_port: int,
                      local_ip: str, local_port: int) -> None:
@@ -379,6 +412,8 @@ class Main:
     def _close_in_child(self) -> None:
         if self.control is not None:
             self.control.close_in_child()
+        if self.proxy_intake is not None:
+            self.proxy_intake.close_in_child()
         for sock in self.listeners + self.udp_sockets:
             sock.close()
         for conn in self.conns.values():
@@ -391,6 +426,7 @@ class Main:
             self.secmod_events.close()
         self._wake_r.close()
         self._wake_w.close()
+        self.acct.close_in_child()
         self.sel.close()
 
     def _from_worker(self, chan: socket.socket) -> None:
@@ -408,6 +444,7 @@ class Main:
             self._connect(conn, msg)
         elif isinstance(msg, ipc.WorkerStats):
             conn.rx, conn.tx = msg.rx, msg.tx
+            self.acct.stats(conn, msg)
             conn.dtls_cipher = msg.dtls_cipher
             conn.compressed = (msg.compressed_rx, msg.compressed_tx)
             if msg.final:
@@ -435,6 +472,12 @@ class Main:
                 done, status = pid, 0
             if done:
                 conn = self.conns.pop(pid)
+                # its last report (final counters, why it ended) may still be queued: a
+                # logout read as "error" would keep the cookie and lease (soak, issue #11)
+                for _ in range(32):
+                    if conn.chan.fileno() < 0:
+                        break
+                    self._from_worker(conn.chan)
                 if conn.chan.fileno() >= 0:
                     self._worker_gone(conn)
                 if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS:
@@ -448,10 +491,33 @@ class Main:
             except ChildProcessError:
                 done = self.secmod_pid
             if done:
-                log.error("the security module exited; stopping so that the service manager "
-                          "can restart us")
-                self.secmod_pid = 0
-                self.stopping = True
+                self._secmod_died()
+
+    def _secmod_died(self) -> None:
+        """Replace a crashed sec-mod so that live tunnels stay up (their cookies die with
+        it: a client that reconnects logs in again); give up with an error, for the
+        service manager to restart us, if it keeps dying (supervise.py)."""
+        self.secmod_pid = 0
+        for sock in (self.secmod_chan, self.secmod_events):
+            if sock is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.sel.unregister(sock)
+                sock.close()
+        self.secmod_chan = self.secmod_events = None
+        if self.stopping or not self.secmod_restarts.allow(time.monotonic()):
+            log.error("the security module exited; stopping with an error so that the "
+                      "service manager restarts us")
+            self.exit_code, self.stopping = 1, True
+            return
+        log.error("the security module exited; starting a new one (sessions stay up, "
+                  "cookies issued before are void)")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.secmod_path)
+        try:
+            self._start_secmod()
+        except (OSError, RuntimeError) as exc:
+            log.error("cannot restart the security module (%s); stopping", exc)
+            self.exit_code, self.stopping = 1, True
 
     # --- UDP ----------------------------------------------------------------------------------
 
@@ -546,6 +612,7 @@ class Main:
             self._deny(conn, 401, "cookie is not acceptable")
             return
         conn.sid, conn.username, conn.groupname = info.sid, info.username, info.groupname
+        conn.radius = info.extra
         conn.hostname, conn.user_agent = req.hostname, req.user_agent
         conn.tls_description = req.tls_description
         conn.session_started = info.started
@@ -562,7 +629,8 @@ class Main:
             self._refuse_session(conn, f"max-same-clients ({cfg.max_same_clients}) reached")
             return
         try:
-            user = load_user_config(cfg, info.username, info.groupname or None)
+            user = radius_user_config(info.extra) or load_user_config(
+                cfg, info.username, info.groupname or None)
         except (ConfigError, OSError) as exc:
             log.error("per-user configuration of '%s': %s", info.username, exc)
             self._refuse_session(conn, "per-user configuration error", status=503)
@@ -573,6 +641,7 @@ class Main:
         pool = self._pool_for(getattr(user, "ipv4_network", None), info.sid)
         try:
             ipv4 = pool.acquire(info.sid, info.username, explicit)
+            lease6 = self.leases6.acquire(info.sid, info.username, user)
         except LeaseError as exc:
             self._refuse_session(conn, f"no IP address available: {exc}")
             return
@@ -581,9 +650,11 @@ class Main:
         base_mtu, mtu = cstp.compute_mtu(
             base_mtu=req.base_mtu, requested_mtu=req.requested_mtu,
             link_mtu=settings.pop("link_mtu"), tcp_pmtu=req.tcp_pmtu,
-            peer_is_ipv6=req.peer_ipv6, have_ipv6_pool=False,
-            dtls_overhead=cstp.dtls_crypto_overhead("AES-256-GCM") if req.dtls_app_id else 0)
+            peer_is_ipv6=req.peer_ipv6, have_ipv6_pool=lease6 is not None,
+            dtls_overhead=(req.dtls_overhead or cstp.dtls_crypto_overhead("AES-256-GCM"))
+            if req.dtls_app_id else 0)
         settings["base_mtu"], settings["mtu"] = base_mtu, mtu
+        conn.lease6 = offered_lease(lease6, mtu, info.username)
         if req.dtls_app_id:
             # registered before the grant: the client's ClientHello may follow the CONNECT
             # response immediately (protocol.md 11, item 22)
@@ -592,12 +663,14 @@ class Main:
         try:
             fd, device = open_tun(f"{cfg.device}%d", vnet_hdr=True)  # for gro.py
             settings["vnet_hdr"] = True
-            configure_tun(device, local=pool.local_address, peer=ipv4, mtu=mtu)
+            configure_tun(device, local=pool.local_address, peer=ipv4, mtu=mtu,
+                          **tun_ipv6(conn.lease6))
         except OSError as exc:
             log.error("cannot create a TUN device: %s", exc)
             self._refuse_session(conn, "TUN device creation failed", status=503)
             return
         conn.tun_fd, conn.device, conn.ipv4, conn.mtu = fd, device, str(ipv4), mtu
+        conn.ifindex = tun_index(device)
         try:
             restrict(device, settings)
         except firewall.FirewallError as exc:
@@ -617,6 +690,7 @@ class Main:
             groupname=info.groupname, device=device, ipv4=str(ipv4),
             ipv4_local=str(pool.local_address),
             ipv4_netmask=str(pool.netmask), session_started=info.started,
+            **grant_ipv6(lease6, conn.lease6),
             settings=settings)
         if cfg.connect_script:
             conn.script = ScriptJob(cfg.connect_script, self._script_env(conn, "connect"),
@@ -657,6 +731,7 @@ class Main:
         conn.pending_grant = None
         conn.state = "connected"
         conn.connected_at = time.time()
+        self.acct.started(conn)
         self._iroutes(conn, self.cfg.route_add_cmd or "ip route add %{R} dev %{D}")
         log.info("'%s' connected from %s: %s on %s (session %s)", conn.username,
                  conn.remote_ip, conn.ipv4, conn.device, conn.sid[:8])
@@ -709,7 +784,7 @@ class Main:
         if conn.state in ("connecting", "connected"):
             if conn.device:
                 try:
-                    remove_tun(conn.device)
+                    remove_tun(conn.device, index=conn.ifindex)
                 except OSError as exc:
                     log.debug("removing %s: %s", conn.device, exc)
             conn.end_reason = "server" if invalidate else "temporary"
@@ -736,7 +811,7 @@ class Main:
             del self.by_app_id[conn.app_id]
         if conn.device:
             try:
-                remove_tun(conn.device)
+                remove_tun(conn.device, index=conn.ifindex)
             except OSError as exc:
                 log.debug("removing %s: %s", conn.device, exc)
         if conn.restricted:
@@ -754,6 +829,7 @@ class Main:
                      "packets rx %d tx %d", conn.username, reason or "?", conn.sid[:8],
                      conn.rx, conn.tx, *conn.compressed)
             self.mgmt.stats.session_ended(conn, reason)
+            self.acct.stopped(conn, reason)
             if self.control is not None:
                 self.control.publish_event(make_event("disconnect", user_info(self, conn),
                                                       reason))
@@ -782,6 +858,7 @@ class Main:
 
     def _release(self, sid: str) -> None:
         self.lease_pool.pop(sid, self.pool).release(sid)
+        self.leases6.release(sid)
 
     def _kill_stragglers(self, now: float) -> None:
         for conn in self.conns.values():
@@ -812,6 +889,7 @@ class Main:
             hostname=conn.hostname, device=conn.device, user_agent=conn.user_agent,
             device_type="", platform="", ip_real=conn.remote_ip, ip_real_local=conn.local_ip,
             ip_local=conn.ipv4_local, ip_remote=conn.ipv4, worker_id=conn.pid,
+            **script_ipv6(conn.lease6),
             routes=conn.routes, no_routes=conn.no_routes, dns=conn.dns, stats=stats)
 
     # --- shutdown -----------------------------------------------------------------------------
@@ -875,7 +953,8 @@ def effective_settings(cfg: Config, user: object, session_started: float,
     remaining = None
     if session_timeout:
         remaining = max(0, int(session_timeout - (now - session_started)))
-    full = not routes or any(r.prefixlen == 0 for r in routes)
+    # only an IPv4 default route means full tunnel (ocserv); ::/0 is sent as an IPv6 route
+    full = not routes or any(r.prefixlen == 0 and r.version == 4 for r in routes)
     return {
         "dns": [str(d) for d in pick("dns")],
         "nbns": [str(d) for d in pick("nbns")],

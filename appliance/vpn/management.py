@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from . import ipc
 from .control import BanInfo, SessionInfo, StatusInfo, UserInfo
+from .ipv6 import occtl_ipv6
 from .scripts import format_route
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def user_info(main: Main, conn: Conn) -> UserInfo:
         id=conn.pid, username=conn.username, groupname=conn.groupname,
         state="connected" if conn.state == "connected" else "pre-auth",
         device=conn.device, mtu=conn.mtu, remote_ip=conn.remote_ip, local_ip=conn.local_ip,
-        ipv4=conn.ipv4, ptp_ipv4=conn.ipv4_local,
+        ipv4=conn.ipv4, ptp_ipv4=conn.ipv4_local, **occtl_ipv6(conn.lease6),
         user_agent=conn.user_agent, rx=conn.rx, tx=conn.tx, connected_at=conn.connected_at,
         session_started_at=conn.session_started, dpd=int(s.get("dpd") or 0),
         keepalive=int(s.get("keepalive") or 0), hostname=conn.hostname,

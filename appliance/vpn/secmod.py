@@ -28,6 +28,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from . import ipc
+from .anyconnectsec import CertGate, ProfileCache, connect_needs_cert, profile_answer
 from .authbackends import (
     PASSWORD_PROMPT,
     AuthSetup,
@@ -42,6 +43,7 @@ from .authbackends import (
     make_setup,
 )
 from .config import Config
+from .memtrim import release_memory
 from .tlshandshake import (
     HandshakeError,
     HandshakeResult,
@@ -69,6 +71,7 @@ class Session:
     created: float
     expires: float | None  # None while a connection uses it
     in_use: int = 0
+    extra: dict = field(default_factory=dict)  # back-end session attributes (RADIUS)
 
 
 @dataclass
@@ -115,10 +118,11 @@ class SessionStore:
         self._by_hash: dict[bytes, Session] = {}
 
     def create(self, username: str, groupname: str, remote_ip: str,
-               now: float) -> tuple[str, Session]:
+               now: float, extra: dict | None = None) -> tuple[str, Session]:
         cookie = base64.b64encode(secrets.token_bytes(32)).decode()
         session = Session(_hash_cookie(cookie), secrets.token_hex(16), username, groupname,
-                          remote_ip, now, now + self.cookie_timeout + AUTH_SLACK)
+                          remote_ip, now, now + self.cookie_timeout + AUTH_SLACK,
+                          extra=extra or {})
         self._by_hash[session.cookie_hash] = session
         return cookie, session
 
@@ -139,6 +143,17 @@ class SessionStore:
                 del self._by_hash[key]
             elif session.in_use == 0:
                 session.expires = now + self.cookie_timeout + AUTH_SLACK
+
+    def peek(self, cookie: str, now: float) -> Session | None:
+        """The live session a cookie names, without counting a connection on it."""
+        session = self._by_hash.get(_hash_cookie(cookie))
+        if session is None or (session.expires is not None and session.expires < now):
+            return None
+        return session
+
+    def revoke(self, cookie: str) -> Session | None:
+        """Logout: the cookie stops working at once (protocol.md §7.6, §11 item 27)."""
+        return self._by_hash.pop(_hash_cookie(cookie), None)
 
     def expire(self, now: float) -> list[str]:
         gone = [k for k, s in self._by_hash.items() if s.expires is not None and s.expires < now]
@@ -177,6 +192,8 @@ class SecMod:
         self.events = events  # one-way notifications to main (ban points)
         self.setup = make_auth_setup(cfg)
         self.store = SessionStore(cfg.cookie_timeout)
+        self.cert_gate = CertGate()  # CONNECTs whose certificate check passed
+        self.profiles = ProfileCache()
         self.main_chan = main_chan
         self.sel = selectors.DefaultSelector()
         if os.path.exists(listen_path):
@@ -235,6 +252,7 @@ class SecMod:
                 last_sweep = now
                 for sid in self.store.expire(time.time()):
                     log.info("session %s expired", sid[:8])
+                release_memory()  # else RSS creeps with every handshake (memtrim.py)
 
     # --- main ---------------------------------------------------------------------------------
 
@@ -245,13 +263,17 @@ class SecMod:
             log.info("main process went away; sec-mod exits")
             raise SystemExit(0) from None
         now = time.time()
-        if isinstance(msg, ipc.SessionOpen):
+        if isinstance(msg, ipc.SessionOpen) and not self.cert_gate.admit(
+                msg.cookie, connect_needs_cert(self.cfg, self.setup.cert_required), now):
+            reply = ipc.SessionInfo(ok=False, reason="no certificate check for this CONNECT")
+        elif isinstance(msg, ipc.SessionOpen):
             session = self.store.open(msg.cookie, now)
             if session is None:
                 reply = ipc.SessionInfo(ok=False, reason="cookie is not valid")
             else:
                 reply = ipc.SessionInfo(ok=True, sid=session.sid, username=session.username,
-                                        groupname=session.groupname, started=session.created)
+                                        groupname=session.groupname, started=session.created,
+                                        extra=session.extra)
         elif isinstance(msg, ipc.SessionClose):
             self.store.close(msg.sid, msg.invalidate, now)
             reply = ipc.Ack()
@@ -292,6 +314,9 @@ class SecMod:
             return
         for fd in _fds:
             os.close(fd)
+        if isinstance(msg, ipc.ConnectCertCheck | ipc.ProfileFetch | ipc.SessionLogout):
+            self._send_worker(conn, self._anyconnect(state, msg))
+            return
         reply: ipc.AuthReply | None
         if isinstance(msg, ipc.AuthInit):
             reply = self._auth_init(state, msg)
@@ -330,7 +355,7 @@ class SecMod:
         sock = socket.socket(fileno=fds[0])
         sock.setblocking(False)
         h = Handshake(worker, sock, ServerHandshake(self.tls_ctx),
-                      time.monotonic() + HANDSHAKE_TIMEOUT, remote_ip=msg.remote_ip)
+                      time.monotonic() + handshake_timeout(self.cfg), remote_ip=msg.remote_ip)
         self.handshakes[sock.fileno()] = h
         self.sel.register(sock, selectors.EVENT_READ, self._handshake_readable)
 
@@ -531,12 +556,16 @@ class SecMod:
     def _verdict(self, state: AuthState, verdict: Verdict) -> ipc.AuthReply | None:
         """Success, a hard failure, or None after starting the next try."""
         self._end_attempt(state)
+        if verdict.error:  # e.g. RADIUS unreachable: not the user's fault, no retry
+            log.error("authentication of '%s' from %s failed: %s", state.username,
+                      state.remote_ip, verdict.reason or verdict.error)
+            return self._fail(state, verdict.error)
         if verdict.ok:
             groups = verdict.groups
             if state.cert is not None and state.cert.groups:  # cert AND password
                 groups = tuple(g for g in groups if g in state.cert.groups) if groups \
                     else state.cert.groups
-            return self._login_as(state, state.username, groups)
+            return self._login_as(state, state.username, groups, verdict.extra)
         state.tries += 1
         self.auth_failures += 1
         log.info("failed authentication for '%s' from %s (try %d)%s", state.username,
@@ -553,18 +582,43 @@ class SecMod:
         return None
 
     def _login_as(self, state: AuthState, username: str,
-                  member_of: tuple[str, ...]) -> ipc.AuthReply:
+                  member_of: tuple[str, ...], extra: dict | None = None) -> ipc.AuthReply:
         try:
             group = self.setup.groups.choose(state.requested, member_of)
         except GroupError as exc:
             log.info("refusing '%s' from %s: %s", username, state.remote_ip, exc)
             return self._fail(state, "Authentication failed")
-        cookie, session = self.store.create(username, group, state.remote_ip, time.time())
+        cookie, session = self.store.create(username, group, state.remote_ip, time.time(),
+                                            extra)
         log.info("user '%s' authenticated from %s%s (session %s)", username, state.remote_ip,
                  f" in group '{group}'" if group else "", session.sid[:8])
         self._end_attempt(state)
         state.username = ""
-        return ipc.AuthReply(status="ok", cookie=cookie, context=state.context)
+        advert = self.profiles.advert(self.cfg.user_profile)
+        return ipc.AuthReply(status="ok", cookie=cookie, context=state.context,
+                             profile=advert.name if advert else "",
+                             profile_sha1=advert.sha1 if advert else "")
+
+    def _anyconnect(self, state: AuthState, msg: object) -> object:
+        """CONNECT certificate rule, profile download and logout (anyconnectsec.py)."""
+        now = time.time()
+        if isinstance(msg, ipc.ProfileFetch):
+            return profile_answer(self.cfg, self.store.peek(msg.cookie, now))
+        if isinstance(msg, ipc.SessionLogout):
+            session = self.store.revoke(msg.cookie)
+            if session is not None:
+                log.info("user '%s' logged out (session %s)", session.username,
+                         session.sid[:8])
+                self._notify(ipc.SessionRevoked(session.sid))
+            return ipc.Ack(ok=session is not None)
+        assert isinstance(msg, ipc.ConnectCertCheck)
+        refusal = self.cert_gate.check(
+            msg.cookie, self.store.peek(msg.cookie, now),
+            state.cert.username if state.cert is not None else None,
+            connect_needs_cert(self.cfg, self.setup.cert_required), now)
+        if refusal:
+            log.info("CONNECT from %s refused: %s", state.remote_ip or "?", refusal)
+        return ipc.Ack(ok=not refusal, reason=refusal)
 
     def _fail(self, state: AuthState, reason: str) -> ipc.AuthReply:
         self._end_attempt(state)
@@ -604,6 +658,12 @@ class SecMod:
                 log.error("authentication back-end gave no answer for '%s' in %.0f s",
                           state.username, BACKEND_WAIT)
                 self._send_worker(conn, self._fail(state, "Internal error"))
+
+
+def handshake_timeout(cfg: Config) -> float:
+    """A client that stalls its handshake (sends nothing, or half a ClientHello) is still
+    unauthenticated, so a shorter auth-timeout bounds it too (protocol.md: auth-timeout)."""
+    return float(min(HANDSHAKE_TIMEOUT, max(cfg.auth_timeout, 1)))
 
 
 def select_wait(sock: socket.socket, timeout: float = 0.2) -> None:

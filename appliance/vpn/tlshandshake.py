@@ -213,6 +213,7 @@ class ServerHandshake:
         except SSL.WantReadError:
             return False
         except SSL.Error as exc:
+            self._conn.set_app_data(None)  # see _finish
             raise HandshakeError(f"TLS handshake failed: {exc}") from None
         return True
 
@@ -254,6 +255,9 @@ class ServerHandshake:
         self._inbuf.clear()
         self.done = True
         self._secrets.clear()
+        # The callbacks are done with us: without this cycle the OpenSSL state is freed as
+        # soon as the sec-mod drops the handshake, not at the next cyclic collection.
+        conn.set_app_data(None)
         return final_flight
 
     def _client_certificate(self) -> tuple[bytes | None, bool, str]:

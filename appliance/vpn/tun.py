@@ -17,6 +17,7 @@ import fcntl
 import logging
 import os
 import re
+import socket
 import struct
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
@@ -33,6 +34,7 @@ __all__ = [
     "open_tun",
     "remove_tun",
     "set_mtu",
+    "tun_index",
 ]
 
 TUN_PATH = "/dev/net/tun"
@@ -127,7 +129,9 @@ def configure_tun(
             if ipv6_local is not None:
                 ipr.addr("add", index=idx, address=str(ipv6_local), prefixlen=128)
             if ipv6_peer is not None:
-                ipr.route("add", dst=str(ipv6_peer), oif=idx, priority=1)
+                # replace: a session taken over may still have its old tun for a moment,
+                # and the client's subnet must follow it to the new one
+                ipr.route("replace", dst=str(ipv6_peer), oif=idx, priority=1)
     except NetlinkError as exc:
         raise TunError(exc.code, f"{name}: netlink: {exc}") from exc
 
@@ -147,8 +151,22 @@ def link_exists(name: str) -> bool:
         return bool(ipr.link_lookup(ifname=name))
 
 
-def remove_tun(name: str, fd: int | None = None) -> None:
-    """Close our fd (if given) and make sure the link is gone; quiet when it already is."""
+def tun_index(name: str) -> int:
+    """The interface index of ``name`` now (0 if gone), to tell this device from a later
+    one that the kernel gives the same name once this one is deleted."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return 0
+
+
+def remove_tun(name: str, fd: int | None = None, index: int = 0) -> None:
+    """Close our fd (if given) and make sure the link is gone; quiet when it already is.
+
+    With ``index`` only that very device goes: a non-persistent TUN disappears with the
+    worker's fd, and its name is handed to the next session at once, so deleting by name
+    later could take another user's tunnel down (found by the soak, issue #11).
+    """
     if fd is not None:
         try:
             os.close(fd)
@@ -157,7 +175,8 @@ def remove_tun(name: str, fd: int | None = None) -> None:
     _check_name(name)
     try:
         with IPRoute() as ipr:
-            found = ipr.link_lookup(ifname=name)
+            found = [index] if index and index in ipr.link_lookup(ifname=name) else (
+                [] if index else ipr.link_lookup(ifname=name))
             if found:
                 ipr.link("del", index=found[0])
     except NetlinkError as exc:

@@ -15,11 +15,14 @@ import struct
 import time
 from dataclasses import dataclass
 
+from . import anyconnectworker as anyconnect_hooks
 from . import ipc
 from .config import Config
 from .datapath import CstpSession, Timers
 from .dtlschannel import DtlsChannel
 from .dtlshandshake import DtlsContext
+from .ipv6 import apply_ipv6
+from .legacydtls import legacy_offer
 from .protocol import auth, cstp, http
 from .protocol.compression import CompressionError, Compressor, choose, parse_priority_option
 from .tlshandshake import HandshakeResult
@@ -34,7 +37,8 @@ TCP_INFO_PMTU_OFFSET = 60
 SECMOD_AUTH_TIMEOUT = 75.0  # the sec-mod gives a slow back-end (PAM) 60 s, then fails it
 # 401 reasons ocserv uses (protocol.md §2.7); anything else from the sec-mod is generic
 FAIL_REASONS = ("Authentication failed", "No certificate", "Could not read certificate",
-                "No password", "Internal error")
+                "No password", "Internal error",
+                "Authentication server unreachable")  # ours: radius.py UNREACHABLE
 
 
 class ConnectionDone(Exception):
@@ -73,7 +77,9 @@ class Worker:
         self.tls: HandshakeResult | None = None
         self.parser = http.RequestParser()
         self.awaiting_answer = False  # the last form asked for an answer (AuthCont)
-        self.deadline = time.monotonic() + max(cfg.auth_timeout, 30)
+        self.url_group: str | None = None  # select-group-by-url: https://server/GROUP
+        # auth-timeout bounds the whole pre-CONNECT dialogue, slow headers included
+        self.deadline = time.monotonic() + max(cfg.auth_timeout, 1)
 
     # --- TLS plumbing (blocking) --------------------------------------------------------------
 
@@ -148,7 +154,7 @@ class Worker:
 
     def _show_form(self, answer: ipc.AuthReply) -> None:
         """The form step the security module asked for (protocol.md §2.4.2, §2.4.3)."""
-        groups = _group_options(answer.groups)
+        groups = [] if self.url_group else _group_options(answer.groups)
         if answer.form == "login":
             inputs = [auth.FormInput("text", "username", "Username:"),
                       auth.FormInput("password", "password", "Password:")]
@@ -189,8 +195,12 @@ class Worker:
             log.info("unreadable auth request from %s: %s", self.peer.remote_ip, exc)
             reply = auth.AuthReply(kind="empty")
         if reply.kind == "logout":
+            anyconnect_hooks.logout(self, req, reply.session_token)
             self._respond(200, "OK", [("Content-Type", "text/xml")], b"")
             return None
+        self.url_group = anyconnect_hooks.url_group(self.cfg, req) or self.url_group
+        if self.url_group:  # the URL decides, as ocserv's groupname_url_forced
+            reply.group = self.url_group
         agent = req.headers.get("User-Agent") or ""
         if reply.username:
             answer = self._ask_secmod(ipc.AuthInit(reply.username, reply.group,
@@ -209,10 +219,11 @@ class Worker:
     def _answer(self, answer: ipc.AuthReply) -> str | None:
         self.awaiting_answer = answer.status == "continue" and answer.form == "password"
         if answer.status == "ok":
-            body = auth.render_auth_complete(banner=self.cfg.banner)
-            headers = auth.auth_response_headers(
+            body = anyconnect_hooks.complete_body(self.cfg.banner, answer)
+            headers = anyconnect_hooks.complete_headers(auth.auth_response_headers(
                 context_cookie=answer.context, context_max_age=None,
-                session_cookie=answer.cookie, server_cert_sha1_hex=self.cert_sha1)
+                session_cookie=answer.cookie, server_cert_sha1_hex=self.cert_sha1),
+                self.cert_sha1, answer)
             self._respond(200, "OK", headers, body)
             return answer.cookie
         if answer.status == "continue":
@@ -239,6 +250,8 @@ class Worker:
 
     def _dispatch(self, req: http.Request) -> None:
         path = req.path
+        if anyconnect_hooks.handle_get(self, req):  # /profiles/*, /logout
+            return
         static = auth.match_static(path) if req.method == "GET" else None
         if static is not None:
             ctype, body = static
@@ -262,11 +275,14 @@ class Worker:
         if not creq.cookie:
             self._send_plain(cstp.connect_error(503))
             raise ConnectionDone("CONNECT without a cookie")
+        anyconnect_hooks.check_connect_cert(self, creq.cookie)  # cisco-client-compat rule
         assert self.tls is not None
         # PSK-NEGOTIATE only (protocol.md 5.1); a fresh App-ID per CONNECT, as ocserv
         offer_dtls = bool(self.dtls_ctx is not None and self.cfg.udp_port and self.cfg.dtls_psk
                           and creq.psk_negotiate)
-        app_id = os.urandom(32) if offer_dtls else b""
+        legacy = None if offer_dtls else legacy_offer(self.cfg, creq, self.tls.keys.cipher.aead)
+        app_id = legacy.session_id if legacy else os.urandom(32) if offer_dtls else b""
+        offer_dtls = offer_dtls or legacy is not None  # legacy DTLS (protocol.md 5.4/5.5)
         msg = ipc.ConnectRequest(
             cookie=creq.cookie, hostname=creq.hostname or "", user_agent=creq.user_agent or "",
             device_type=creq.device_type or "", platform=creq.platform or "",
@@ -274,7 +290,7 @@ class Worker:
             tls_description=self.tls.description, base_mtu=creq.base_mtu,
             requested_mtu=creq.mtu, tcp_pmtu=tcp_pmtu(self.sock),
             peer_ipv6=":" in self.peer.remote_ip and not self.peer.remote_ip.startswith("::ffff:"),
-            dtls_app_id=app_id.hex())
+            dtls_app_id=app_id.hex(), dtls_overhead=legacy.overhead if legacy else 0)
         try:
             ipc.send(self.main, msg)
             self.main.settimeout(CONNECT_GRANT_TIMEOUT)
@@ -300,6 +316,9 @@ class Worker:
             params.dtls = cstp.DtlsParams(port=self.cfg.udp_port, dpd=s["dpd"],
                                           keepalive=s["keepalive"], app_id=app_id.hex())
             dtls = DtlsChannel(self.dtls_ctx, self.tls.psk, app_id, s["base_mtu"] - 28)
+            if legacy is not None:
+                params.dtls = legacy.response_params(params.dtls)
+                dtls = legacy.channel(s["base_mtu"] - 28)
         self._send_plain(cstp.build_connect_response(params))
         log.info("user '%s' connected from %s as %s on %s", grant.username,
                  self.peer.remote_ip, grant.ipv4, grant.device)
@@ -352,7 +371,7 @@ def connect_params(grant: ipc.ConnectGrant, creq: cstp.ConnectRequest) -> cstp.C
     import ipaddress
 
     s = grant.settings
-    return cstp.ConnectParams(
+    params = cstp.ConnectParams(
         hostname=creq.hostname,
         dpd=s["dpd"],
         default_domain=s.get("default_domain"),
@@ -374,6 +393,8 @@ def connect_params(grant: ipc.ConnectGrant, creq: cstp.ConnectRequest) -> cstp.C
         mtu=s["mtu"],
         banner=s.get("banner"),
     )
+    apply_ipv6(params, creq, grant.ipv6, grant.ipv6_prefix, grant.ipv6_withheld)
+    return params
 
 
 def run_worker(cfg: Config, sock: socket.socket, peer: Peer, main_chan: socket.socket,

@@ -26,7 +26,7 @@ class WebServer:
     """One waitress server for ``app`` on ``hosts`` x ``port`` (port 0 picks a free one)."""
 
     def __init__(self, app: Any, hosts: list[str], port: int, *, threads: int = 4,
-                 https: bool = False) -> None:
+                 https: bool = False, channel_timeout: int = 60) -> None:
         self._server = waitress.create_server(
             app,
             listen=" ".join(listen_spec(h, port) for h in hosts),
@@ -35,7 +35,10 @@ class WebServer:
             url_scheme="https" if https else "http",
             clear_untrusted_proxy_headers=True,
             max_request_body_size=1 << 20,
-            channel_timeout=60,
+            # idle (or never-finishing TLS) connections are closed after channel_timeout;
+            # waitress checks every cleanup_interval, 30 s by default
+            channel_timeout=channel_timeout,
+            cleanup_interval=max(1, min(30, channel_timeout // 2)),
             asyncore_loop_timeout=1,
         )
         self._thread: threading.Thread | None = None

@@ -119,8 +119,9 @@ class HttpsWebServer(WebServer):
     """:class:`WebServer` whose every listening socket speaks HTTPS."""
 
     def __init__(self, app: Any, hosts: list[str], port: int, *, cert: Path, key: Path,
-                 threads: int = 4) -> None:
-        super().__init__(app, hosts, port, threads=threads, https=True)
+                 threads: int = 4, channel_timeout: int = 60) -> None:
+        super().__init__(app, hosts, port, threads=threads, https=True,
+                         channel_timeout=channel_timeout)
         channel = type("BoundTlsChannel", (TlsChannel,),
                        {"ssl_context": server_context(cert, key)})
         socket_map = getattr(self._server, "map", None) or getattr(self._server, "_map", {})

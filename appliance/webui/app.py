@@ -17,14 +17,24 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..web.app import create_base_app
 from .context import WebUIContext
-from .pages import backup, dashboard, diagnostics, login, logs, metrics, sessions, settings
+from .pages import (
+    account,
+    backup,
+    dashboard,
+    diagnostics,
+    login,
+    logs,
+    metrics,
+    sessions,
+    settings,
+)
 from .pages import users as users_page
 from .pages.common import EXTENSION, NAV, ui
 from .system import format_epoch, human_bytes, human_duration, human_rate
 
 HERE = Path(__file__).resolve().parent
-PUBLIC_ENDPOINTS = frozenset({"static", "ui.static", "login.login", "login.logout",
-                              "metrics.metrics"})
+PUBLIC_ENDPOINTS = frozenset({"static", "ui.static", "login.login", "login.code",
+                              "login.logout", "metrics.metrics"})
 
 
 def create_app(ctx: WebUIContext, *, session_minutes: int = 30) -> Flask:
@@ -36,7 +46,7 @@ def create_app(ctx: WebUIContext, *, session_minutes: int = 30) -> Flask:
     app.before_request(_gate)
     app.register_blueprint(ui)
     for module in (login, dashboard, users_page, sessions, settings, backup, logs,
-                   diagnostics, metrics):
+                   diagnostics, metrics, account):
         app.register_blueprint(module.bp)
     app.jinja_env.filters.update(bytes=human_bytes, rate=human_rate,
                                  duration=human_duration, epoch=format_epoch)

@@ -35,6 +35,8 @@ from ..firstboot.apply import write_atomic
 from ..state import StateLayout
 from ..vpn.config import ConfigError, parse_config, parse_user_config, write_config_atomic
 from ..vpn.passwd import parse_passwd
+from .clientcerts import ClientCertError, parse_issued
+from .totp import TotpError, parse_records
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,11 @@ SETTINGS_DIR = "config-per-user"
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}"
 ALLOWED = re.compile(
-    rf"(ocserv\.conf|ocpasswd|admin\.passwd|certs/{_NAME}|certs/clients/{_NAME}"
+    rf"(ocserv\.conf|ocpasswd|admin\.passwd|admin-totp\.json|client-certs\.json"
+    rf"|certs/{_NAME}|certs/clients/{_NAME}"
     rf"|{SETTINGS_DIR}/{_NAME})\Z")
 KEY_FILES = re.compile(r".*key.*\.pem\Z")
+CRL_FILES = re.compile(r"(.*/)?crl[^/]*\.pem\Z")
 
 
 class BackupError(ValueError):
@@ -74,7 +78,8 @@ class RestorePlan:
 
 def _collect(layout: StateLayout) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
-    for path in (layout.conf, layout.passwd, layout.admin_passwd):
+    for path in (layout.conf, layout.passwd, layout.admin_passwd, layout.admin_totp,
+                 layout.client_certs):
         if path.is_file():
             files[layout.relative(path)] = path.read_bytes()
     for folder in (layout.certs_dir, layout.certs_dir / "clients",
@@ -175,7 +180,7 @@ def read_archive(data: bytes) -> tuple[dict[str, object], dict[str, bytes]]:
 def _load_manifest(content: bytes) -> dict[str, object]:
     try:
         manifest = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[...", found by tests/fuzz
         raise BackupError("the manifest is not JSON") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BackupError("this is not an OCGate backup")
@@ -222,6 +227,8 @@ def _check_certs(files: dict[str, bytes]) -> None:
         try:
             if KEY_FILES.match(rel):
                 serialization.load_pem_private_key(data, password=None)
+            elif CRL_FILES.match(rel):
+                x509.load_pem_x509_crl(data)
             else:
                 x509.load_pem_x509_certificate(data)
         except (ValueError, TypeError) as exc:
@@ -235,6 +242,17 @@ def _check_certs(files: dict[str, bytes]) -> None:
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if public.public_bytes(der, spki) != private.public_key().public_bytes(der, spki):
         raise BackupError("the server key does not belong to the server certificate")
+
+
+def _check_json(files: dict[str, bytes]) -> None:
+    """The TOTP and issued-certificate files must be what this version writes."""
+    for rel, parse in (("admin-totp.json", parse_records), ("client-certs.json", parse_issued)):
+        if rel not in files:
+            continue
+        try:
+            parse(json.loads(_text(files, rel)))
+        except (ValueError, TotpError, ClientCertError) as exc:
+            raise BackupError(f"{rel} in the backup is invalid: {exc}") from None
 
 
 def plan_restore(data: bytes, layout: StateLayout) -> RestorePlan:
@@ -252,6 +270,7 @@ def plan_restore(data: bytes, layout: StateLayout) -> RestorePlan:
         raise BackupError("the backup has no usable admin account; restoring it would "
                           "lock you out")
     users = parse_passwd(_text(files, "ocpasswd")) if "ocpasswd" in files else {}
+    _check_json(files)
     _check_certs(files)
     for rel in files:
         if rel.startswith(SETTINGS_DIR + "/"):
@@ -289,6 +308,9 @@ def install(plan: RestorePlan, layout: StateLayout) -> list[str]:
         else:
             write_atomic(target, plan.files[rel], _mode(rel))
         written.append(rel)
+    for rel in ("admin-totp.json", "client-certs.json"):
+        if rel not in plan.files:  # the backup's admin had no TOTP / issued no certificates
+            (layout.root / rel).unlink(missing_ok=True)
     keep = {rel.split("/", 1)[1] for rel in plan.files if rel.startswith(SETTINGS_DIR + "/")}
     if settings.is_dir():
         for path in settings.iterdir():

@@ -21,10 +21,13 @@ from ..vpn.control import BanInfo, SessionInfo, StatusInfo, UserInfo
 from ..web.ratelimit import RateLimiter
 from ..web.vpnclient import Snapshot, VpnControl
 from .auth import AdminSessions, LoginGuard
+from .clientcerts import ClientCerts
 from .logsource import LogSource
 from .metrics import TOKEN_FILE
+from .onetime import OneTimeDownloads
 from .settingsform import DraftStore
 from .system import SystemHealth, read_health
+from .totp import TotpStore
 from .traffic import ThroughputHistory
 from .userstore import UserStore
 
@@ -72,6 +75,7 @@ class WebUIContext:
     history: ThroughputHistory = field(default_factory=ThroughputHistory)
     drafts: DraftStore = field(default_factory=DraftStore)
     files_lock: threading.RLock = field(default_factory=threading.RLock)
+    downloads: OneTimeDownloads = field(default_factory=OneTimeDownloads)
     poll_seconds: float = 2.0
 
     @classmethod
@@ -83,6 +87,14 @@ class WebUIContext:
     @property
     def users(self) -> UserStore:
         return UserStore(self.layout, self.files_lock)
+
+    @property
+    def totp(self) -> TotpStore:
+        return TotpStore(self.layout.admin_totp, self.files_lock)
+
+    @property
+    def certs(self) -> ClientCerts:
+        return ClientCerts(self.layout, self.files_lock)
 
     @property
     def metrics_token_file(self) -> Path:

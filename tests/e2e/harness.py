@@ -822,6 +822,7 @@ def transfer(
     link: Link | None = None,
     timeout: float = 60.0,
     text: bool = False,
+    host: str | None = None,
 ) -> TransferResult:
     """Push ``nbytes`` of random data (``text``: compressible log-like lines) through the
     tunnel and hash both ends.
@@ -829,14 +830,16 @@ def transfer(
     The client always opens the TCP connection (to the inside address) so
     that no route back to the client's VPN address has to be known; the
     direction only decides who sends.  ``seconds`` is measured by the receiver.
+    ``host`` is the inside address to use (default ``net.inside_ip``; e.g. ``net.inside_ip6``).
     """
+    target = host or net.inside_ip
     if direction not in ("up", "down"):
         raise ValueError("direction must be 'up' or 'down'")
     client_ns = (link or net.primary).ns
     server_action, client_action = ("recv", "send") if direction == "up" else ("send", "recv")
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OCG_XFER_TEXT="1" if text else "")
     listener = net.server_ns.popen(
-        _xfer_argv("listen", server_action, net.inside_ip, 0, nbytes),
+        _xfer_argv("listen", server_action, target, 0, nbytes),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -846,7 +849,7 @@ def transfer(
     try:
         port = _read_listening_port(listener)
         connector = client_ns.run(
-            _xfer_argv("connect", client_action, net.inside_ip, port, nbytes),
+            _xfer_argv("connect", client_action, target, port, nbytes),
             timeout=timeout,
             cwd=REPO_ROOT,
             env=env,
@@ -979,7 +982,8 @@ def _xfer_main(argv: Sequence[str], out: IO[str]) -> int:
     parser.add_argument("nbytes", type=int)
     args = parser.parse_args(argv)
     if args.role == "listen":
-        with socket.create_server((args.host, args.port)) as server:
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        with socket.create_server((args.host, args.port), family=family) as server:
             server.settimeout(30)
             print(f"LISTENING {server.getsockname()[1]}", file=out, flush=True)
             conn, _ = server.accept()

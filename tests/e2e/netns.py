@@ -52,6 +52,10 @@ INSIDE_IP = "198.51.100.1"
 INSIDE_ROUTE = "198.51.100.0/24"
 INSIDE_DNS = "198.51.100.53"
 VPN_POOL = "203.0.113.0/24"
+#: IPv6 (TestNet(ipv6=True) only): documentation prefix 2001:db8::/32, never routed anywhere.
+INSIDE_IP6 = "2001:db8:5::1"
+INSIDE_ROUTE6 = "2001:db8:5::/48"
+LINK6_PREFIX = "2001:db8:1"  # + ":<block*64+index>::/64" per client link
 
 #: Namespaces this process created and has not deleted yet (for the atexit hook).
 _LIVE: dict[str, Netns] = {}
@@ -233,6 +237,12 @@ class Netns:
                 os.kill(pid, signal.SIGKILL)
         return pids
 
+    def enable_ipv6(self, *interfaces: str) -> None:
+        """Make sure IPv6 is on in the namespace (and on ``interfaces``), whatever the host's
+        defaults are; addresses are then added with ``nodad`` so they work at once."""
+        keys = ["all", "default", *interfaces]
+        self.run(["sysctl", "-q", "-w", *(f"net.ipv6.conf.{k}.disable_ipv6=0" for k in keys)])
+
     # ------------------------------------------------------------ inspection
     def routes(self) -> list[str]:
         return self.ip("-4", "route", "show").stdout.splitlines()
@@ -254,6 +264,9 @@ class Link:
     client_if: str
     server_if: str
     prefixlen: int = 30
+    client_ip6: str = ""  # TestNet(ipv6=True): this link's IPv6 addresses (/64)
+    gateway_ip6: str = ""
+    server_ip6: str = ""  # the IPv6 address clients connect to (the first link's server end)
 
 
 def _alloc_block() -> int:
@@ -282,6 +295,9 @@ class TestNet:
     route: str = INSIDE_ROUTE
     dns: str = INSIDE_DNS
     pool: str = VPN_POOL
+    ipv6: bool = False  # also IPv6 on the links and an inside IPv6 host (INSIDE_IP6)
+    inside_ip6: str = INSIDE_IP6
+    route6: str = INSIDE_ROUTE6
     _started: bool = field(init=False, default=False, repr=False)
     _closed: bool = field(init=False, default=False, repr=False)
 
@@ -305,6 +321,9 @@ class TestNet:
             self.server_ns = Netns.create("s")
             # No dummy link type on this kernel: the inside host is an address on lo.
             self.server_ns.ip("addr", "add", f"{self.inside_ip}/32", "dev", "lo")
+            if self.ipv6:
+                self.server_ns.enable_ipv6("lo")
+                self.server_ns.ip("addr", "add", f"{self.inside_ip6}/128", "dev", "lo", "nodad")
             self.add_client()
         except BaseException:
             self.close()
@@ -352,7 +371,22 @@ class TestNet:
         ns.ip("link", "set", client_if, "up")
         if server_ip != gateway:
             ns.ip("route", "add", f"{server_ip}/32", "via", gateway, "dev", client_if)
+        if self.ipv6:
+            self._add_link_ipv6(link)
         return link
+
+    def _add_link_ipv6(self, link: Link) -> None:
+        """IPv6 on a link: ``<LINK6_PREFIX>:<n>::1/64`` server end, ``::2`` client end."""
+        subnet = f"{LINK6_PREFIX}:{self.block * 64 + link.index:x}"
+        link.gateway_ip6, link.client_ip6 = f"{subnet}::1", f"{subnet}::2"
+        link.server_ip6 = self.links[0].server_ip6 or link.gateway_ip6
+        self.server_ns.enable_ipv6(link.server_if)
+        link.ns.enable_ipv6(link.client_if)
+        self.server_ns.ip("addr", "add", f"{link.gateway_ip6}/64", "dev", link.server_if, "nodad")
+        link.ns.ip("addr", "add", f"{link.client_ip6}/64", "dev", link.client_if, "nodad")
+        if link.server_ip6 != link.gateway_ip6:
+            link.ns.ip("-6", "route", "add", f"{link.server_ip6}/128", "via", link.gateway_ip6,
+                       "dev", link.client_if)
 
     @property
     def primary(self) -> Link:

@@ -7,6 +7,7 @@ both servers read each other's ocpasswd files, and occtl -j prints the same keys
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -67,3 +68,60 @@ def test_occtl_json_keys_match_ocserv(net, workdir):
         missing = set(ocserv_keys) - set(keys["ocgate"][cmd])
         # ocserv omits empty strings; we may have values where it has none, never the reverse
         assert not missing, f"occtl -j {cmd}: keys ocserv prints and we do not: {missing}"
+
+
+# ocserv 1.1.6 says "Session-Timeout: 0" plus "-Remaining: 0" when there is no limit;
+# later releases (and we) say "none" without -Remaining (protocol.md §3.3, §11 item 35)
+OCSERV_116_ONLY = {"X-CSTP-Session-Timeout-Remaining"}
+_HEADER_LINE = re.compile(r"^[A-Za-z0-9-]+: ")
+ANYCONNECT_ARGS = ("--useragent", "AnyConnect Windows 4.10.07061", "--os", "win",
+                   "--dump-http-traffic")
+
+
+def _reply_header_names(log: str) -> dict[str, set[str]]:
+    """Header names of the auth ``complete`` reply and the CONNECT reply as ``openconnect
+    -v --dump-http-traffic`` prints them: the status after "Got … response:", then one
+    ``Name: value`` line per header."""
+    replies: list[tuple[str, list[str]]] = []
+    in_head = False
+    for line in log.splitlines():
+        if line.startswith(("Got HTTP response: ", "Got CONNECT response: ")):
+            replies.append((line.split(": ", 1)[1], []))
+            in_head = True
+        elif in_head and _HEADER_LINE.match(line):
+            replies[-1][1].append(line)
+        else:
+            in_head = False
+    found: dict[str, set[str]] = {}
+    for status, headers in replies:
+        names = {h.split(":", 1)[0] for h in headers}
+        if status.startswith("HTTP/1.1 200 CONNECTED"):
+            found["connect"] = names
+        elif any(h.startswith("Set-Cookie: webvpn=") for h in headers):
+            found["auth"] = names
+    return found
+
+
+def test_anyconnect_reply_headers_match_ocserv(net, workdir):
+    """The same AnyConnect-flavoured login against ocserv and OCGate: the auth reply and the
+    CONNECT reply carry the same set of header names (values differ by nature)."""
+    seen: dict[str, dict[str, set[str]]] = {}
+    for kind in KINDS:
+        files = make_server_files(workdir / f"ac-{kind}", net, users={"alice": "alice-ac-pw"})
+        server = Server(net, files, COMMANDS[kind]).start()
+        client = Client(net, files, name=f"ac-{kind}")
+        try:
+            assert client.connect("alice", "alice-ac-pw", extra_args=ANYCONNECT_ARGS), \
+                client.log[-2000:]
+            seen[kind] = _reply_header_names(client.log)
+        except BaseException:
+            print(f"\n[e2e] {kind} log:\n{server.log[-4000:]}")
+            raise
+        finally:
+            client.close()
+            server.stop()
+    for what in ("auth", "connect"):
+        assert what in seen["ocserv"] and what in seen["ocgate"], seen
+        only_ocserv = seen["ocserv"][what] - seen["ocgate"][what] - OCSERV_116_ONLY
+        only_ocgate = seen["ocgate"][what] - seen["ocserv"][what]
+        assert not only_ocserv and not only_ocgate, (what, only_ocserv, only_ocgate)

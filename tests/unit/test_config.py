@@ -98,7 +98,9 @@ def test_ocserv_master_defaults() -> None:
 
 
 def test_not_implemented_and_user_options() -> None:
-    assert "cisco-client-compat" in NOT_IMPLEMENTED and "nbns" in NOT_IMPLEMENTED
+    assert "nbns" in NOT_IMPLEMENTED
+    for name in ("cisco-client-compat", "user-profile", "select-group-by-url"):
+        assert name not in NOT_IMPLEMENTED  # AnyConnect behaviour (anyconnect*.py)
     for name in ("tcp-port", "auth", "route", "dns", "ipv4-dns", "compression-algo-priority"):
         assert name not in NOT_IMPLEMENTED and OPTIONS[name].implemented
     assert "session-control" not in NOT_IMPLEMENTED  # a no-op, not a missing feature
@@ -140,7 +142,7 @@ def test_debian_sample_config_parses() -> None:
     unimplemented = {w.split("'")[1] for w in cfg.warnings if "not implemented" in w}
     assert unimplemented == {k for k, _, _ in cfg.raw
                              if k in OPTIONS and (OPTIONS[k].alias_of or k) in NOT_IMPLEMENTED}
-    assert {"chroot-dir", "cisco-client-compat"} <= unimplemented
+    assert "chroot-dir" in unimplemented and "cisco-client-compat" not in unimplemented
     assert not any(w.startswith("unknown") for w in cfg.warnings)
     assert [v for k, v, _ in cfg.raw if k == "tcp-port"] == ["443"]
     assert ConfigDocument.load(DEBIAN_CONF).text() == Path(DEBIAN_CONF).read_text()
@@ -334,11 +336,15 @@ def test_pool_errors(lines: str, line: int, fragment: str) -> None:
 
 
 def test_ipv6_pool() -> None:
+    v4 = "ipv4-network = 203.0.113.0/24\n"
     cfg = parse_config('auth = "plain[passwd=/x]"\nipv6-network = fda9:4efe:7e3b:3ea::/48\n'
-                       "ipv6-subnet-prefix = 64\n")
-    assert cfg.ipv4_network is None and cfg.ipv6_network == V6("fda9:4efe:7e3b::/48")
+                       "ipv6-subnet-prefix = 64\n" + v4)
+    assert cfg.ipv6_network == V6("fda9:4efe:7e3b::/48")
     assert cfg.ipv6_subnet_prefix == 64
-    cfg = parse_config('auth = "plain[passwd=/x]"\nipv6-network = fd00::\nipv6-prefix = 56\n')
+    with pytest.raises(ConfigError, match=r"an IPv6-only pool is not supported yet"):
+        parse_config('auth = "plain[passwd=/x]"\nipv6-network = fda9:4efe:7e3b:3ea::/48\n')
+    cfg = parse_config('auth = "plain[passwd=/x]"\nipv6-network = fd00::\nipv6-prefix = 56\n'
+                       + v4)
     assert cfg.ipv6_network == V6("fd00::/56")
     assert "'ipv6-prefix' is obsolete; write ipv6-network as addr/len" in cfg.warnings
 

@@ -23,7 +23,8 @@ from tests.unit.test_webui_support import (
 #: The shared fixtures (ui, admin) live in test_webui_support.
 pytest_plugins = ["tests.unit.test_webui_support"]
 
-PARAMS = {"name": ALICE, "slug": "network", "worker_id": "4242", "filename": "webui.css"}
+PARAMS = {"name": ALICE, "slug": "network", "worker_id": "4242", "filename": "webui.css",
+          "token": "t0ken", "serial": "ABCDEF"}
 
 
 # --------------------------------------------------------------------------- sans-IO parts

@@ -167,19 +167,21 @@ def peek_client_hello(datagram: bytes) -> ClientHelloInfo | None:
     return _parse_hello_body(body, complete=frag_len == msg_len)
 
 
-class _Reader:
-    """Bounds-checked cursor over a byte string; every overrun is a DtlsError."""
+class HelloReader:
+    """Bounds-checked cursor over a ClientHello; an overrun raises ``error`` naming the
+    field (DtlsError here, the legacy handshake's own error in dtlslegacy.py)."""
 
-    __slots__ = ("data", "pos")
+    __slots__ = ("data", "error", "pos")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, error: type[ValueError] | None = None) -> None:
         self.data = data
+        self.error = error or DtlsError
         self.pos = 0
 
     def take(self, n: int, what: str) -> bytes:
         end = self.pos + n
         if end > len(self.data):
-            raise DtlsError(f"truncated ClientHello ({what})")
+            raise self.error(f"truncated ClientHello ({what})")
         chunk = self.data[self.pos:end]
         self.pos = end
         return chunk
@@ -193,7 +195,7 @@ class _Reader:
 
 
 def _parse_hello_body(body: bytes, complete: bool) -> ClientHelloInfo:
-    r = _Reader(body)
+    r = HelloReader(body)
     version = int.from_bytes(r.take(2, "version"), "big")
     random = r.take(32, "random")
     session_id = r.vector(1, "session id")
@@ -214,13 +216,13 @@ def _parse_hello_body(body: bytes, complete: bool) -> ClientHelloInfo:
 
 
 def _find_app_id(extensions: bytes) -> bytes | None:
-    r = _Reader(extensions)
+    r = HelloReader(extensions)
     found = None
     while r.left:
         ext_type = int.from_bytes(r.take(2, "extension type"), "big")
         ext = r.vector(2, "extension")
         if ext_type == TLS_EXT_APP_ID:
-            inner = _Reader(ext)
+            inner = HelloReader(ext)
             found = inner.vector(1, "App-ID extension")
             if not found or inner.left:
                 raise DtlsError("malformed App-ID extension")

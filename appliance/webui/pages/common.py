@@ -32,6 +32,7 @@ NAV: tuple[tuple[str, str], ...] = (
     ("backup.index", "Backup"),
     ("logs.index", "Logs"),
     ("diagnostics.index", "Diagnostics"),
+    ("account.index", "Account"),
 )
 
 

@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("login", __name__)
 
+#: How long the password step stays valid while the authenticator code is awaited.
+PENDING_SECONDS = 5 * 60.0
+
 ViewResult = str | WerkzeugResponse | tuple[str, int]
 
 
@@ -49,25 +52,100 @@ def login() -> ViewResult:
         return _page(429, f"Too many failed sign-ins on this device. Try again in "
                           f"{describe_wait(wait)}.", username)
     if check_credentials(c.layout.admin_passwd, username, request.form.get("password", "")):
-        c.guard.success(client)
-        session.clear()
-        record = c.sessions.create(username, client, now)
-        session["sid"] = record.sid
-        session.permanent = True
-        rotate_csrf_token()
-        log.info("admin %s signed in from %s", username, client)
-        return redirect(_next(), code=303)
+        if c.totp.is_enabled(username):
+            return _ask_for_code(username, now)
+        return _signed_in(username, client, now)
+    return _page(401, _failure_message(client, now, "user name or password"), username)
+
+
+def _signed_in(username: str, client: str, now: float) -> WerkzeugResponse:
+    c = ctx()
+    target = _next() if request.endpoint == "login.login" else _pending_next()
+    c.guard.success(client)
+    session.clear()
+    record = c.sessions.create(username, client, now)
+    session["sid"] = record.sid
+    session.permanent = True
+    rotate_csrf_token()
+    log.info("admin %s signed in from %s", username, client)
+    return redirect(target, code=303)
+
+
+def _failure_message(client: str, now: float, what: str) -> str:
+    """Count a failure (per address and globally) and say what happens next."""
+    c = ctx()
     after = c.guard.failure(client, now)
     c.overall.failure(GLOBAL_KEY, now)
-    log.warning("failed admin sign-in from %s", client)
+    log.warning("failed admin sign-in (%s) from %s", what, client)
     if not after.allowed:
-        message = (f"Wrong user name or password. This address is now locked out for "
-                   f"{describe_wait(after.locked_for)}.")
-    else:
-        left = after.tries_left
-        message = (f"Wrong user name or password. {left} more "
-                   f"{'try' if left == 1 else 'tries'} before a 15-minute lockout.")
-    return _page(401, message, username)
+        return (f"Wrong {what}. This address is now locked out for "
+                f"{describe_wait(after.locked_for)}.")
+    left = after.tries_left
+    return (f"Wrong {what}. {left} more {'try' if left == 1 else 'tries'} before a "
+            "15-minute lockout.")
+
+
+# --------------------------------------------------------------------------- second step
+
+
+def _ask_for_code(username: str, now: float) -> WerkzeugResponse:
+    """Password accepted, TOTP on: no session yet, only a short-lived signed marker."""
+    target = _next()
+    session.clear()
+    session["pending_admin"] = username
+    session["pending_at"] = now
+    session["pending_next"] = target
+    rotate_csrf_token()
+    return redirect(url_for("login.code"), code=303)
+
+
+def _pending_user(now: float) -> str | None:
+    username = session.get("pending_admin")
+    started = session.get("pending_at")
+    if not isinstance(username, str) or not isinstance(started, int | float):
+        return None
+    if not 0 <= now - started <= PENDING_SECONDS:
+        return None
+    return username
+
+
+def _pending_next() -> str:
+    target = session.get("pending_next", "/")
+    return target if isinstance(target, str) and target.startswith("/") \
+        and not target.startswith("//") else "/"
+
+
+def _code_page(status: int = 200, error: str | None = None) -> tuple[str, int]:
+    return render_template("webui/login_code.html", error=error), status
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+def code() -> ViewResult:
+    c = ctx()
+    now = c.clock()
+    username = _pending_user(now)
+    if username is None:
+        session.pop("pending_admin", None)
+        flash("Sign in with your password first.", "info")
+        return redirect(url_for("login.login"), code=303)
+    if request.method == "GET":
+        return _code_page()
+    client = request.remote_addr or "unknown"
+    verdict = c.guard.check(client, now)
+    if not verdict.allowed:
+        return _code_page(429, f"Too many failed sign-ins from this address. Try again in "
+                               f"{describe_wait(verdict.locked_for)}.")
+    wait = c.overall.retry_after(GLOBAL_KEY, now)
+    if wait > 0:
+        return _code_page(429, f"Too many failed sign-ins on this device. Try again in "
+                               f"{describe_wait(wait)}.")
+    kind = c.totp.verify(username, request.form.get("code", "")[:64], c.wall())
+    if kind is None:
+        return _code_page(401, _failure_message(client, now, "code"))
+    if kind == "recovery":
+        flash("You used a recovery code; it cannot be used again. Make new ones on the "
+              "Account page if few are left.", "warning")
+    return _signed_in(username, client, now)
 
 
 @bp.post("/logout")

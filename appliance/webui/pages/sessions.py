@@ -8,6 +8,7 @@ import logging
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from ..radiusinfo import read_radius_info
 from .common import ctx, vpn_call
 from .dashboard import channel
 
@@ -22,7 +23,8 @@ def index() -> str:
     users, problem = vpn_call(c.vpn.users, [])
     bans, _ = vpn_call(c.vpn.bans, []) if problem is None else ([], None)
     return render_template("webui/sessions.html", users=users, bans=bans, problem=problem,
-                           channel=channel, now=c.wall(), poll=c.poll_seconds)
+                           channel=channel, now=c.wall(), poll=c.poll_seconds,
+                           radius=read_radius_info(c.layout.conf))
 
 
 @bp.post("/<int:worker_id>/disconnect")

@@ -3,6 +3,7 @@ and the onboarding page that tells a user how to connect."""
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import logging
 
@@ -23,6 +24,7 @@ from ... import pki
 from ...vpn.config import ConfigError
 from ...web.passwords import RULES_TEXT, check_password
 from ..onboarding import anyconnect_profile, qr_svg, server_identity
+from ..radiusinfo import RadiusInfo, read_radius_info
 from ..userstore import (
     UserSettings,
     UserStoreError,
@@ -31,7 +33,8 @@ from ..userstore import (
     parse_groups,
     parse_settings_form,
 )
-from .common import ctx, vpn_call
+from .common import ctx, owner, vpn_call
+from .usercerts import register_cert_routes
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,20 @@ def _password_problems(password: str, confirm: str, username: str) -> list[str]:
                                           context=["ocgate", "openconnect"]).problems)
 
 
+def _radius() -> RadiusInfo | None:
+    return read_radius_info(ctx().layout.conf)
+
+
+def _refused_for_radius() -> tuple[str, int] | None:
+    """Local account edits mean nothing while RADIUS holds the accounts (issue #12)."""
+    info = _radius()
+    if info is None:
+        return None
+    return render_template("error.html", code=409, title="Managed by RADIUS",
+                           message=f"VPN users are managed by {info.label}; change them "
+                           "there."), 409
+
+
 def _back(name: str | None = None) -> WerkzeugResponse:
     if name is None:
         return redirect(url_for("users.index"), code=303)
@@ -77,11 +94,15 @@ def index() -> str:
     online, _ = vpn_call(c.vpn.users, [])
     connected = {u.username for u in online}
     return render_template("webui/users.html", users=users, connected=connected,
-                           problem=problem, rules=RULES_TEXT, values={}, errors=[])
+                           problem=problem, rules=RULES_TEXT, values={}, errors=[],
+                           radius=_radius())
 
 
 @bp.post("/add")
 def add() -> ViewResult:
+    refused = _refused_for_radius()
+    if refused:
+        return refused
     c = ctx()
     form = request.form
     values = {"username": form.get("username", "")[:64], "groups": form.get("groups", "")[:500]}
@@ -106,7 +127,8 @@ def add() -> ViewResult:
         online, _ = vpn_call(c.vpn.users, [])
         return render_template("webui/users.html", users=c.users.list(),
                                connected={u.username for u in online}, problem=None,
-                               rules=RULES_TEXT, values=values, errors=errors), 400
+                               rules=RULES_TEXT, values=values, errors=errors,
+                               radius=None), 400
     log.info("admin %s added VPN user %s", g.get("admin"), username)
     flash(f"User {username} was added.", "success")
     return _back(username)
@@ -119,8 +141,11 @@ def _edit_page(user: VpnUser, status: int = 200, **extra: object) -> tuple[str, 
     c = ctx()
     sessions, _ = vpn_call(c.vpn.users, [])
     settings = extra.pop("settings", None) or c.users.read_settings(user.username)
+    extra.setdefault("certs", cert_list(user.username))
     return render_template("webui/user.html", user=user, rules=RULES_TEXT,
-                           settings=settings,
+                           settings=settings, radius=_radius(),
+                           cert_login=c.certs.cert_login_enabled(),
+                           now=datetime.datetime.now(datetime.UTC),
                            sessions=[s for s in sessions if s.username == user.username],
                            **extra), status
 
@@ -133,6 +158,9 @@ def edit(name: str) -> ViewResult:
 @bp.post("/<name>/groups")
 def groups(name: str) -> ViewResult:
     user = _user_or_404(name)
+    refused = _refused_for_radius()
+    if refused:
+        return refused
     try:
         ctx().users.set_groups(user.username, parse_groups(request.form.get("groups", "")))
     except UserStoreError as exc:
@@ -144,6 +172,9 @@ def groups(name: str) -> ViewResult:
 @bp.post("/<name>/lock")
 def lock(name: str) -> ViewResult:
     user = _user_or_404(name)
+    refused = _refused_for_radius()
+    if refused:
+        return refused
     locked = request.form.get("locked") == "1"
     c = ctx()
     c.users.set_locked(user.username, locked)
@@ -159,6 +190,9 @@ def lock(name: str) -> ViewResult:
 @bp.post("/<name>/password")
 def password(name: str) -> ViewResult:
     user = _user_or_404(name)
+    refused = _refused_for_radius()
+    if refused:
+        return refused
     new = request.form.get("password", "")
     problems = _password_problems(new, request.form.get("confirm", ""), user.username)
     if problems:
@@ -171,11 +205,17 @@ def password(name: str) -> ViewResult:
 @bp.post("/<name>/delete")
 def delete(name: str) -> ViewResult:
     user = _user_or_404(name)
+    refused = _refused_for_radius()
+    if refused:
+        return refused
     if request.form.get("confirm") != user.username:
         return _edit_page(user, 400, errors=["Type the user name to confirm deleting it."])
     c = ctx()
     c.users.delete(user.username)
+    revoked = revoke_all(user.username)
     count, _ = vpn_call(lambda: c.vpn.disconnect_user(user.username), 0)
+    if revoked:
+        flash(f"{revoked} certificate(s) of {user.username} were revoked.", "info")
     log.info("admin %s deleted VPN user %s", g.get("admin"), user.username)
     flash(f"User {user.username} was deleted" + (f"; {count} session(s) were ended."
                                                  if count else "."), "success")
@@ -253,3 +293,33 @@ def ca_cert() -> Response:
         abort(404)
     return Response(data, mimetype="application/x-x509-ca-cert",
                     headers={"Content-Disposition": 'attachment; filename="ocgate-ca.crt"'})
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def cert_list(username: str) -> list[object]:
+    try:
+        return list(ctx().certs.for_user(username))
+    except ValueError as exc:
+        log.error("certificate list unreadable: %s", exc)
+        return []
+
+
+def revoke_all(username: str) -> int:
+    """A deleted user's certificates must stop working too: certificate login does not
+    look at the password file."""
+    certs = ctx().certs
+    now = datetime.datetime.fromtimestamp(ctx().wall(), datetime.UTC)
+    count = 0
+    try:
+        for record in certs.for_user(username):
+            if record.status(now) == "valid":
+                certs.revoke(record.serial, now)
+                count += 1
+    except ValueError as exc:
+        log.error("could not revoke the certificates of %s: %s", username, exc)
+    return count
+
+
+register_cert_routes(bp, _user_or_404, _edit_page, owner)

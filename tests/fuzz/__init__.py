@@ -1,0 +1,1 @@
+"""Fuzzing of every parser that sees untrusted input (docs/fuzzing.md)."""
