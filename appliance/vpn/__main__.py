@@ -7,6 +7,8 @@ import logging
 import sys
 
 from .config import ConfigError, load_config
+from .radius import check_radius_files
+from .radiusconf import RadiusConfError
 
 DEFAULT_CONFIG = "/etc/ocserv/ocserv.conf"
 
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("ocgate.main")
     try:
         cfg = load_config(args.config)
-    except (ConfigError, OSError) as exc:
+        check_radius_files(cfg)
+    except (ConfigError, RadiusConfError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for warning in cfg.warnings:

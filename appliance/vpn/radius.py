@@ -355,7 +355,7 @@ class RadiusAuth:
 
     @classmethod
     def from_params(cls, params: dict[str, str], answer_timeout: float) -> RadiusAuth:
-        path = params.get("config") or "/etc/radcli/radiusclient.conf"
+        path = params.get("config") or DEFAULT_RADCLI
         separator = "," if params.get("group-separator") == "comma" else ";"
         return cls(load_radius_conf(path),
                    groupconfig=params.get("groupconfig", "").lower() in ("true", "yes", "1"),
@@ -729,6 +729,20 @@ class RadiusAccounting(NullAccounting):
             self.replies += 1
 
 
+DEFAULT_RADCLI = "/etc/radcli/radiusclient.conf"
+
+
+def check_radius_files(cfg: Any) -> None:
+    """Read every radcli file the config names, at start (and for ``-t``), so that a
+    broken one is a one-line error instead of a sec-mod that dies at each restart."""
+    methods = [*getattr(cfg, "auth", []), *getattr(cfg, "enable_auth", [])]
+    if getattr(cfg, "acct", None) is not None:
+        methods.append(cfg.acct)
+    for method in methods:
+        if method.name == "radius":
+            load_radius_conf(method.params.get("config") or DEFAULT_RADCLI)
+
+
 def make_accounting(cfg: Any) -> NullAccounting:
     """The accounting hooks main calls: RADIUS when ``acct = radius[...]``, else no-ops."""
     method = getattr(cfg, "acct", None)
@@ -737,7 +751,7 @@ def make_accounting(cfg: Any) -> NullAccounting:
     if method.name != "radius":
         log.warning("acct = %s is not supported; no accounting", method.name)
         return NullAccounting()
-    conf = load_radius_conf(method.params.get("config") or "/etc/radcli/radiusclient.conf")
+    conf = load_radius_conf(method.params.get("config") or DEFAULT_RADCLI)
     auth_params = next((m.params for m in getattr(cfg, "auth", []) if m.name == "radius"), {})
     return RadiusAccounting(conf, getattr(cfg, "stats_report_time", None),
                             nas_identifier=auth_params.get("nas-identifier", ""))

@@ -751,7 +751,7 @@ def _compression_allowed() -> tuple[type[BaseException], ...]:
 
 
 def _optional_specs() -> list[_Spec]:
-    """Parsers other engineers add (PROXY protocol, RADIUS): fuzzed when they exist."""
+    """The protocol extensions' parsers (optional_targets.py)."""
     from tests.fuzz import optional_targets
 
     return optional_targets.specs(_Spec)

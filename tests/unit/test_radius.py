@@ -382,3 +382,19 @@ def test_no_acct_line_means_no_accounting() -> None:
         acct = None
 
     assert type(radius.make_accounting(Cfg())) is radius.NullAccounting
+
+
+def test_broken_radcli_file_is_a_one_line_error_at_start(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """ocserv -t style: the server refuses to start, naming the file, without a traceback."""
+    from appliance.vpn.__main__ import main
+
+    radcli = tmp_path / "radiusclient.conf"
+    radcli.write_text("authserver 198.51.100.5:notaport:secret\n")
+    conf = tmp_path / "ocserv.conf"
+    conf.write_text(f"auth = radius[config={radcli}]\nipv4-network = 203.0.113.0/24\n"
+                    "server-cert = /dev/null\nserver-key = /dev/null\n")
+    assert main(["-t", "-c", str(conf)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(radcli) in err and "bad port" in err, err
+    assert "Traceback" not in err
