@@ -25,7 +25,6 @@ import ipaddress
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,6 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .atomicfile import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -354,36 +355,6 @@ def sha1_fingerprint_hex(cert: x509.Certificate) -> str:
 # ---------------------------------------------------------------- files
 
 
-def _atomic_write(path: str | os.PathLike[str], data: bytes, mode: int) -> None:
-    """Write via a temp file in the same directory, fsync, then rename.
-
-    A crash or power cut during first boot must never leave a half-written key
-    that the server would then fail to load; and the key must never exist on
-    disk, even briefly, with permissions wider than ``mode``.
-    """
-    target = Path(path)
-    directory = target.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def key_pem(key: PrivateKey) -> bytes:
     """Unencrypted PKCS#8 PEM: readable by GnuTLS (ocserv), OpenSSL and cryptography."""
     return key.private_bytes(
@@ -400,14 +371,14 @@ def cert_pem(cert: x509.Certificate, *chain: x509.Certificate) -> bytes:
 
 def write_key(path: str | os.PathLike[str], key: PrivateKey) -> None:
     """Store a private key with mode 0600, atomically."""
-    _atomic_write(path, key_pem(key), 0o600)
+    write_atomic(path, key_pem(key), 0o600)
 
 
 def write_cert(
     path: str | os.PathLike[str], cert: x509.Certificate, *chain: x509.Certificate
 ) -> None:
     """Store a certificate (plus optional chain) with mode 0644, atomically."""
-    _atomic_write(path, cert_pem(cert, *chain), 0o644)
+    write_atomic(path, cert_pem(cert, *chain), 0o644)
 
 
 def _read(path: str | os.PathLike[str]) -> bytes:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import secrets
 from pathlib import Path
+
+from ..atomicfile import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +90,7 @@ class SetupCodeStore:
         if existing is not None:
             return existing
         code = generate_code()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(_HEADER + code + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, (_HEADER + code + "\n").encode("ascii"), 0o600)
         log.info("new setup code written to %s", self.path)
         return code
 

@@ -23,12 +23,11 @@ import logging
 import os
 import re
 import shutil
-import stat
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..atomicfile import existing_mode_and_owner, write_atomic
 from .tlspriorities import PriorityError, parse_priorities
 
 log = logging.getLogger(__name__)
@@ -1793,14 +1792,6 @@ class ConfigDocument:
 # --------------------------------------------------------------------------------------
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _keep_backup(path: str) -> None:
     """Make path + '.bak' the current file, atomically (hard link, copy if links fail)."""
     backup = path + ".bak"
@@ -1822,31 +1813,8 @@ def write_config_atomic(path: str, text: str) -> Config:
     existing files keep their mode and owner.
     """
     cfg = parse_config(text, path)
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        old: os.stat_result | None = os.stat(path)
-    except FileNotFoundError:
-        old = None
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                               dir=directory)
-    try:
-        os.fchmod(fd, stat.S_IMODE(old.st_mode) if old else 0o600)
-        if old is not None:
-            try:
-                os.fchown(fd, old.st_uid, old.st_gid)
-            except PermissionError:
-                pass
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if old is not None:
-            _keep_backup(path)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
-    log.info("wrote %s%s", path, " (previous version kept as .bak)" if old else "")
+    mode, owner = existing_mode_and_owner(path)
+    write_atomic(path, text.encode("utf-8"), 0o600 if mode is None else mode, owner=owner,
+                 before_replace=None if mode is None else lambda: _keep_backup(path))
+    log.info("wrote %s%s", path, " (previous version kept as .bak)" if mode is not None else "")
     return cfg

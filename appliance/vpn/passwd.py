@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 from passlib.hash import md5_crypt, sha256_crypt, sha512_crypt
 
+from ..atomicfile import fsync_dir
+
 __all__ = [
     "PasswdEntry",
     "PasswdError",
@@ -180,7 +182,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     except BaseException:
         _unlink_quietly(tmp)
         raise
-    _fsync_directory(os.path.dirname(target) or ".")
+    fsync_dir(os.path.dirname(target) or ".")
 
 
 def _copy_metadata(target: str, fd: int) -> None:
@@ -200,20 +202,6 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         log.debug("could not remove %s", path)
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename durable; some filesystems refuse fsync on directories."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        log.debug("fsync of directory %s not supported", directory)
-    finally:
-        os.close(fd)
 
 
 def write_passwd_atomic(

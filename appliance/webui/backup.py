@@ -31,7 +31,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ..firstboot.apply import write_atomic
+from ..atomicfile import write_atomic
 from ..state import StateLayout
 from ..vpn.config import ConfigError, parse_config, parse_user_config, write_config_atomic
 from ..vpn.passwd import parse_passwd

@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from .. import pki
-from ..firstboot.apply import write_atomic
+from ..atomicfile import write_atomic
 from ..state import StateLayout
 from ..vpn.config import ConfigDocument, ConfigError, load_config, write_config_atomic
 

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..firstboot.apply import write_atomic
+from ..atomicfile import write_atomic
 from ..web.vpnclient import Snapshot, VpnCommandError, VpnUnavailable
 from .system import SystemHealth
 

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.hashes import SHA1, SHA256, SHA512, HashAlgo
 from cryptography.hazmat.primitives.twofactor import InvalidToken
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
-from ..firstboot.apply import write_atomic
+from ..atomicfile import write_atomic
 
 log = logging.getLogger(__name__)
 

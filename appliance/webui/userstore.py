@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..firstboot.apply import write_atomic
+from ..atomicfile import write_atomic
 from ..firstboot.forms import FormError, parse_username
 from ..state import StateLayout
 from ..vpn.config import (
