@@ -1749,9 +1749,25 @@ class ConfigDocument:
             del self._lines[i]
         if texts:
             where = (existing[-1][0] + 1 if existing else self._insert_point(section))
+            where = self._clear_continuation(where)
             ending = "\r" if self._crlf else ""
             new_lines = [f"{key} = {_quote_for_file(t, False)}{ending}" for t in texts]
             self._lines[where:where] = new_lines
+
+    def _clear_continuation(self, where: int) -> int:
+        """Where new lines can go at ``where`` without changing what follows: inih reads an
+        indented line as a continuation of the setting before it. A continuation already
+        there is skipped; an indented line that continues nothing (no setting before it)
+        loses its indent, which means the same to inih and keeps it off our new line."""
+        scans = _scan_lines(self._lines)
+        while where < len(scans) and scans[where].kind == "cont":
+            where += 1
+        if where < len(self._lines):
+            line = self._lines[where]
+            body = line.lstrip(_WS)
+            if body and body != line and body[0] not in ";#":
+                self._lines[where] = body
+        return where
 
     def remove(self, key: str, section: str = "") -> None:
         """Delete every line of ``key`` (continuation lines included)."""
