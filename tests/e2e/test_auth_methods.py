@@ -532,3 +532,29 @@ def test_select_group_rules(workdir: Path, users: dict[str, str],
         assert login_group("bob", "ops") == "ops"  # offered by auto-select-group
         assert login_group("bob", "Administrators") is None  # not a member
         assert "not a member of group 'admins'" in rig.server.log
+
+
+def test_select_group_by_url(workdir: Path, users: dict[str, str],
+                             opened: list[Client]) -> None:
+    """select-group-by-url (protocol.md §10.2): https://server/GROUP picks the group and
+    hides the group list, as AnyConnect profiles with per-group URLs expect."""
+
+    def groups(files: ServerFiles) -> None:
+        harness.write_passwd(files.passwd, users, {"alice": "staff,admins", "bob": "ops"})
+
+    with auth_rig(workdir, users, ['auth = "plain[passwd={passwd}]"'],
+                  extra=["select-group = staff", "select-group = admins",
+                         "select-group-by-url = true"],
+                  prepare=groups) as rig:
+        alice = rig.client("alice-url")
+        opened.append(alice)
+        assert alice.connect("alice", users["alice"], url=alice.url.rstrip("/") + "/admins"), \
+            alice.log
+        row = rig.users()[0]
+        assert (row["Username"], row["Groupname"]) == ("alice", "admins")
+        assert alice.disconnect() == 0
+        bob = rig.client("bob-url")
+        opened.append(bob)
+        assert not bob.connect("bob", users["bob"], url=bob.url.rstrip("/") + "/admins")
+        assert "not a member of group 'admins'" in rig.server.log
+
