@@ -36,7 +36,8 @@ from .management import Management, user_info
 from .protocol import cstp
 from .protocol.dtls import DtlsError, peek_client_hello
 from .proxyintake import ProxyIntake
-from .radius import make_accounting, radius_user_config
+from .radius import radius_user_config
+from .radiusacct import make_accounting
 from .sandbox import apply_worker_sandbox
 from .scripts import ScriptJob, format_route, script_env
 from .secmod import run_secmod

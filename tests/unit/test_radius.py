@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from pyrad import packet as rpacket
 
-from appliance.vpn import radius
+from appliance.vpn import radius, radiusacct
 from appliance.vpn.authbackends import Prompt, Verdict
 from appliance.vpn.radiusconf import (
     RadiusConf,
@@ -325,7 +325,7 @@ class FakeStats:
     tx_packets: int
 
 
-def pump(acct: radius.RadiusAccounting, sel: selectors.BaseSelector, until: Callable[[], bool],
+def pump(acct: radiusacct.RadiusAccounting, sel: selectors.BaseSelector, until: Callable[[], bool],
          timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not until():
@@ -337,7 +337,7 @@ def pump(acct: radius.RadiusAccounting, sel: selectors.BaseSelector, until: Call
 
 def test_accounting_start_interim_stop(fake: Callable[..., FakeRadius]) -> None:
     server = fake(lambda req: req.CreateReply(), acct=True)
-    acct = radius.RadiusAccounting(conf_for(server.port, acct=True), default_interval=1)
+    acct = radiusacct.RadiusAccounting(conf_for(server.port, acct=True), default_interval=1)
     sel = selectors.DefaultSelector()
     acct.attach(sel)
     attrs = radius.SessionAttrs(classes=[b"OU=admins".hex()])
@@ -367,7 +367,7 @@ def test_accounting_start_interim_stop(fake: Callable[..., FakeRadius]) -> None:
 
 def test_accounting_retransmits_then_gives_up(fake: Callable[..., FakeRadius]) -> None:
     server = fake(lambda req: None, acct=True)
-    acct = radius.RadiusAccounting(conf_for(server.port, acct=True, timeout=0.2, retries=3),
+    acct = radiusacct.RadiusAccounting(conf_for(server.port, acct=True, timeout=0.2, retries=3),
                                    default_interval=None)
     sel = selectors.DefaultSelector()
     acct.attach(sel)
@@ -381,7 +381,7 @@ def test_no_acct_line_means_no_accounting() -> None:
     class Cfg:
         acct = None
 
-    assert type(radius.make_accounting(Cfg())) is radius.NullAccounting
+    assert type(radiusacct.make_accounting(Cfg())) is radiusacct.NullAccounting
 
 
 def test_broken_radcli_file_is_a_one_line_error_at_start(tmp_path: Path,
