@@ -7,6 +7,7 @@ the server object and close its socket map ourselves.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from typing import Any
@@ -43,6 +44,7 @@ class WebServer:
         )
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self._stopping = threading.Event()
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -60,6 +62,10 @@ class WebServer:
         """Block until :meth:`stop` (from another thread) or Ctrl-C."""
         try:
             self._server.run()
+        except OSError as exc:
+            # stop() closes the sockets under the loop's select(): expected, not an error
+            if not (self._stopping.is_set() and exc.errno == errno.EBADF):
+                raise
         finally:
             self._stopped.set()
 
@@ -71,6 +77,7 @@ class WebServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the listening sockets and every connection; idempotent."""
+        self._stopping.set()
         socket_map = getattr(self._server, "map", None) or getattr(self._server, "_map", {})
         try:
             self._server.task_dispatcher.shutdown(timeout=timeout)
