@@ -64,8 +64,16 @@ def _radius() -> RadiusInfo | None:
     return read_radius_info(ctx().layout.conf)
 
 
+# the POST routes that edit local accounts: none of them applies while RADIUS holds them
+_LOCAL_ACCOUNT_EDITS = frozenset({"users.add", "users.groups", "users.lock",
+                                  "users.password", "users.delete"})
+
+
+@bp.before_request
 def _refused_for_radius() -> tuple[str, int] | None:
     """Local account edits mean nothing while RADIUS holds the accounts (issue #12)."""
+    if request.endpoint not in _LOCAL_ACCOUNT_EDITS:
+        return None
     info = _radius()
     if info is None:
         return None
@@ -100,9 +108,6 @@ def index() -> str:
 
 @bp.post("/add")
 def add() -> ViewResult:
-    refused = _refused_for_radius()
-    if refused:
-        return refused
     c = ctx()
     form = request.form
     values = {"username": form.get("username", "")[:64], "groups": form.get("groups", "")[:500]}
@@ -158,9 +163,6 @@ def edit(name: str) -> ViewResult:
 @bp.post("/<name>/groups")
 def groups(name: str) -> ViewResult:
     user = _user_or_404(name)
-    refused = _refused_for_radius()
-    if refused:
-        return refused
     try:
         ctx().users.set_groups(user.username, parse_groups(request.form.get("groups", "")))
     except UserStoreError as exc:
@@ -172,9 +174,6 @@ def groups(name: str) -> ViewResult:
 @bp.post("/<name>/lock")
 def lock(name: str) -> ViewResult:
     user = _user_or_404(name)
-    refused = _refused_for_radius()
-    if refused:
-        return refused
     locked = request.form.get("locked") == "1"
     c = ctx()
     c.users.set_locked(user.username, locked)
@@ -190,9 +189,6 @@ def lock(name: str) -> ViewResult:
 @bp.post("/<name>/password")
 def password(name: str) -> ViewResult:
     user = _user_or_404(name)
-    refused = _refused_for_radius()
-    if refused:
-        return refused
     new = request.form.get("password", "")
     problems = _password_problems(new, request.form.get("confirm", ""), user.username)
     if problems:
@@ -205,9 +201,6 @@ def password(name: str) -> ViewResult:
 @bp.post("/<name>/delete")
 def delete(name: str) -> ViewResult:
     user = _user_or_404(name)
-    refused = _refused_for_radius()
-    if refused:
-        return refused
     if request.form.get("confirm") != user.username:
         return _edit_page(user, 400, errors=["Type the user name to confirm deleting it."])
     c = ctx()
