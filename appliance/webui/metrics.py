@@ -60,40 +60,28 @@ def _vpn_metrics(snap: Snapshot) -> Iterator[GaugeMetricFamily | CounterMetricFa
     sessions.add_metric(["dtls"], float(dtls))
     sessions.add_metric(["tls"], float(len(snap.users) - dtls))
     yield sessions
-    rx = CounterMetricFamily("ocgate_received_bytes", "Bytes received from VPN clients")
-    rx.add_metric([], float(st.rx))
-    yield rx
-    tx = CounterMetricFamily("ocgate_sent_bytes", "Bytes sent to VPN clients")
-    tx.add_metric([], float(st.tx))
-    yield tx
-    handled = CounterMetricFamily("ocgate_sessions_handled", "Sessions ended since the "
-                                  "statistics were reset")
-    handled.add_metric([], float(st.sessions_handled))
-    yield handled
-    fails = CounterMetricFamily("ocgate_auth_failures", "Failed VPN logins")
-    fails.add_metric([], float(st.total_auth_failures))
-    yield fails
-    banned = GaugeMetricFamily("ocgate_banned_ips", "Client addresses banned right now")
-    banned.add_metric([], float(st.banned_ips))
-    yield banned
-    start = GaugeMetricFamily("ocgate_start_time_seconds", "When the VPN server started "
-                              "(Unix time)")
-    start.add_metric([], float(st.up_since))
-    yield start
+    yield CounterMetricFamily("ocgate_received_bytes", "Bytes received from VPN clients",
+                              value=float(st.rx))
+    yield CounterMetricFamily("ocgate_sent_bytes", "Bytes sent to VPN clients",
+                              value=float(st.tx))
+    yield CounterMetricFamily("ocgate_sessions_handled", "Sessions ended since the "
+                              "statistics were reset", value=float(st.sessions_handled))
+    yield CounterMetricFamily("ocgate_auth_failures", "Failed VPN logins",
+                              value=float(st.total_auth_failures))
+    yield GaugeMetricFamily("ocgate_banned_ips", "Client addresses banned right now",
+                            value=float(st.banned_ips))
+    yield GaugeMetricFamily("ocgate_start_time_seconds", "When the VPN server started "
+                            "(Unix time)", value=float(st.up_since))
 
 
 def _system_metrics(h: SystemHealth) -> Iterator[GaugeMetricFamily]:
-    cpu = GaugeMetricFamily("ocgate_cpu_percent", "CPU use of the device in percent")
-    cpu.add_metric([], h.cpu_percent)
-    yield cpu
-    mem = GaugeMetricFamily("ocgate_memory_used_bytes", "Memory in use on the device")
-    mem.add_metric([], float(h.memory_used))
-    yield mem
+    yield GaugeMetricFamily("ocgate_cpu_percent", "CPU use of the device in percent",
+                            value=h.cpu_percent)
+    yield GaugeMetricFamily("ocgate_memory_used_bytes", "Memory in use on the device",
+                            value=float(h.memory_used))
     if h.temperature_c is not None:
-        temp = GaugeMetricFamily("ocgate_temperature_celsius", "Hottest temperature "
-                                 "sensor of the device")
-        temp.add_metric([], h.temperature_c)
-        yield temp
+        yield GaugeMetricFamily("ocgate_temperature_celsius", "Hottest temperature "
+                                "sensor of the device", value=h.temperature_c)
 
 
 def render(snapshot: Callable[[], Snapshot], health: Callable[[], SystemHealth]) -> bytes:

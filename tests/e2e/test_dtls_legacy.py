@@ -14,62 +14,30 @@ test_vpn_dtls.py), never from log text alone. Running this file with
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 from tests.e2e import harness
 from tests.e2e.harness import Client, ping
-from tests.e2e.test_vpn_dtls import (
+from tests.e2e.test_vpn_dtls import (  # noqa: F401 - fixtures
     DEAD_PEER,
     ESTABLISHED,
     MB,
     Wire,
+    accounts,
     assert_healthy,
     assert_over_udp,
     checked_transfer,
+    clients,
     dtls_headers,
+    make_rig,
     tun_mtu,
     udp_snmp,
 )
-from tests.e2e.test_vpn_tls import Clients, Rig, running_rig
-
-USERS = ("alice", "bob")
-
-
-@pytest.fixture(scope="module")
-def accounts() -> dict[str, str]:
-    return {name: f"{name[0]}-{os.urandom(9).hex()}" for name in USERS}
-
-
-@pytest.fixture
-def rig_and_clients(
-    request: pytest.FixtureRequest, accounts: dict[str, str]
-) -> Iterator[tuple[Callable[..., Rig], Clients]]:
-    """A server factory and the clients made against it; logs printed on failure."""
-    made = Clients()
-    rigs: list[Rig] = []
-    failed_before = request.session.testsfailed
-    with contextlib.ExitStack() as stack:
-
-        def factory(label: str, **kwargs: Any) -> Rig:
-            rig = stack.enter_context(running_rig(label, accounts, **kwargs))
-            rigs.append(rig)
-            return rig
-
-        try:
-            yield factory, made
-        finally:
-            failed = request.session.testsfailed > failed_before
-            made.close(dump=failed)
-            if failed:
-                for rig in rigs:
-                    print(f"\n[e2e] server log:\n{harness.tail_lines(rig.server.log, 80)}")
+from tests.e2e.test_vpn_tls import Clients, Rig
 
 
 def connect_legacy(client: Client, rig: Rig, user: str, extra: list[str]) -> Wire:
@@ -96,10 +64,9 @@ def assert_no_mtu_collapse(client: Client, mtu: int) -> None:
 
 
 def test_dtls12_resumption_when_server_disables_psk(
-    rig_and_clients: tuple[Callable[..., Rig], Clients],
+    make_rig: Callable[..., Rig], clients: Clients,  # noqa: F811 - fixtures
 ) -> None:
     """Default openconnect options, ``dtls-psk = false``: Cisco DTLS 1.2 resumption."""
-    make_rig, clients = rig_and_clients
     rig = make_rig("legacy12", extra_conf=["dtls-psk = false"], replace_conf={"dpd": "dpd = 2"})
     client = clients.new(rig, "legacy12")
     wire = connect_legacy(client, rig, "alice", [])
@@ -153,11 +120,10 @@ def test_dtls12_resumption_when_server_disables_psk(
     ],
 )
 def test_client_without_psk_gets_the_suite_it_offered(
-    rig_and_clients: tuple[Callable[..., Rig], Clients],
+    make_rig: Callable[..., Rig], clients: Clients,  # noqa: F811 - fixtures
     option: str, header: str, name: str, suite: str, mtu: int,
 ) -> None:
     """Server defaults (PSK on, dtls-legacy on); the client offers one legacy name only."""
-    make_rig, clients = rig_and_clients
     rig = make_rig("legacy")
     client = clients.new(rig, "legacy")
     wire = connect_legacy(client, rig, "bob", [option])
