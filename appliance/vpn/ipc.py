@@ -292,6 +292,8 @@ class WorkerStats:
     compressed_rx: int = 0
     compressed_tx: int = 0
     channel: str = "tls"  # what we send on now: "dtls" or "tls"
+    cstp_compression: str = ""  # negotiated algorithm ("oc-lz4", "lzs") or ""
+    dtls_compression: str = ""
 
 
 @message
