@@ -247,7 +247,11 @@ class OtpFile:
             log.error("cannot use the OTP users file %s: %s", self.path, exc)
             return otp.OtpVerdict(False, "users file unreadable")
         try:
-            data = os.read(fd, MAX_OTP_FILE_BYTES + 1)
+            try:
+                data = _read_all(fd, MAX_OTP_FILE_BYTES + 1)
+            except OSError as exc:
+                log.error("cannot read the OTP users file %s: %s", self.path, exc)
+                return otp.OtpVerdict(False, "users file unreadable")
             if len(data) > MAX_OTP_FILE_BYTES:
                 log.error("OTP users file %s is larger than %d bytes", self.path,
                           MAX_OTP_FILE_BYTES)
@@ -295,6 +299,18 @@ class OtpFile:
             if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
                 return fd
             os.close(fd)
+
+
+def _read_all(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 # --------------------------------------------------------------------------- PAM

@@ -1013,3 +1013,113 @@ def test_fuzz_document_set_then_get(text: str, key: str, values: list[str]) -> N
         return
     expected = [v.strip(" \t\n\r\v\f") for v in values]
     assert doc.get(key) == expected
+
+
+# ------------------------------------------------------------------ fail closed (issue 15)
+
+# What is parsed but not implemented and can be ignored without weakening anything: only
+# these warn. A new unimplemented option must be put here or into REFUSED_UNIMPLEMENTED.
+HARMLESS_UNIMPLEMENTED = {
+    "ban-points-kkdcp", "kkdcp",  # no KKDCP endpoint at all
+    "camouflage_realm", "camouflage_secret",  # camouflage itself is refused when on
+    "cisco-svc-client-compat",  # a feature (the /svc endpoint) that is simply absent
+    "client-bypass-protocol",  # without it clients keep that traffic in the tunnel
+    "debug-no-secmod-stats", "log-level", "syslog-facility", "use-utmp",  # logging
+    "dh-params",  # OCGate offers no finite-field DHE suites
+    "host-update-script", "hostname", "listen-host-is-dyndns", "proxy-url",  # hints
+    "nbns", "ipv4-nbns", "ipv6-nbns",  # WINS servers pushed to clients
+    "key-pin", "pin-file", "srk-pin", "srk-pin-file",  # PKCS#11/TPM keys: cannot load
+    "ocsp-response",  # no stapled OCSP response: clients may still check themselves
+    "limit-worker-memory", "output-buffer", "net-priority", "ping-leases",  # tuning
+    "sec-mod-scale", "sec-mod-db-cleanup-time", "server-drain-ms",
+    "server-stats-reset-time",
+    "no-udp",  # DTLS stays available; it is encrypted like TLS
+}
+
+
+def test_every_unimplemented_option_is_classified() -> None:
+    assert set(REFUSED_UNIMPLEMENTED) <= NOT_IMPLEMENTED
+    assert NOT_IMPLEMENTED - set(REFUSED_UNIMPLEMENTED) == HARMLESS_UNIMPLEMENTED
+
+
+def _on_value(name: str) -> str:
+    return "true" if OPTIONS[name].type == "bool" else "/x"
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_UNIMPLEMENTED))
+def test_unsafe_unimplemented_option_refuses_with_its_line(name: str) -> None:
+    err = error_of(f"dpd = 60\n{name} = {_on_value(name)}\n", path="/etc/ocserv/x.conf")
+    assert err.line == 4 and str(err).startswith("/etc/ocserv/x.conf:4: ")
+    assert f"option '{name}' is not implemented: {REFUSED_UNIMPLEMENTED[name]}" in str(err)
+
+
+def test_unsafe_unimplemented_option_when_off_is_silent() -> None:
+    off = [f"{n} = false" for n in REFUSED_UNIMPLEMENTED if OPTIONS[n].type == "bool"]
+    cfg = cfg_of("\n".join(off) + "\nlisten-host = 198.51.100.1\n"
+                 "udp-listen-host = 198.51.100.1\n")
+    assert cfg.warnings == []
+    assert cfg.udp_listen_host == "198.51.100.1"
+
+
+@pytest.mark.parametrize("name", sorted(HARMLESS_UNIMPLEMENTED - {"hostname"}))
+def test_harmless_unimplemented_option_warns(name: str) -> None:
+    value = {"int": "5", "bool": "true", "choice": "daemon"}.get(OPTIONS[name].type, "/x")
+    value = {"kkdcp": "/KdcProxy VPN.TEST udp@198.51.100.9:88", "net-priority": "3"}.get(
+        name, "198.51.100.53" if OPTIONS[name].item == "ip" else value)
+    cfg = cfg_of(f"{name} = {value}\n")
+    assert f"option '{name}' is not implemented yet (ignored)" in cfg.warnings
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("auth = gssapi", "auth = gssapi: this authentication method is not implemented"),
+    ("auth = oidc[config=/etc/ocserv/oidc.json]", "auth = oidc: this authentication"),
+    ("enable-auth = gssapi", "enable-auth = gssapi: this authentication method is not "
+                             "implemented (for 'enable-auth': certificate)"),
+    ("enable-auth = pam", "enable-auth = pam: this authentication method"),
+    ("enable-auth = radius[config=/r]", "enable-auth = radius: this authentication"),
+    ("enable-auth = plain[passwd=/p]", "enable-auth = plain: this authentication"),
+    ("acct = pam", "accounting method 'pam' is not implemented (only radius)"),
+    ("[vhost:vpn.test]\nbanner = hi", "virtual host sections are not implemented"),
+])
+def test_unimplemented_auth_and_accounting_refuse(line: str, fragment: str) -> None:
+    err = error_of(line + "\n", path="/etc/ocserv/ocserv.conf")
+    assert err.line == 3 + line.count("\n") and fragment in str(err)
+    assert str(err).startswith(f"/etc/ocserv/ocserv.conf:{err.line}: ")
+
+
+def test_unimplemented_per_user_option_refuses_the_login() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_user_config("dns = 198.51.100.53\ndeny-roaming = true\n", "/etc/ocserv/u/bob")
+    err = info.value
+    assert err.line == 2 and "option 'deny-roaming' is not implemented" in str(err)
+    assert parse_user_config("deny-roaming = false\n", "u").deny_roaming is False
+
+
+def test_plain_otp_parameters() -> None:
+    cfg = cfg_of(base='auth = "plain[passwd=/etc/ocserv/ocpasswd,otp=/etc/ocserv/users.oath]"'
+                 "\nipv4-network = 192.168.1.0/24\n")
+    assert cfg.auth == [AuthMethod("plain", {"passwd": "/etc/ocserv/ocpasswd",
+                                             "otp": "/etc/ocserv/users.oath"})]
+    assert cfg.warnings == []
+    cfg = cfg_of(base='auth = "plain[otp=/etc/ocserv/users.oath]"\n'
+                 "ipv4-network = 192.168.1.0/24\n")
+    assert cfg.auth == [AuthMethod("plain", {"otp": "/etc/ocserv/users.oath"})]
+
+
+@pytest.mark.parametrize("extra, expect_rc", [("", 0), ("acct = pam\n", 1),
+                                              ("chroot-dir = /var/lib/ocserv\n", 1)])
+def test_cli_test_mode_says_the_same(tmp_path: Path, extra: str, expect_rc: int) -> None:
+    """``python3 -m appliance.vpn -t -c FILE``: the same refusal, with file:line."""
+    import subprocess
+    import sys
+
+    conf = tmp_path / "ocserv.conf"
+    conf.write_text(BASE + "dpd = 60\n" + extra)
+    done = subprocess.run([sys.executable, "-m", "appliance.vpn", "-t", "-c", str(conf)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == expect_rc, done.stderr
+    if expect_rc:
+        assert f"error: {conf}:4: " in done.stderr
+        assert "is not implemented" in done.stderr
+    else:
+        assert f"{conf}: configuration is valid" in done.stdout
