@@ -43,6 +43,7 @@ _HEX = re.compile(r"[0-9A-Fa-f]+")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _INT = re.compile(r"[+-]?[0-9]{1,19}")
 _BLANKS = " \t\r\n"
+_FIELD_SEP = re.compile(r"[ \t\r\n]+")
 _TYPE = re.compile(r"HOTP(?:/(E|T30|T60))?(?:/([678]))?")
 
 
@@ -99,11 +100,14 @@ class UsersFile:
 
 
 def parse_usersfile(text: str) -> UsersFile:
-    lines = text.splitlines(keepends=True)
+    """Lines end at LF only and fields are split at " \\t\\r\\n", as liboath's getline and
+    strtok do (str.split would also cut at Unicode spaces liboath keeps)."""
+    pieces = text.split("\n")
+    lines = [piece + "\n" for piece in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
     tokens: list[Token] = []
     errors: list[LineError] = []
     for index, line in enumerate(lines):
-        fields = line.split()
+        fields = [f for f in _FIELD_SEP.split(line) if f]
         if not fields or fields[0].startswith("#"):
             continue
         user = fields[1] if len(fields) > 1 else None
@@ -152,7 +156,7 @@ def _end_of_field(line: str, count: int) -> int:
     """Offset just past the ``count``-th blank-separated field of ``line``."""
     pos = 0
     for _ in range(count):
-        while line[pos] in _BLANKS:
+        while pos < len(line) and line[pos] in _BLANKS:
             pos += 1
         while pos < len(line) and line[pos] not in _BLANKS:
             pos += 1

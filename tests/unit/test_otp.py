@@ -303,3 +303,10 @@ def test_totp_file_shared_with_liboath(liboath: ctypes.CDLL, usersfile: Path) ->
     # what it wrote blocks steps up to +6; we read the file as liboath does
     assert ours(usersfile, "alice", totp(RFC_KEY, now + 210))
     assert os.stat(usersfile).st_size > 0
+
+
+def test_lines_and_fields_split_like_liboath() -> None:
+    """LF ends a line and only " \\t\\r\\n" separate fields (getline, strtok)."""
+    f = users(f"HOTP\x1falice - {KEY_HEX}\nHOTP bob\u2028x - {KEY_HEX}\x0bHOTP carol - 00\n")
+    assert [t.user for t in f.tokens] == []
+    assert [(e.line, e.user) for e in f.errors] == [(0, "-"), (1, "bob\u2028x")]
