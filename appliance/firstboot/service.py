@@ -127,14 +127,16 @@ class WizardService:
         return urls or [f"http://localhost{port}/"]
 
     def banner(self, out: TextIO = sys.stdout) -> None:
-        """The console message: the only place besides the boot partition with the code."""
-        print("=" * 64, file=out)
-        print(" OCGate first-time setup", file=out)
-        for url in self.urls():
-            print(f"   open   {url}", file=out)
-        print(f"   setup code   {self.code}", file=out)
-        print(f"   (also in {self.layout.setup_code})", file=out)
-        print("=" * 64, file=out, flush=True)
+        """The console message: the only place besides the boot partition with the code.
+
+        Composed first and written at once, so a reader of the console (or of a log file)
+        never sees the heading without the code.
+        """
+        lines = ["=" * 64, " OCGate first-time setup"]
+        lines += [f"   open   {url}" for url in self.urls()]
+        lines += [f"   setup code   {self.code}", f"   (also in {self.layout.setup_code})", "=" * 64]
+        out.write("\n".join(lines) + "\n")
+        out.flush()
 
     def start(self) -> None:
         self.server = WebServer(self.app, self.options.hosts, self.options.port)

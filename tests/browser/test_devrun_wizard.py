@@ -65,7 +65,8 @@ def test_make_run_runs_the_wizard_then_the_vpn_server(
     layout = StateLayout.at(workdir / "state")
     _wait_for(lambda: net.server_ns.tcp_listening(80), 20, "wizard start", log)
     code = layout.setup_code.read_text().split()[-1]
-    assert code in log.read_text()
+    # The banner follows the listening socket: wait for it rather than race it.
+    _wait_for(lambda: code in log.read_text(), 20, "setup code on the console", log)
     assert not net.server_ns.tcp_listening(443)  # no VPN before setup
 
     env = dict(os.environ, PYTHONPATH=str(harness.REPO_ROOT))
