@@ -380,7 +380,7 @@ class CstpSession:
 
     def _from_main(self) -> None:
         try:
-            msg, fds = ipc.recv(self.main)
+            msg, fds = ipc.recv(self.main, accept=(ipc.DtlsSocket, ipc.Terminate))
         except (ipc.IpcError, OSError):
             self.reason = "server"
             return
@@ -454,7 +454,7 @@ class CstpSession:
                 udp_rx_packets=c.udp_rx_packets, udp_tx_packets=c.udp_tx_packets,
                 compressed_rx=c.compressed_rx, compressed_tx=c.compressed_tx,
                 channel="dtls" if self.use_udp else "tls"))
-        except OSError:
+        except (OSError, ipc.IpcError):
             pass
 
     def run(self) -> str:
