@@ -85,7 +85,7 @@ def decode(data: bytes, accept: Collection[type] | None = None) -> Any:
             raise wire.WireError(f"{cls.__name__} is not accepted on this channel")
         return wire.from_obj(cls, obj)
     except wire.WireError as exc:
-        raise BadMessage(f"malformed message: {exc}") from None
+        raise BadMessage(str(exc)) from None
 
 
 def send(sock: socket.socket, msg: Any, fds: list[int] | tuple[int, ...] = ()) -> None:

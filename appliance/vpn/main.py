@@ -504,17 +504,22 @@ class Main:
     def _bad_worker(self, conn: Conn, why: str, logged: bool = False) -> None:
         """A worker sent what no honest worker sends: log it once (its pid, what was wrong,
         never a value), kill it and end its session as the server's doing, which
-        invalidates the cookie and so releases the address lease at once."""
+        invalidates the cookie and so releases the address lease at once (unless a newer
+        connection took the session over, or the server already ended it)."""
         if conn.bad:
             return
         conn.bad = True
         if not logged:
             log.warning("worker %d sent a bad message %s; ending its session", conn.pid,
                         why if why.startswith("to the sec-mod") else f"to main ({why})")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(conn.pid, signal.SIGKILL)
-        if conn.state in ("connecting", "connected", "terminating"):
-            conn.end_reason = "server"
+        if self.conns.get(conn.pid) is conn:  # not yet reaped: the pid is still its own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(conn.pid, signal.SIGKILL)
+        if conn.state in ("connecting", "connected") and not conn.end_reason:
+            # a session another connection took over stays that one's (lease and cookie)
+            shared = any(c is not conn and c.sid == conn.sid and c.state in (
+                "connecting", "connected") for c in self.conns.values())
+            conn.end_reason = "temporary" if shared else "server"
         self._worker_gone(conn)
 
     def _worker_gone(self, conn: Conn) -> None:

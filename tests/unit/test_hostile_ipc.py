@@ -211,3 +211,23 @@ def test_main_takes_good_counters_and_charges_ban_points_to_what_it_knows(main: 
     assert len(main.bans.points(0.0)) == 1  # a worker main does not know: nobody charged
     main._on_secmod_event(ipc.BadWorker(20, "AuthInit: 'username' has the wrong type"))
     assert _ended(main, conn)
+
+
+def test_a_taken_over_session_and_a_reaped_pid_are_left_alone(main: Main,
+                                                               monkeypatch: Any) -> None:
+    released: list[str] = []
+    monkeypatch.setattr(main, "_release", released.append)
+    old_sock, old = _conn(main, 40, "connected")
+    new_sock, new = _conn(main, 41, "connected")  # the same session, newer connection
+    old_sock.send(b'{"type":"WorkerStats","rx":"x","tx":0}')
+    main._from_worker(old.chan)
+    assert _ended(main, old) and old.end_reason == "temporary" and released == []
+    assert new.state == "connected"
+    # the worker's last words read after its reap: its pid may be another process's now
+    gone_sock, gone = _conn(main, 42, "auth")
+    del main.conns[42]
+    gone_sock.send(b'{"type":"Nope"}')
+    main._from_worker(gone.chan)
+    assert gone.bad and (42, signal.SIGKILL) not in main.killed  # type: ignore[attr-defined]
+    for sock in (old_sock, new_sock, gone_sock):
+        sock.close()
