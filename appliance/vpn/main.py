@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -478,8 +479,11 @@ class Main:
             self._worker_message(conn, msg)
         except WorkerFault as exc:
             self._bad_worker(conn, str(exc))
-        except Exception:  # noqa: BLE001 - a worker's message must never end main
-            log.exception("handling %s from worker %d failed", type(msg).__name__, conn.pid)
+        except Exception as exc:  # noqa: BLE001 - a worker's message must never end main
+            # where it failed, not the exception's text: that may quote the worker's values
+            log.error("handling %s from worker %d failed (%s), at:\n%s", type(msg).__name__,
+                      conn.pid, type(exc).__name__, "".join(traceback.format_tb(
+                          exc.__traceback__)).rstrip())
             self._bad_worker(conn, "its message could not be handled", logged=True)
 
     def _worker_message(self, conn: Conn, msg: object) -> None:

@@ -23,6 +23,7 @@ import selectors
 import socket
 import struct
 import time
+import traceback
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -332,9 +333,12 @@ class SecMod:
             return
         try:
             self._worker_request(conn, msg, fds)
-        except Exception:  # noqa: BLE001 - a worker's request must never end the sec-mod
-            log.exception("handling %s from worker %d failed", type(msg).__name__,
-                          self.workers[conn].pid if conn in self.workers else 0)
+        except Exception as exc:  # noqa: BLE001 - a worker's request must never end the sec-mod
+            # where it failed, not the exception's text: that may quote a password
+            log.error("handling %s from worker %d failed (%s), at:\n%s", type(msg).__name__,
+                      self.workers[conn].pid if conn in self.workers else 0,
+                      type(exc).__name__,
+                      "".join(traceback.format_tb(exc.__traceback__)).rstrip())
             if conn in self.workers:
                 self._bad_worker(conn, "its request could not be handled")
 

@@ -231,3 +231,29 @@ def test_a_taken_over_session_and_a_reaped_pid_are_left_alone(main: Main,
     assert gone.bad and (42, signal.SIGKILL) not in main.killed  # type: ignore[attr-defined]
     for sock in (old_sock, new_sock, gone_sock):
         sock.close()
+
+
+def test_a_handler_that_fails_ends_that_worker_and_quotes_nothing(main: Main, secmod: Any,
+                                                                  monkeypatch: Any,
+                                                                  caplog: Any) -> None:
+    def boom(*_args: object) -> None:
+        raise ValueError(f"the cookie was {SECRET}")
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(main, "_connect", boom)
+    ours, conn = _conn(main, 50, "auth")
+    request = {k: v for k, v in sample_named("ConnectRequest").items() if k != "type"}
+    ipc.send(ours, ipc.ConnectRequest(**request))
+    main._from_worker(conn.chan)
+    assert _ended(main, conn)
+    assert "handling ConnectRequest from worker 50 failed (ValueError)" in caplog.text
+    sm, events = secmod
+    monkeypatch.setattr(sm, "_auth_init", boom)
+    w_ours, w_theirs = _worker(sm, 51)
+    ipc.send(w_ours, ipc.AuthInit("alice", None, "198.51.100.7", "openconnect"))
+    sm._from_worker(w_theirs)
+    assert "handling AuthInit from worker 51 failed (ValueError)" in caplog.text
+    assert ipc.recv(events)[0] == ipc.BadWorker(51, "its request could not be handled")
+    assert SECRET not in caplog.text
+    ours.close()
+    w_ours.close()
