@@ -2,7 +2,7 @@
 PYTHON ?= python3
 STATE ?= $(CURDIR)/state
 APT_PACKAGES = openconnect iperf3 ocserv vpnc-scripts iproute2 nftables gnutls-bin chromium libseccomp2 \
-	genimage mtools dosfstools fdisk haproxy freeradius
+	genimage mtools dosfstools fdisk haproxy freeradius oathtool
 STAMP = .deps.stamp
 
 .PHONY: run test deps unit e2e lint bench clean

@@ -438,6 +438,30 @@ NOT_IMPLEMENTED: frozenset[str] = frozenset(
     name for name, spec in OPTIONS.items()
     if not spec.implemented and spec.type not in ("ignored", "removed"))
 
+# Parsed but not implemented, and running without them would be less safe than the file
+# says: the server refuses to start (issue 15) instead of warning.  A boolean is refused
+# only when true (false is what OCGate does anyway), any other option whenever it is set.
+# The rest of NOT_IMPLEMENTED cannot weaken security and is only warned about.
+REFUSED_UNIMPLEMENTED: dict[str, str] = {
+    "append-routes": "clients would not get the global routes, so traffic meant for the "
+                     "VPN would bypass it",
+    "camouflage": "the VPN would answer everyone, not only URLs carrying the secret",
+    "chroot-dir": "worker processes would not be confined to that directory",
+    "custom-header": "the headers would not be sent to clients",
+    "deny-roaming": "a session could move to another client address",
+    "expose-iroutes": "clients would not get the other users' iroutes, so that traffic "
+                      "would bypass the VPN",
+    "included-http-headers": "the headers (e.g. Strict-Transport-Security) would not be "
+                             "sent",
+    "listen-netns": "the sockets would be opened in the server's own network namespace",
+    "match-tls-dtls-ciphers": "DTLS would not be held to the TLS channel's cipher",
+    "route-del-cmd": "routes added by route-add-cmd would not be removed when a user "
+                     "leaves",
+    "udp-listen-host": "DTLS would listen on the listen-host address(es) instead",
+}
+IMPLEMENTED_ENABLE_AUTH: frozenset[str] = frozenset({"certificate"})
+IMPLEMENTED_ACCT: frozenset[str] = frozenset({"radius"})
+
 # Keys accepted in per-user/per-group files (ocserv master, §10.7).
 USER_OPTIONS: frozenset[str] = frozenset(
     name for name, spec in OPTIONS.items() if spec.scope == "u")
@@ -560,9 +584,9 @@ def _check_auth_params(name: str, params: dict[str, str], accounting: bool) -> N
             raise _BadValue(_AUTH_SYNTAX, f"unknown parameter '{key}' for '{name}'; "
                             f"{name} {what}")
         _check_auth_param_value(name, key, value, kind)
-    if name == "plain" and not params.get("passwd"):
-        raise _BadValue(_AUTH_SYNTAX, "plain authentication needs passwd=FILE; "
-                        "OTP-only plain authentication is not supported")
+    if name == "plain" and not params.get("passwd") and not params.get("otp"):
+        raise _BadValue(_AUTH_SYNTAX, "plain authentication needs passwd=FILE, otp=FILE "
+                        "or both")
     if name == "radius" and not params.get("config"):
         raise _BadValue(_AUTH_SYNTAX, "radius needs config=FILE")
 
@@ -1064,7 +1088,6 @@ class Config:
     path: str = "ocserv.conf"
     warnings: list[str] = field(default_factory=list)
     raw: list[tuple[str, str, int]] = field(default_factory=list)
-    vhosts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     @property
     def full_tunnel(self) -> bool:
@@ -1134,17 +1157,33 @@ class _Builder:
         if spec.type == "ignored":
             return
         target = OPTIONS[spec.alias_of] if spec.alias_of else spec
-        if spec.user_only:
-            self.warn_once("user:" + spec.name, f"option '{spec.name}' only has an effect "
-                           "in per-user/per-group files (ignored here)")
-        elif not target.implemented:
-            self.warn_once("ni:" + spec.name, f"option '{spec.name}' is not implemented "
-                           "yet (ignored)")
         value = entry.unsanitized if spec.name == "included-http-headers" else entry.value
         try:
             self._store(spec, target, value, entry)
         except _BadValue as exc:
             raise self.invalid(spec, value, exc, entry) from None
+        self.refuse_unimplemented(spec, target, value, entry)
+        if spec.user_only:
+            self.warn_once("user:" + spec.name, f"option '{spec.name}' only has an effect "
+                           "in per-user/per-group files (ignored here)")
+        elif not target.implemented and target.name not in REFUSED_UNIMPLEMENTED:
+            self.warn_once("ni:" + spec.name, f"option '{spec.name}' is not implemented "
+                           "yet (ignored)")
+
+    def refuse_unimplemented(self, spec: OptionSpec, target: OptionSpec, value: str,
+                             entry: _Entry) -> None:
+        """Stop at a REFUSED_UNIMPLEMENTED option that is on (see there)."""
+        why = REFUSED_UNIMPLEMENTED.get(target.name)
+        if why is None or value == "" or target.name == "udp-listen-host":
+            return  # udp-listen-host: refused in _finish_derived, if not = listen-host
+        if target.type == "bool":
+            if not _BOOLS[value.lower()]:
+                return
+            hint = "remove it or set it to false"
+        else:
+            hint = "remove it"
+        raise self.error(f"option '{spec.name}' is not implemented: {why}; {hint} to "
+                         "start", entry.line)
 
     def _store(self, spec: OptionSpec, target: OptionSpec, value: str, entry: _Entry) -> None:
         special = _SPECIAL.get(spec.name)
@@ -1165,8 +1204,8 @@ class _Builder:
                                "than once; the last value is used")
             self.values[attr] = converted
         self.lines[target.name] = entry.line
-        if target.name in ("auth", "enable-auth"):
-            self._note_auth(converted, entry)
+        if target.name in ("auth", "enable-auth", "acct"):
+            self._note_auth(target.name, converted, entry)
 
     def _store_empty(self, spec: OptionSpec, target: OptionSpec, entry: _Entry) -> None:
         """An empty value unsets text options; for numbers and booleans it is a typo."""
@@ -1178,12 +1217,24 @@ class _Builder:
             self.values[attr] = None
             self.lines[target.name] = entry.line
 
-    def _note_auth(self, method: AuthMethod, entry: _Entry) -> None:
+    def _note_auth(self, option: str, method: AuthMethod, entry: _Entry) -> None:
+        """An authentication or accounting method that is not implemented refuses to
+        start: ignoring it would let users in differently from what the file says."""
+        if option == "acct":
+            if method.name not in IMPLEMENTED_ACCT:
+                raise self.error(f"accounting method '{method.name}' is not implemented "
+                                 f"(only {', '.join(sorted(IMPLEMENTED_ACCT))}); remove "
+                                 "the 'acct' line to start", entry.line)
+            return
         if method.name in PASSWORD_AUTH_METHODS:
             self.password_auth.append((method.name, entry.line))
-        if method.name not in IMPLEMENTED_AUTH_METHODS:
-            self.warn_once("auth:" + method.name, f"authentication method '{method.name}' "
-                           "is not implemented yet")
+        implemented = IMPLEMENTED_AUTH_METHODS if option == "auth" \
+            else IMPLEMENTED_ENABLE_AUTH
+        if method.name not in implemented:
+            raise self.error(f"{option} = {method.name}: this authentication method is not "
+                             f"implemented (for '{option}': "
+                             f"{', '.join(sorted(implemented))}); remove the line to start",
+                             entry.line)
 
     # -- after the last line
     def finish(self) -> Config:
@@ -1287,6 +1338,11 @@ class _Builder:
         cfg.no_compress_limit = max(cfg.no_compress_limit, 64)
         if cfg.udp_listen_host is None:
             cfg.udp_listen_host = cfg.listen_host
+        elif cfg.udp_listen_host != cfg.listen_host:
+            raise self.error("option 'udp-listen-host' is not implemented: "
+                             f"{REFUSED_UNIMPLEMENTED['udp-listen-host']}; remove it or "
+                             "make it equal to listen-host to start",
+                             self.lines.get("udp-listen-host"))
         if cfg.cisco_client_compat or cfg.cisco_svc_client_compat:
             cfg.dtls_legacy = True
         if cfg.cisco_client_compat:
@@ -1300,10 +1356,6 @@ class _Builder:
         if cfg.cisco_svc_client_compat and cfg.udp_port not in (None, 443):
             raise self.error("cisco-svc-client-compat requires udp-port = 443",
                              self.lines.get("udp-port"))
-        if cfg.match_tls_dtls_ciphers and cfg.dtls_legacy:
-            raise self.error("'match-tls-dtls-ciphers' cannot be used while 'dtls-legacy' "
-                             "(or cisco-client-compat) is on",
-                             self.lines.get("match-tls-dtls-ciphers"))
 
 
 def _expand_routes(items: list[tuple[IPNetwork | None, int]], ipv6: bool) -> list[IPNetwork]:
@@ -1404,11 +1456,10 @@ def parse_config(text: str, path: str = "ocserv.conf") -> Config:
     """Parse and validate ocserv.conf text; raises ConfigError naming file and line."""
     builder = _Builder(path)
     raw: list[tuple[str, str, int]] = []
-    vhosts: dict[str, dict[str, list[str]]] = {}
     for entry in _entries(text, path):
         value = entry.unsanitized if entry.key == "included-http-headers" else entry.value
         if entry.section:
-            _vhost_entry(builder, vhosts, entry, value)
+            _vhost_entry(builder, entry)
             continue
         raw.append((entry.key, value, entry.line))
         spec = OPTIONS.get(entry.key)
@@ -1418,14 +1469,12 @@ def parse_config(text: str, path: str = "ocserv.conf") -> Config:
         builder.apply(spec, entry)
     cfg = builder.finish()
     cfg.raw = raw
-    cfg.vhosts = vhosts
     cfg.warnings = builder.warnings
     log.debug("parsed %s: %d settings, %d warnings", path, len(raw), len(cfg.warnings))
     return cfg
 
 
-def _vhost_entry(b: _Builder, vhosts: dict[str, dict[str, list[str]]], entry: _Entry,
-                 value: str) -> None:
+def _vhost_entry(b: _Builder, entry: _Entry) -> None:
     if not entry.section.startswith("vhost:"):
         b.warn_once("section:" + entry.section, f"unknown section '[{entry.section}]' "
                     "skipped")
@@ -1434,9 +1483,10 @@ def _vhost_entry(b: _Builder, vhosts: dict[str, dict[str, list[str]]], entry: _E
     if spec is not None and spec.scope == "g":
         raise b.error(f"'{entry.key}' cannot be set inside a virtual host section",
                       entry.line)
-    b.warn_once("vhost", "vhost sections are not implemented yet")
     name = entry.section[6:].strip(_WS).lower()
-    vhosts.setdefault(name, {}).setdefault(entry.key, []).append(value)
+    raise b.error(f"virtual host sections are not implemented: clients of '{name}' would "
+                  "get the global settings instead of this section's; remove the "
+                  f"[{entry.section}] section to start", entry.line)
 
 
 def _read_text(path: str, limit: int | None = None) -> str:
@@ -1525,6 +1575,7 @@ def parse_user_config(text: str, path: str, *, ipv6: bool = False) -> UserConfig
             builder._store(spec, target, entry.value, entry)
         except _BadValue as exc:
             raise builder.invalid(spec, entry.value, exc, entry) from None
+        builder.refuse_unimplemented(spec, target, entry.value, entry)
     return _user_config_from(builder, ipv6)
 
 

@@ -453,7 +453,9 @@ class CstpSession:
                 dtls_cipher=dtls.description if dtls is not None and dtls.established else "",
                 udp_rx_packets=c.udp_rx_packets, udp_tx_packets=c.udp_tx_packets,
                 compressed_rx=c.compressed_rx, compressed_tx=c.compressed_tx,
-                channel="dtls" if self.use_udp else "tls"))
+                channel="dtls" if self.use_udp else "tls",
+                cstp_compression=self.cstp_comp.name if self.cstp_comp is not None else "",
+                dtls_compression=self.dtls_comp.name if self.dtls_comp is not None else ""))
         except (OSError, ipc.IpcError):
             pass
 

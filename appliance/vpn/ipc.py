@@ -385,6 +385,9 @@ class ConnectGrant:
     settings: SessionSettings = field(default_factory=SessionSettings)
 
 
+#: what a channel's compression can be (protocol/compression.py ALGORITHMS)
+Compression = Literal["", "oc-lz4", "lzs"]
+
 #: the disconnect reasons a worker reports (control.DISCONNECT_REASONS has their texts)
 WorkerReason = Literal["", "user", "temporary", "idle", "session-timeout", "dpd", "error",
                        "server"]
@@ -407,6 +410,9 @@ class WorkerStats:
     compressed_rx: int = field(default=0, metadata=COUNTER)
     compressed_tx: int = field(default=0, metadata=COUNTER)
     channel: Literal["tls", "dtls"] = "tls"  # what we send on now
+    # the negotiated algorithm per channel (protocol/compression.py ALGORITHMS) or ""
+    cstp_compression: Compression = ""
+    dtls_compression: Compression = ""
 
 
 @message

@@ -107,6 +107,7 @@ class Conn:
     session_started: float = 0.0
     dtls_cipher: str = ""
     compressed: tuple[int, int] = (0, 0)  # packets received / sent compressed
+    compression: tuple[str, str] = ("", "")  # negotiated algorithm on CSTP / DTLS
     end_reason: str = ""  # set when the server ends the session
     kill_at: float = 0.0  # when a terminated worker gets SIGKILL
     ifindex: int = 0  # of the TUN: its name is reused as soon as the device is gone
@@ -502,6 +503,7 @@ class Main:
             self.acct.stats(conn, msg)
             conn.dtls_cipher = msg.dtls_cipher
             conn.compressed = (msg.compressed_rx, msg.compressed_tx)
+            conn.compression = (msg.cstp_compression, msg.dtls_compression)
             if msg.final:
                 conn.reason = msg.reason
 

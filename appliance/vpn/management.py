@@ -70,7 +70,8 @@ def user_info(main: Main, conn: Conn) -> UserInfo:
         session_started_at=conn.session_started, dpd=s.dpd,
         keepalive=s.keepalive, hostname=conn.hostname,
         full_session_id=conn.sid, tls_ciphersuite=conn.tls_description,
-        dtls_cipher=conn.dtls_cipher, dns=list(s.dns), nbns=list(s.nbns),
+        dtls_cipher=conn.dtls_cipher, cstp_compression=conn.compression[0],
+        dtls_compression=conn.compression[1], dns=list(s.dns), nbns=list(s.nbns),
         split_dns=list(s.split_dns),
         routes=[format_route(r) for r in s.routes],
         no_routes=[format_route(r) for r in s.no_routes],
@@ -102,7 +103,10 @@ class Management:
             avg_session_time=int(st.session_time_total / handled) if handled else 0,
             max_session_time=int(st.session_time_max), min_mtu=st.min_mtu,
             max_mtu=st.max_mtu, rx=st.rx + sum(c.rx for c in live),
-            tx=st.tx + sum(c.tx for c in live))
+            tx=st.tx + sum(c.tx for c in live),
+            # the addresses `show ip bans` lists (ocserv 1.1.6 prints 0 here even then)
+            banned_ips=sum(1 for _ip, _score, until in m.bans.points(time.monotonic())
+                           if until is not None))
 
     def users(self) -> list[UserInfo]:
         m = self.main

@@ -600,7 +600,7 @@ class SecMod:
         if not text or text.lower().startswith("password:"):
             text = PASSWORD_PROMPT
         message, state.retry_note = state.retry_note + text, ""
-        first = state.answers == 0
+        first = state.answers == 0 or not prompt.numbered
         return ipc.AuthReply(
             status="continue", form="password", context=state.context, message=message,
             input_name="password" if first else "secondary_password",
@@ -626,7 +626,7 @@ class SecMod:
                  state.remote_ip, state.tries, f": {verdict.reason}" if verdict.reason else "")
         self._notify(ipc.BanPoints(state.remote_ip, self.cfg.ban_points_wrong_password,
                                    "wrong password", pid=state.pid))
-        if state.tries >= MAX_PASSWORD_TRIES:
+        if state.tries >= MAX_PASSWORD_TRIES or not verdict.retry:
             return self._fail(state, "Authentication failed")
         state.retry_note = "Login failed.\n"
         assert self.setup.password is not None

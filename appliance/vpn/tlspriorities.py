@@ -73,8 +73,10 @@ _FLAGS_NO_EFFECT = {"COMPAT", "DUMBFW", "NO_EXTENSIONS", "NO_TICKETS", "NO_TICKE
                     "VERIFY_ALLOW_X509_V1_CA_CRT", "VERIFY_DISABLE_CRL_CHECKS",
                     "STATELESS_COMPRESSION",
                     "ALLOW_SMALL_RECORDS", "NO_STATUS_REQUEST", "NO_SHUFFLE_EXTENSIONS",
-                    "PROFILE_LOW", "PROFILE_LEGACY", "PROFILE_MEDIUM", "PROFILE_HIGH",
-                    "PROFILE_ULTRA", "PROFILE_FUTURE"}
+                    "PROFILE_LOW", "PROFILE_LEGACY"}
+# Understood but not implemented, and ignoring them would accept weaker peers than the
+# string asks for (issue 15: fail closed): refused with an explanation.
+_FLAGS_REFUSED = {"PROFILE_MEDIUM", "PROFILE_HIGH", "PROFILE_ULTRA", "PROFILE_FUTURE"}
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ class _Builder:
     def _flag(self, name: str) -> None:
         if name == "SERVER_PRECEDENCE":
             self.server_preference = True
+        elif name in _FLAGS_REFUSED:
+            raise PriorityError(f"'%{name}' (minimum key sizes) is not implemented; remove it")
         elif name not in _FLAGS_NO_EFFECT:
             raise PriorityError(f"unknown priority flag '%{name}'")
 
@@ -130,6 +134,10 @@ class _Builder:
             self._cipher(remove, name)
         elif name.startswith(("GROUP-", "CURVE-")):
             self._group(remove, name.split("-", 1)[1])
+        elif remove and name.startswith("SIGN-") and "SHA1" not in name \
+                and "MD5" not in name:  # OpenSSL 3 never signs with those two anyway
+            raise PriorityError(f"'-{name}': restricting signature algorithms is not "
+                                "implemented; remove it")
         elif (name in _NO_EFFECT_CIPHERS or name in _NO_EFFECT_WORDS
               or name.startswith(_NO_EFFECT_PREFIXES)):
             self.inert.append(name)

@@ -53,7 +53,7 @@ GROUPS: tuple[Group, ...] = (
     Group("security", "Security",
           "Login protection, TLS and what users see around the login.",
           ("max-ban-score", "ban-time", "ban-reset-time", "ban-points-wrong-password",
-           "ban-points-connection", "auth-timeout", "tls-priorities", "deny-roaming",
+           "ban-points-connection", "auth-timeout", "tls-priorities",
            "restrict-user-to-routes", "cisco-client-compat", "dtls-legacy", "dtls-psk",
            "banner", "pre-login-banner")),
     Group("timeouts", "Timeouts",

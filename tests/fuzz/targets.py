@@ -480,6 +480,37 @@ _PASSWD_SEEDS = [
 ]
 
 
+# ------------------------------------------------------------------------------ OTP users file
+
+_OTP_KEY = "3132333435363738393031323334353637383930"
+_OTP_NOW = 1_700_000_000.0
+
+
+def _run_otp(data: bytes) -> object:
+    """``file \\0 answer``; the promise: a code accepted once is refused the next time."""
+    from appliance.vpn import otp
+
+    text, _, answer = _text(data).partition("\0")
+    verified = bool(data[:1]) and data[0] & 1 == 1
+    verdict = otp.check(otp.parse_usersfile(text), "alice", answer, _OTP_NOW,
+                        password_verified=verified)
+    if verdict.ok:
+        if verdict.text is None:
+            raise ContractViolation("accepted without a file to write back")
+        again = otp.check(otp.parse_usersfile(verdict.text), "alice", answer,
+                          _OTP_NOW + 1, password_verified=verified)
+        if again.ok:
+            raise ContractViolation("the same code was accepted twice")
+    return verdict
+
+
+_OTP_SEEDS = [
+    f"HOTP alice - {_OTP_KEY}\n\0755224".encode(),
+    f"# c\nHOTP/T30/8 alice 12 {_OTP_KEY} 3 1 2023-11-14T23:13:20L\r\n\x0012".encode(),
+    f"HOTP/T60 alice + {_OTP_KEY}\nHOTP bob - 00\n\x00000000".encode(),
+]
+
+
 # ------------------------------------------------------------------------------ control socket
 
 _CONTROL_SEEDS = [
@@ -820,6 +851,10 @@ _SPECS: list[_Spec] = [
     _Spec("ocpasswd", _run_passwd, _allowed("appliance.vpn.passwd", "PasswdError"),
           _static(_PASSWD_SEEDS), (b":", b"\n", b"!", b"*", b"$5$", b","), 4096,
           "passwd.py parse_passwd, format_entry"),
+    _Spec("otp_usersfile", _run_otp, lambda: (), _static(_OTP_SEEDS),
+          (b"HOTP", b"/T30", b"/T60", b"/E", b"/8", b" alice ", b" - ", b" + ", b"\t",
+           b"\0", b"2023-10-29T02:30:00L", _OTP_KEY.encode()), 4096,
+          "otp.py parse_usersfile, check (a code is never accepted twice)"),
     _Spec("control_request", _run_control, _allowed("appliance.vpn.control", "ControlError"),
           _static(_CONTROL_SEEDS), _JSON_WORDS, 4096, "control.py parse_request"),
     _Spec("ipc_decode", _run_ipc, _allowed("appliance.vpn.ipc", "IpcError"), _ipc_seeds,

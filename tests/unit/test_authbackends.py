@@ -28,12 +28,15 @@ from hypothesis import strategies as st
 from appliance import pki
 from appliance.vpn import ipc
 from appliance.vpn.authbackends import (
+    OTP_PROMPT,
+    PASSWORD_PROMPT,
     AuthConfigError,
     CertError,
     CertIdentity,
     Event,
     GroupError,
     GroupPolicy,
+    OtpFile,
     PamAuth,
     PlainAuth,
     Prompt,
@@ -42,6 +45,7 @@ from appliance.vpn.authbackends import (
     make_setup,
 )
 from appliance.vpn.config import AuthMethod, parse_config
+from appliance.vpn.otp import hotp
 from appliance.vpn.secmod import AuthState, SecMod
 from appliance.vpn.tlshandshake import ServerHandshake, make_server_context
 from tests.e2e.harness import write_passwd
@@ -283,6 +287,198 @@ def test_plain_conversation(tmp_path: Path) -> None:
     wrong.answer("nope")
     assert wrong.poll().ok is False
     assert backend.all_groups() == ["staff", "ops"]
+
+
+# ---------------------------------------------------------------- one-time passwords
+
+KEY = bytes(range(1, 21))
+
+
+def otp_files(tmp_path: Path, line_for: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """ocpasswd with alice (password), carol (empty hash: OTP only); users.oath with HOTP
+    tokens for alice and carol."""
+    pw, oath = tmp_path / "pw", tmp_path / "users.oath"
+    write_passwd(pw, {"alice": "secret"}, {"alice": "staff"})
+    with pw.open("a") as fh:
+        fh.write("carol:ops:\n")
+    oath.write_text("# tokens\n" + "".join(
+        (line_for or {}).get(u, f"HOTP {u} - {KEY.hex()}\n") for u in ("alice", "carol")))
+    oath.chmod(0o640)
+    return pw, oath
+
+
+def run(conv, *answers: str) -> list[Event]:
+    events = [conv.poll()]
+    for answer in answers:
+        conv.answer(answer)
+        events.append(conv.poll())
+    return events
+
+
+def test_plain_password_then_otp(tmp_path: Path) -> None:
+    pw, oath = otp_files(tmp_path)
+    backend = PlainAuth(str(pw), str(oath))
+    events = run(backend.start("alice", "198.18.0.2", lambda: None), "secret", hotp(KEY, 0))
+    assert events == [Prompt(PASSWORD_PROMPT), Prompt(OTP_PROMPT, numbered=False),
+                      Verdict(True, ("staff",))]
+    assert OTP_PROMPT == "Please enter your OTP password."  # ocserv 1.1.6's wording
+    text = oath.read_text()
+    assert text.startswith("# tokens\n") and f"\t0\t{hotp(KEY, 0)}\t" in text
+    assert f"HOTP carol - {KEY.hex()}\n" in text  # the other line untouched
+    assert oath.stat().st_mode & 0o777 == 0o640  # the rewrite keeps the file's mode
+    # the same code again, after the right password: refused, and no retry
+    again = run(backend.start("alice", "198.18.0.2", lambda: None), "secret", hotp(KEY, 0))
+    assert again[-1].ok is False and again[-1].retry is False
+    assert "replayed" in again[-1].reason and hotp(KEY, 0) not in again[-1].reason
+    # a wrong password never reaches the OTP question; it may be retried
+    wrong = run(backend.start("alice", "198.18.0.2", lambda: None), "nope")
+    assert wrong[-1].ok is False and wrong[-1].retry is True
+    assert run(backend.start("alice", "198.18.0.2", lambda: None), "secret",
+               hotp(KEY, 1))[-1].ok
+
+
+def test_plain_otp_only_users(tmp_path: Path) -> None:
+    pw, oath = otp_files(tmp_path)
+    # an empty hash in ocpasswd: the OTP is the only question, as in ocserv
+    events = run(PlainAuth(str(pw), str(oath)).start("carol", "198.18.0.2", lambda: None),
+                 hotp(KEY, 0))
+    assert events == [Prompt(OTP_PROMPT, numbered=False), Verdict(True, ("ops",))]
+    # without passwd= every user is OTP-only, with no groups
+    events = run(PlainAuth(None, str(oath)).start("alice", "198.18.0.2", lambda: None),
+                 hotp(KEY, 5))
+    assert events == [Prompt(OTP_PROMPT, numbered=False), Verdict(True, ())]
+    unknown = run(PlainAuth(None, str(oath)).start("mallory", "1", lambda: None), "123456")
+    assert unknown[-1].ok is False and unknown[-1].retry is False
+    # an empty hash without otp= is no password at all: refused (ocserv would let it in)
+    assert run(PlainAuth(str(pw)).start("carol", "1", lambda: None), "")[-1].ok is False
+
+
+def test_plain_otp_pin_plus_needs_the_password(tmp_path: Path) -> None:
+    line = f"HOTP carol + {KEY.hex()}\n"
+    pw, oath = otp_files(tmp_path, {"carol": line})
+    events = run(PlainAuth(str(pw), str(oath)).start("carol", "1", lambda: None),
+                 hotp(KEY, 0))
+    assert events[-1].ok is False and "'+'" in events[-1].reason
+    assert oath.read_text().count(line) == 1  # nothing recorded for a refusal
+
+
+def test_otp_file_problems_refuse(tmp_path: Path) -> None:
+    pw, _oath = otp_files(tmp_path)
+    missing = PlainAuth(str(pw), str(tmp_path / "nope.oath"))
+    assert run(missing.start("alice", "1", lambda: None), "secret", hotp(KEY, 0))[-1].ok \
+        is False
+    (tmp_path / "users.oath.d").mkdir()
+    assert not OtpFile(str(tmp_path / "users.oath.d")).verify("alice", hotp(KEY, 0), True).ok
+
+
+def test_otp_write_failure_refuses(tmp_path: Path, monkeypatch) -> None:
+    pw, oath = otp_files(tmp_path)
+    from appliance.vpn import authbackends
+
+    def fail(*_args, **_kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(authbackends, "write_atomic", fail)
+    result = OtpFile(str(oath)).verify("alice", hotp(KEY, 0), True)
+    assert not result.ok and "not writable" in result.reason
+    assert f"HOTP alice - {KEY.hex()}\n" in oath.read_text()
+
+
+def test_otp_file_is_reopened_after_a_concurrent_rewrite(tmp_path: Path) -> None:
+    """Two checks racing on one file: the second, waiting for the lock, must read the
+    file the first wrote (not the replaced inode it opened), or both would accept."""
+    import fcntl
+    import threading
+
+    _pw, oath = otp_files(tmp_path)
+    holder = os.open(oath, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    results: list[bool] = []
+    waiter = threading.Thread(target=lambda: results.append(
+        OtpFile(str(oath)).verify("alice", hotp(KEY, 0), True).ok))
+    waiter.start()
+    time.sleep(0.1)
+    text = oath.read_text()
+    # play "the first check": record counter 0 as used, then release the old inode
+    from appliance.vpn import otp as otp_mod
+
+    done = otp_mod.check(otp_mod.parse_usersfile(text), "alice", hotp(KEY, 0), time.time(),
+                         password_verified=True)
+    assert done.ok and done.text is not None
+    oath.with_name("new").write_text(done.text)
+    os.replace(oath.with_name("new"), oath)
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    os.close(holder)
+    waiter.join(5)
+    assert results == [False]  # the waiter saw the recorded use
+
+
+SECMOD_OTP_CONF = """auth = "plain[passwd={pw},otp={oath}]"
+ipv4-network = 192.168.1.0/24
+server-cert = {tls}/server-cert.pem
+server-key = {tls}/server-key.pem
+ban-points-wrong-password = 7
+"""
+
+
+@pytest.fixture
+def otp_secmod(tmp_path: Path, tls_dir: Path) -> Iterator[tuple[SecMod, socket.socket]]:
+    pw, oath = otp_files(tmp_path)
+    main_a, main_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ev_a, ev_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ev_b.setblocking(False)
+    cfg = parse_config(SECMOD_OTP_CONF.format(pw=pw, oath=oath, tls=tls_dir))
+    sm = SecMod(cfg, str(tmp_path / "sec.sock"), main_a, ev_a)
+    yield sm, ev_b
+    for sock in (main_a, main_b, ev_a, ev_b, sm.listener):
+        sock.close()
+
+
+def ban_points(events: socket.socket) -> list[int]:
+    points = []
+    while True:
+        try:
+            msg, _ = ipc.recv(events)
+        except (BlockingIOError, ipc.IpcError):
+            return points
+        assert isinstance(msg, ipc.BanPoints)
+        points.append(msg.points)
+
+
+def test_secmod_asks_the_otp_as_ocserv(otp_secmod: tuple[SecMod, socket.socket]) -> None:
+    sm, events = otp_secmod
+    state = AuthState()
+    step = init(sm, state, "alice")
+    assert (step.message, step.input_name, step.input_label) == (
+        "Please enter your password.", "password", "Password:")
+    step = sm._auth_cont(state, "secret")
+    # ocserv's plain module: the OTP is the form's one "password" field, not a numbered one
+    assert (step.status, step.message, step.input_name, step.input_label) == (
+        "continue", "Please enter your OTP password.", "password", "Password:")
+    done = sm._auth_cont(state, hotp(KEY, 0))
+    assert done.status == "ok" and sm.store.open(done.cookie, time.time()).groupname == "staff"
+    assert ban_points(events) == []
+
+
+def test_secmod_wrong_otp_fails_with_ban_points(otp_secmod: tuple[SecMod, socket.socket]
+                                               ) -> None:
+    sm, events = otp_secmod
+    state = AuthState()
+    init(sm, state, "alice")
+    sm._auth_cont(state, "secret")
+    reply = sm._auth_cont(state, "000000" if hotp(KEY, 0) != "000000" else "111111")
+    assert (reply.status, reply.message) == ("fail", "Authentication failed")
+    assert ban_points(events) == [7]
+    # a wrong password is retried as before, each try with points
+    init(sm, state, "alice")
+    reply = sm._auth_cont(state, "nope")
+    assert reply.status == "continue" and reply.message.startswith("Login failed.")
+    assert ban_points(events) == [7]
+    # OTP-only user: the first question is the OTP
+    state = AuthState()
+    step = init(sm, state, "carol")
+    assert (step.message, step.input_name) == ("Please enter your OTP password.", "password")
+    assert sm._auth_cont(state, hotp(KEY, 0)).status == "ok"
 
 
 # ---------------------------------------------------------------- the sec-mod dialogue

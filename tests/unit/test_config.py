@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from appliance.vpn.config import (
     NOT_IMPLEMENTED,
     OPTIONS,
+    REFUSED_UNIMPLEMENTED,
     USER_OPTIONS,
     AuthMethod,
     Config,
@@ -62,7 +63,7 @@ def test_table_defaults_match_config_defaults() -> None:
 
 def test_every_config_option_field_is_in_the_table() -> None:
     attrs = {spec.attr for spec in OPTIONS.values()}
-    bookkeeping = {"path", "warnings", "raw", "vhosts"}
+    bookkeeping = {"path", "warnings", "raw"}
     for f in dataclasses.fields(Config):
         assert f.name in attrs or f.name in bookkeeping, f.name
 
@@ -127,8 +128,20 @@ def test_reloadable_flags() -> None:
 
 
 @pytest.mark.skipif(not os.path.exists(DEBIAN_CONF), reason="ocserv package not installed")
-def test_debian_sample_config_parses() -> None:
-    cfg = load_config(DEBIAN_CONF)
+def test_debian_sample_config_parses_once_chroot_dir_is_removed(tmp_path: Path) -> None:
+    """Debian's ocserv.conf sets chroot-dir, which OCGate does not implement: refused with
+    its line; without that line the rest of the sample is accepted."""
+    text = Path(DEBIAN_CONF).read_text()
+    with pytest.raises(ConfigError) as info:
+        load_config(DEBIAN_CONF)
+    lines = text.splitlines()
+    assert info.value.line is not None
+    assert lines[info.value.line - 1].startswith("chroot-dir")
+    assert "option 'chroot-dir' is not implemented" in str(info.value)
+    lines[info.value.line - 1] = "#" + lines[info.value.line - 1]
+    path = tmp_path / "ocserv.conf"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = load_config(str(path))
     assert cfg.auth == [AuthMethod("plain", {"passwd": "/etc/ocserv/passwd"})]
     assert (cfg.tcp_port, cfg.udp_port) == (443, 443)
     assert cfg.ipv4_network == V4("192.168.1.0/24") and cfg.ipv4_netmask == "255.255.255.0"
@@ -141,11 +154,13 @@ def test_debian_sample_config_parses() -> None:
     assert "'min-reauth-time' is the old name of 'ban-time'" in cfg.warnings
     unimplemented = {w.split("'")[1] for w in cfg.warnings if "not implemented" in w}
     assert unimplemented == {k for k, _, _ in cfg.raw
-                             if k in OPTIONS and (OPTIONS[k].alias_of or k) in NOT_IMPLEMENTED}
-    assert "chroot-dir" in unimplemented and "cisco-client-compat" not in unimplemented
+                             if k in OPTIONS and (OPTIONS[k].alias_of or k) in NOT_IMPLEMENTED
+                             and k not in REFUSED_UNIMPLEMENTED}
+    assert "deny-roaming" not in unimplemented  # false: what OCGate does anyway
+    assert "cisco-client-compat" not in unimplemented
     assert not any(w.startswith("unknown") for w in cfg.warnings)
     assert [v for k, v, _ in cfg.raw if k == "tcp-port"] == ["443"]
-    assert ConfigDocument.load(DEBIAN_CONF).text() == Path(DEBIAN_CONF).read_text()
+    assert ConfigDocument.load(DEBIAN_CONF).text() == text
 
 
 RIG_CONF = """\
@@ -291,9 +306,7 @@ def test_cisco_compat_implications() -> None:
     cfg = cfg_of("cisco-client-compat = true\ntls-priorities = NORMAL\n")
     assert cfg.tls_priorities == "NORMAL"
     assert cfg_of("always-require-cert = false\n").cisco_client_compat
-    err = error_of("match-tls-dtls-ciphers = true\n")
-    assert "dtls-legacy" in str(err) and err.line == 3
-    assert cfg_of("match-tls-dtls-ciphers = true\ndtls-legacy = false\n").match_tls_dtls_ciphers
+    assert not cfg_of("match-tls-dtls-ciphers = false\n").match_tls_dtls_ciphers
     err = error_of("cisco-svc-client-compat = true\nudp-port = 4443\n")
     assert "udp-port = 443" in str(err) and err.line == 4
 
@@ -396,6 +409,7 @@ def test_dns_and_aliases() -> None:
 
 
 @pytest.mark.parametrize("text, name, params", [
+    ("plain[otp=/etc/ocserv/users.oath]", "plain", {"otp": "/etc/ocserv/users.oath"}),
     ("plain[passwd=/etc/ocserv/ocpasswd,otp=/x]", "plain",
      {"passwd": "/etc/ocserv/ocpasswd", "otp": "/x"}),
     ("plain[ passwd = /p ]", "plain", {"passwd": "/p"}),
@@ -426,8 +440,7 @@ def test_auth_methods(text: str, name: str, params: dict[str, str]) -> None:
     ("plain[passwd=/x", "malformed brackets"),
     ("plain[passwd=/x]]", "malformed brackets"),
     ("plain[passwd=/x]extra", "expected NAME"),
-    ("plain", "needs passwd=FILE"),
-    ("plain[otp=/x]", "needs passwd=FILE"),
+    ("plain", "needs passwd=FILE, otp=FILE or both"),
     ("plain[passwd=]", "empty value"),
     ("plain[passwd=/x,]", "expected key=value"),
     ("plain[passwd=/x,passwd=/y]", "given twice"),
@@ -448,22 +461,19 @@ def test_bad_auth_methods(text: str, fragment: str) -> None:
 
 
 def test_auth_combinations() -> None:
-    err = error_of("enable-auth = pam\n")
-    assert err.line == 3 and "only one password-based" in str(err)
     err = error_of("auth = radius[config=/r]\n")
     assert err.line == 3 and "only one password-based" in str(err)
-    err = error_of("auth = gssapi\n")
-    assert "use enable-auth" in str(err)
+    err = error_of("auth = pam\n")
+    assert err.line == 3 and "only one password-based" in str(err)
     err = error_of("auth = certificate\n")
     assert "cert-user-oid" in str(err)
     err = error_of("auth = certificate\ncert-user-oid = 2.5.4.3\n")
     assert "needs 'ca-cert'" in str(err)
     cfg = cfg_of("auth = certificate\ncert-user-oid = 2.5.4.3\nca-cert = /ca.pem\n"
-                 "enable-auth = gssapi\n")
+                 "enable-auth = certificate\n")
     assert [m.name for m in cfg.auth] == ["plain", "certificate"]
-    assert cfg.enable_auth == [AuthMethod("gssapi", {})]
-    assert "authentication method 'certificate' is not implemented yet" not in cfg.warnings
-    assert "authentication method 'gssapi' is not implemented yet" in cfg.warnings
+    assert cfg.enable_auth == [AuthMethod("certificate", {})]
+    assert cfg.warnings == []
     cfg = cfg_of("acct = \"radius[config=/etc/radcli/radiusclient.conf]\"\n")
     assert cfg.acct == AuthMethod("radius", {"config": "/etc/radcli/radiusclient.conf"})
     assert error_of("acct = plain[passwd=/x]\n").line == 3
@@ -478,14 +488,14 @@ def test_comments_quotes_and_whitespace() -> None:
                  "pre-login-banner = a#b\n"
                  "; a semicolon comment line\n"
                  "   # indented comment\n"
-                 "custom-header = \"X-Thing: on\"\n"
+                 "user-profile = \"/etc/ocserv/profile #2.xml\"\n"
                  "proxy-url=http://example.com/%{U}/\n"
                  "dpd\t=\t60\t\n"
                  "route-add-cmd: ip route add %{R} dev %{D}\n"
                  "\tkeepalive = 5\n")
     assert cfg.banner == "Hello #1"
     assert cfg.pre_login_banner == "a#b"
-    assert cfg.custom_header == ["X-Thing: on"]
+    assert cfg.user_profile == "/etc/ocserv/profile #2.xml"
     assert cfg.proxy_url == "http://example.com/%{U}/"
     assert cfg.dpd == 60
     # inih: an indented line continues the previous option, even if it looks like one;
@@ -500,13 +510,10 @@ def test_value_only_comment_is_empty() -> None:
     assert cfg.banner is None
 
 
-def test_included_http_headers_keep_quotes() -> None:
-    cfg = cfg_of('included-http-headers = Clear-Site-Data: "cache","cookies"\n'
-                 "included-http-headers = Strict-Transport-Security: max-age=31536000 ; "
-                 "includeSubDomains\n")
-    assert cfg.included_http_headers == [
-        'Clear-Site-Data: "cache","cookies"',
-        "Strict-Transport-Security: max-age=31536000 ; includeSubDomains"]
+def test_included_http_headers_are_refused() -> None:
+    """Not implemented, and security headers (HSTS) silently missing would be a hole."""
+    err = error_of('included-http-headers = Clear-Site-Data: "cache","cookies"\n')
+    assert err.line == 3 and "option 'included-http-headers' is not implemented" in str(err)
 
 
 def test_crlf_bom_and_continuation_lines() -> None:
@@ -568,11 +575,11 @@ def test_deprecated_and_user_only_options() -> None:
 
 
 def test_vhost_sections() -> None:
-    cfg = cfg_of("[vhost:www.Example.com]\nauth = certificate\nbanner = \"hi there\"\n"
-                 "banner = again\n[other]\nx = 1\n[]\ndpd = 33\n")
-    assert cfg.vhosts == {"www.example.com": {"auth": ["certificate"],
-                                              "banner": ["hi there", "again"]}}
-    assert "vhost sections are not implemented yet" in cfg.warnings
+    """A vhost's settings (its own auth, say) would silently not apply: refused."""
+    err = error_of("[vhost:www.Example.com]\nauth = certificate\n")
+    assert err.line == 4 and "virtual host sections are not implemented" in str(err)
+    assert "'www.example.com'" in str(err)
+    cfg = cfg_of("[vhost:empty.example.com]\n[other]\nx = 1\n[]\ndpd = 33\n")
     assert "unknown section '[other]' skipped" in cfg.warnings
     assert cfg.dpd == 33  # "[]" returns to the global section, as in inih
     assert cfg.auth == [AuthMethod("plain", {"passwd": "/etc/ocserv/ocpasswd"})]
@@ -771,9 +778,9 @@ futuristic-option = 42
 dns = 10.0.0.1
   10.0.0.2
 
-# the example vhost
-[vhost:www.example.com]
-banner = vhost banner
+# the example section
+[other]
+banner = section banner
 """
 
 
@@ -790,7 +797,7 @@ def test_document_get() -> None:
     assert doc.get("route") == ["10.0.0.0/8", "172.16.0.0/12"]
     assert doc.get("dns") == ["10.0.0.1", "10.0.0.2"]
     assert doc.get("banner") == []
-    assert doc.get("banner", section="vhost:www.example.com") == ["vhost banner"]
+    assert doc.get("banner", section="other") == ["section banner"]
     assert doc.get("futuristic-option") == ["42"]
 
 
@@ -819,18 +826,17 @@ def test_document_set_list_shrink_and_grow() -> None:
     assert parse_config(doc.text()).route[-1] == V4("0.0.0.0/0")
 
 
-def test_document_append_goes_before_vhost_sections() -> None:
+def test_document_append_goes_before_sections() -> None:
     doc = ConfigDocument(DOC)
     doc.set("tcp-port", "8443")
     doc.set("banner", "Welcome #1")
     text = doc.text()
-    head, _, tail = text.partition("[vhost:www.example.com]")
+    head, _, tail = text.partition("[other]")
     assert "tcp-port = 8443\n" in head and 'banner = "Welcome #1"\n' in head
-    assert tail == "\nbanner = vhost banner\n"
-    assert head.endswith("# the example vhost\n")
+    assert tail == "\nbanner = section banner\n"
+    assert head.endswith("# the example section\n")
     cfg = parse_config(text)
     assert (cfg.tcp_port, cfg.banner) == (8443, "Welcome #1")
-    assert cfg.vhosts["www.example.com"]["banner"] == ["vhost banner"]
 
 
 def test_document_append_at_end_without_sections() -> None:
@@ -1007,3 +1013,113 @@ def test_fuzz_document_set_then_get(text: str, key: str, values: list[str]) -> N
         return
     expected = [v.strip(" \t\n\r\v\f") for v in values]
     assert doc.get(key) == expected
+
+
+# ------------------------------------------------------------------ fail closed (issue 15)
+
+# What is parsed but not implemented and can be ignored without weakening anything: only
+# these warn. A new unimplemented option must be put here or into REFUSED_UNIMPLEMENTED.
+HARMLESS_UNIMPLEMENTED = {
+    "ban-points-kkdcp", "kkdcp",  # no KKDCP endpoint at all
+    "camouflage_realm", "camouflage_secret",  # camouflage itself is refused when on
+    "cisco-svc-client-compat",  # a feature (the /svc endpoint) that is simply absent
+    "client-bypass-protocol",  # without it clients keep that traffic in the tunnel
+    "debug-no-secmod-stats", "log-level", "syslog-facility", "use-utmp",  # logging
+    "dh-params",  # OCGate offers no finite-field DHE suites
+    "host-update-script", "hostname", "listen-host-is-dyndns", "proxy-url",  # hints
+    "nbns", "ipv4-nbns", "ipv6-nbns",  # WINS servers pushed to clients
+    "key-pin", "pin-file", "srk-pin", "srk-pin-file",  # PKCS#11/TPM keys: cannot load
+    "ocsp-response",  # no stapled OCSP response: clients may still check themselves
+    "limit-worker-memory", "output-buffer", "net-priority", "ping-leases",  # tuning
+    "sec-mod-scale", "sec-mod-db-cleanup-time", "server-drain-ms",
+    "server-stats-reset-time",
+    "no-udp",  # DTLS stays available; it is encrypted like TLS
+}
+
+
+def test_every_unimplemented_option_is_classified() -> None:
+    assert set(REFUSED_UNIMPLEMENTED) <= NOT_IMPLEMENTED
+    assert NOT_IMPLEMENTED - set(REFUSED_UNIMPLEMENTED) == HARMLESS_UNIMPLEMENTED
+
+
+def _on_value(name: str) -> str:
+    return "true" if OPTIONS[name].type == "bool" else "/x"
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_UNIMPLEMENTED))
+def test_unsafe_unimplemented_option_refuses_with_its_line(name: str) -> None:
+    err = error_of(f"dpd = 60\n{name} = {_on_value(name)}\n", path="/etc/ocserv/x.conf")
+    assert err.line == 4 and str(err).startswith("/etc/ocserv/x.conf:4: ")
+    assert f"option '{name}' is not implemented: {REFUSED_UNIMPLEMENTED[name]}" in str(err)
+
+
+def test_unsafe_unimplemented_option_when_off_is_silent() -> None:
+    off = [f"{n} = false" for n in REFUSED_UNIMPLEMENTED if OPTIONS[n].type == "bool"]
+    cfg = cfg_of("\n".join(off) + "\nlisten-host = 198.51.100.1\n"
+                 "udp-listen-host = 198.51.100.1\n")
+    assert cfg.warnings == []
+    assert cfg.udp_listen_host == "198.51.100.1"
+
+
+@pytest.mark.parametrize("name", sorted(HARMLESS_UNIMPLEMENTED - {"hostname"}))
+def test_harmless_unimplemented_option_warns(name: str) -> None:
+    value = {"int": "5", "bool": "true", "choice": "daemon"}.get(OPTIONS[name].type, "/x")
+    value = {"kkdcp": "/KdcProxy VPN.TEST udp@198.51.100.9:88", "net-priority": "3"}.get(
+        name, "198.51.100.53" if OPTIONS[name].item == "ip" else value)
+    cfg = cfg_of(f"{name} = {value}\n")
+    assert f"option '{name}' is not implemented yet (ignored)" in cfg.warnings
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("auth = gssapi", "auth = gssapi: this authentication method is not implemented"),
+    ("auth = oidc[config=/etc/ocserv/oidc.json]", "auth = oidc: this authentication"),
+    ("enable-auth = gssapi", "enable-auth = gssapi: this authentication method is not "
+                             "implemented (for 'enable-auth': certificate)"),
+    ("enable-auth = pam", "enable-auth = pam: this authentication method"),
+    ("enable-auth = radius[config=/r]", "enable-auth = radius: this authentication"),
+    ("enable-auth = plain[passwd=/p]", "enable-auth = plain: this authentication"),
+    ("acct = pam", "accounting method 'pam' is not implemented (only radius)"),
+    ("[vhost:vpn.test]\nbanner = hi", "virtual host sections are not implemented"),
+])
+def test_unimplemented_auth_and_accounting_refuse(line: str, fragment: str) -> None:
+    err = error_of(line + "\n", path="/etc/ocserv/ocserv.conf")
+    assert err.line == 3 + line.count("\n") and fragment in str(err)
+    assert str(err).startswith(f"/etc/ocserv/ocserv.conf:{err.line}: ")
+
+
+def test_unimplemented_per_user_option_refuses_the_login() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_user_config("dns = 198.51.100.53\ndeny-roaming = true\n", "/etc/ocserv/u/bob")
+    err = info.value
+    assert err.line == 2 and "option 'deny-roaming' is not implemented" in str(err)
+    assert parse_user_config("deny-roaming = false\n", "u").deny_roaming is False
+
+
+def test_plain_otp_parameters() -> None:
+    cfg = cfg_of(base='auth = "plain[passwd=/etc/ocserv/ocpasswd,otp=/etc/ocserv/users.oath]"'
+                 "\nipv4-network = 192.168.1.0/24\n")
+    assert cfg.auth == [AuthMethod("plain", {"passwd": "/etc/ocserv/ocpasswd",
+                                             "otp": "/etc/ocserv/users.oath"})]
+    assert cfg.warnings == []
+    cfg = cfg_of(base='auth = "plain[otp=/etc/ocserv/users.oath]"\n'
+                 "ipv4-network = 192.168.1.0/24\n")
+    assert cfg.auth == [AuthMethod("plain", {"otp": "/etc/ocserv/users.oath"})]
+
+
+@pytest.mark.parametrize("extra, expect_rc", [("", 0), ("acct = pam\n", 1),
+                                              ("chroot-dir = /var/lib/ocserv\n", 1)])
+def test_cli_test_mode_says_the_same(tmp_path: Path, extra: str, expect_rc: int) -> None:
+    """``python3 -m appliance.vpn -t -c FILE``: the same refusal, with file:line."""
+    import subprocess
+    import sys
+
+    conf = tmp_path / "ocserv.conf"
+    conf.write_text(BASE + "dpd = 60\n" + extra)
+    done = subprocess.run([sys.executable, "-m", "appliance.vpn", "-t", "-c", str(conf)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == expect_rc, done.stderr
+    if expect_rc:
+        assert f"error: {conf}:4: " in done.stderr
+        assert "is not implemented" in done.stderr
+    else:
+        assert f"{conf}: configuration is valid" in done.stdout

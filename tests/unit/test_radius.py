@@ -384,6 +384,22 @@ def test_no_acct_line_means_no_accounting() -> None:
     assert type(radiusacct.make_accounting(Cfg())) is radiusacct.NullAccounting
 
 
+def test_acct_nas_identifier_is_its_own_before_the_auth_one(tmp_path: Path) -> None:
+    """acct = radius[...,nas-identifier=X] is honoured, not silently replaced."""
+    from appliance.vpn.config import parse_config
+
+    radcli = tmp_path / "radiusclient.conf"
+    radcli.write_text("authserver 198.51.100.5\nacctserver 198.51.100.5\n"
+                      f"servers {tmp_path}/servers\n")
+    (tmp_path / "servers").write_text("198.51.100.5 s3cret\n")
+    base = (f"auth = radius[config={radcli},nas-identifier=auth-id]\n"
+            "ipv4-network = 203.0.113.0/24\n")
+    own = parse_config(base + f"acct = radius[config={radcli},nas-identifier=acct-id]\n")
+    assert radiusacct.make_accounting(own).nas_identifier == "acct-id"
+    shared = parse_config(base + f"acct = radius[config={radcli}]\n")
+    assert radiusacct.make_accounting(shared).nas_identifier == "auth-id"
+
+
 def test_broken_radcli_file_is_a_one_line_error_at_start(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture) -> None:
     """ocserv -t style: the server refuses to start, naming the file, without a traceback."""

@@ -57,6 +57,8 @@ def test_removing_and_reordering_ciphers() -> None:
     ("NORMAL:-AES-256-GCM:-AES-128-GCM:-CHACHA20-POLY1305:+AES-128-CBC", "no AES-GCM"),
     ("NONE:+VERS-TLS1.3:+AES-128-GCM", "no elliptic-curve group"),
     ("NORMAL:+GROUP-BRAINPOOL", "unknown group"),
+    ("NORMAL:%PROFILE_HIGH", "minimum key sizes. is not implemented"),
+    ("NORMAL:-SIGN-RSA-PSS-SHA256", "restricting signature algorithms is not implemented"),
 ])
 def test_bad_strings_name_the_problem(text: str, words: str) -> None:
     with pytest.raises(PriorityError, match=words):
