@@ -14,9 +14,7 @@ response, and a client that misbehaves (too big, too slow, idle) is disconnected
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
-import json
 import logging
 import os
 import secrets
@@ -25,11 +23,11 @@ import socket
 import stat
 import struct
 import time
-import types
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypeVar
+
+from . import wire
 
 log = logging.getLogger("ocgate.control")
 
@@ -202,47 +200,13 @@ def make_event(kind: str, user: UserInfo, reason: str = "") -> dict[str, Any]:
 # --- decoding records from the wire (for clients) -------------------------------------------
 
 
-def _type_ok(hint: Any, value: Any) -> bool:
-    if hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    if origin in (types.UnionType, typing.Union):
-        return any(_type_ok(arg, value) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return type(value) is bool
-    if hint is int:
-        return type(value) is int
-    if hint is float:
-        return type(value) in (int, float)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_type_ok(item, v) for v in value)
-    return False
-
-
 def from_wire(cls: type[T], obj: object) -> T:
-    """A record from a reply; unknown keys are ignored (newer servers may add fields)."""
-    if not isinstance(obj, dict):
-        raise ControlError(f"{cls.__name__}: expected an object")
-    hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name not in obj:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ControlError(f"{cls.__name__}: '{f.name}' is missing")
-            continue
-        value = obj[f.name]
-        hint = hints[f.name]
-        if not _type_ok(hint, value):
-            raise ControlError(f"{cls.__name__}: '{f.name}' has the wrong type")
-        if type(value) is int and not _type_ok(hint, True) and _type_ok(hint, 0.5):
-            value = float(value)  # JSON writes 3.0 as 3; keep float fields float
-        kwargs[f.name] = value
-    return cls(**kwargs)
+    """A record from a reply, every field type-checked by the shared codec (wire.py);
+    unknown keys are ignored (newer servers may add fields)."""
+    try:
+        return wire.from_obj(cls, obj, ignore_unknown=True)
+    except wire.WireError as exc:
+        raise ControlError(str(exc)) from None
 
 
 # --- requests --------------------------------------------------------------------------------
@@ -298,27 +262,11 @@ class Request:
     args: dict[str, Any]
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ControlError(f"duplicate key {key!r}")
-        obj[key] = value
-    return obj
-
-
-def _no_constants(name: str) -> Any:
-    raise ControlError(f"{name} is not JSON")
-
-
 def _loads(line: bytes) -> Any:
     try:
-        text = line.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except ControlError:
-        raise
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise ControlError(f"not valid JSON: {type(exc).__name__}") from None
+        return wire.loads(line)
+    except wire.WireError as exc:
+        raise ControlError(str(exc)) from None
 
 
 def _check_arg(spec: Arg, value: Any) -> Any:
@@ -372,7 +320,7 @@ def parse_request(line: bytes) -> Request:
 
 def encode(message: Mapping[str, Any]) -> bytes:
     """One line of the protocol. ASCII-only, so a reader never meets a split UTF-8 sequence."""
-    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    return wire.dumps(message) + b"\n"
 
 
 def ok_reply(data: Any) -> dict[str, Any]:

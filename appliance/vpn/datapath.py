@@ -380,7 +380,7 @@ class CstpSession:
 
     def _from_main(self) -> None:
         try:
-            msg, fds = ipc.recv(self.main)
+            msg, fds = ipc.recv(self.main, accept=(ipc.DtlsSocket, ipc.Terminate))
         except (ipc.IpcError, OSError):
             self.reason = "server"
             return
@@ -456,7 +456,7 @@ class CstpSession:
                 channel="dtls" if self.use_udp else "tls",
                 cstp_compression=self.cstp_comp.name if self.cstp_comp is not None else "",
                 dtls_compression=self.dtls_comp.name if self.dtls_comp is not None else ""))
-        except OSError:
+        except (OSError, ipc.IpcError):
             pass
 
     def run(self) -> str:

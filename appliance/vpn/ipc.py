@@ -1,17 +1,26 @@
 """Messages between main, the security module and workers.
 
 One message per SOCK_SEQPACKET datagram, JSON-encoded, file descriptors attached with
-SCM_RIGHTS. Every message is a dataclass registered by name, so a process only ever acts on
-fields it declared; an unknown or malformed message is an ``IpcError``, never a crash.
+SCM_RIGHTS. Every message is a frozen dataclass registered by name, and every datagram is
+checked by the typed codec (wire.py) against its class's declared field types before
+anyone acts on it: a worker parses what clients send and may turn hostile, so main and the
+security module must never believe a field because of its name. Anything that is not a
+message the channel accepts is a :class:`BadMessage`, never a crash; the receiver then ends
+that peer (main: the worker's session) and nothing else.
+
+Senders check their own messages the same way, so an honest process learns of a value out
+of bounds at home (an ``IpcError``) instead of being taken for a hostile one.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import os
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
+
+from . import wire
 
 MAX_MESSAGE = 65536
 MAX_FDS = 4
@@ -19,64 +28,108 @@ MAX_FDS = 4
 _REGISTRY: dict[str, type] = {}
 T = TypeVar("T")
 
+# field(metadata=...) bounds (wire.py) shared by several messages
+IP = {"format": "ip", "max_len": 64}
+SID = {"format": "hex", "max_len": 64}
+LINE = {"format": "line"}  # an HTTP header value: the parser refuses control characters
+COUNTER = {"min": 0}
+MTU = {"min": 0, "max": 0xFFFF}
+BIG = {"max_len": MAX_MESSAGE}
+
 
 class IpcError(Exception):
-    """The peer sent something that is not a message we know, or went away."""
+    """The peer went away, or a message could not be exchanged."""
+
+
+class BadMessage(IpcError):
+    """The peer sent something that is not a message this channel accepts (not JSON, an
+    unknown or unexpected type, a missing, extra or ill-typed field, too big)."""
 
 
 def message(cls: type[T]) -> type[T]:
     """Class decorator: a frozen dataclass that can travel over IPC."""
     cls = dataclass(frozen=True)(cls)
+    if cls.__name__ in _REGISTRY:
+        raise TypeError(f"message {cls.__name__} registered twice")
     _REGISTRY[cls.__name__] = cls
     return cls
 
 
+def registered() -> dict[str, type]:
+    """Every message class by its wire name (for tests and the fuzz target)."""
+    return dict(_REGISTRY)
+
+
 def encode(msg: Any) -> bytes:
-    payload = {"type": type(msg).__name__, **dataclasses.asdict(msg)}
-    return json.dumps(payload, separators=(",", ":")).encode()
+    if type(msg).__name__ not in _REGISTRY:
+        raise IpcError(f"{type(msg).__name__} is not a registered message")
+    return wire.dumps({"type": type(msg).__name__, **wire.to_obj(msg)})
 
 
-def decode(data: bytes) -> Any:
+def decode(data: bytes, accept: Collection[type] | None = None) -> Any:
+    """A checked message; BadMessage for anything else, or for a type not in ``accept``.
+
+    The error names the message type and field, never a value: it may be logged, and
+    values are cookies, passwords or a hostile worker's words."""
+    if len(data) > MAX_MESSAGE:
+        raise BadMessage(f"message of more than {MAX_MESSAGE} bytes")
     try:
-        payload = json.loads(data)
-        cls = _REGISTRY[payload.pop("type")]
-        return cls(**payload)
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        # RecursionError: json.loads on deeply nested arrays (found by tests/fuzz)
-        raise IpcError(f"malformed message: {exc}") from None
+        obj = wire.loads(data)
+        if type(obj) is not dict:
+            raise wire.WireError("a message must be a JSON object")
+        name = obj.pop("type", None)
+        cls = _REGISTRY.get(name) if type(name) is str else None
+        if cls is None:
+            raise wire.WireError("unknown message type")
+        if accept is not None and cls not in accept:
+            raise wire.WireError(f"{cls.__name__} is not accepted on this channel")
+        return wire.from_obj(cls, obj)
+    except wire.WireError as exc:
+        raise BadMessage(str(exc)) from None
 
 
 def send(sock: socket.socket, msg: Any, fds: list[int] | tuple[int, ...] = ()) -> None:
+    """Send one message; IpcError if it would not pass the receiver's check."""
     data = encode(msg)
     if len(data) > MAX_MESSAGE:
         raise IpcError(f"message {type(msg).__name__} too large ({len(data)} bytes)")
+    try:
+        decode(data)
+    except BadMessage as exc:
+        raise IpcError(f"refusing to send {exc}") from None
     if fds:
         socket.send_fds(sock, [data], list(fds))
     else:
         sock.send(data)
 
 
-def recv(sock: socket.socket) -> tuple[Any, list[int]]:
-    """One message and the descriptors that came with it; IpcError on EOF."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
-    if not data:
-        for fd in fds:
-            _close(fd)
-        raise IpcError("peer closed the channel")
+def recv(sock: socket.socket, accept: Collection[type] | None = None) -> tuple[Any, list[int]]:
+    """One message and the descriptors that came with it.
+
+    IpcError on EOF, BadMessage for a datagram that is not a message of ``accept`` (any
+    registered type when None), cut short or carrying too many descriptors; descriptors
+    that came with a refused message are closed."""
+    data, fds, flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
     try:
-        return decode(data), fds
+        if not data and not fds:
+            raise IpcError("peer closed the channel")
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise BadMessage(f"message of more than {MAX_MESSAGE} bytes or {MAX_FDS} "
+                             "descriptors")
+        return decode(data, accept), fds
     except IpcError:
         for fd in fds:
             _close(fd)
         raise
 
 
-def call(sock: socket.socket, msg: Any, timeout: float, fds: tuple[int, ...] = ()) -> Any:
+def call(sock: socket.socket, msg: Any, timeout: float, fds: tuple[int, ...] = (),
+         accept: Collection[type] | None = None) -> Any:
     """Request/response on a dedicated channel; descriptors in the reply are refused."""
     sock.settimeout(timeout)
     try:
         send(sock, msg, fds)
-        reply, rfds = recv(sock)
+        reply, rfds = recv(sock, accept)
     except (TimeoutError, OSError) as exc:
         raise IpcError(f"{type(msg).__name__}: {exc}") from None
     for fd in rfds:
@@ -85,7 +138,6 @@ def call(sock: socket.socket, msg: Any, timeout: float, fds: tuple[int, ...] = (
 
 
 def _close(fd: int) -> None:
-    import os
     try:
         os.close(fd)
     except OSError:
@@ -104,30 +156,30 @@ class AuthInit:
     this worker's connection."""
     username: str
     group: str | None
-    remote_ip: str
-    user_agent: str
+    remote_ip: str = field(metadata=IP)
+    user_agent: str = field(metadata=LINE)
 
 
 @message
 class AuthCont:
     """The user's answer to the last prompt (password, OTP, PAM question)."""
-    password: str
+    password: str = field(metadata=BIG)
 
 
 @message
 class AuthReply:
-    status: str  # "continue" | "ok" | "fail" | "error"
+    status: Literal["continue", "ok", "fail", "error"]
     message: str = ""  # prompt for the form, or the 401 reason with "fail"
     prompt_password: bool = True
     cookie: str = ""  # set with status "ok"
     context: str = ""  # webvpncontext value: the auth session id (informational)
     # with "continue": which form to show. "login": username + password (+ group select);
     # "password": one answer input named input_name; "group": only the group select
-    form: str = "password"
+    form: Literal["login", "password", "group"] = "password"
     input_name: str = "password"  # "secondary_password" for the 2nd..nth answer
     input_label: str = "Password:"
     echo: bool = False  # the answer is not secret (PAM_PROMPT_ECHO_ON): a text input
-    groups: list = field(default_factory=list)  # [value, label] pairs; value "" = text only
+    groups: list[list[str]] = field(default_factory=list)  # [value, label]; "" = text only
     profile: str = ""  # with "ok": the user-profile name to advertise (AnyConnect)
     profile_sha1: str = ""
 
@@ -150,7 +202,7 @@ class ProfileFetch:
 class ProfileData:
     ok: bool
     status: int = 404  # HTTP status when not ok: 401 bad cookie, 404 no profile
-    content: str = ""
+    content: str = field(default="", metadata=BIG)  # base64
 
 
 @message
@@ -162,24 +214,34 @@ class SessionLogout:
 @message
 class SessionRevoked:
     """sec-mod → main (event channel): a logout ended this session; kick its connection."""
-    sid: str
+    sid: str = field(metadata=SID)
+
+
+@message
+class BadWorker:
+    """sec-mod → main (event channel): the worker with this pid (the kernel's word, from
+    SO_PEERCRED) sent the sec-mod something that is not a message; end its session.
+    ``reason`` names the message type and field, never a value."""
+    pid: int = field(metadata={"min": 1})
+    reason: str = field(default="", metadata={"format": "line", "max_len": 512})
 
 
 @message
 class TlsHandshake:
     """Run the TLS handshake on the attached socket (the key never leaves the sec-mod)."""
-    remote_ip: str
+    remote_ip: str = field(metadata=IP)
 
 
 @message
 class TlsResult:
     ok: bool
     reason: str = ""
-    keys: dict = field(default_factory=dict)  # TrafficKeys.to_wire()
-    psk: str = ""  # hex: the DTLS PSK exported from this TLS session
+    # TrafficKeys.to_wire(): hex strings, sequence numbers, [aead, key length, hash]
+    keys: dict[str, str | int | list[str | int]] = field(default_factory=dict)
+    psk: str = field(default="", metadata={"format": "hex"})  # the DTLS PSK exported
     description: str = ""
     sni: str = ""
-    leftover: str = ""  # hex: client bytes that arrived after the handshake
+    leftover: str = field(default="", metadata={"format": "hex", "max_len": MAX_MESSAGE})
 
 
 # --- main <-> security module ----------------------------------------------------------------
@@ -187,7 +249,7 @@ class TlsResult:
 @message
 class SessionOpen:
     cookie: str
-    remote_ip: str
+    remote_ip: str = field(metadata=IP)
 
 
 @message
@@ -198,23 +260,28 @@ class SessionInfo:
     groupname: str = ""
     started: float = 0.0  # session start (first authentication), for session-timeout
     reason: str = ""
-    extra: dict = field(default_factory=dict)  # back-end session attributes (radius.py)
+    # back-end session attributes: {"radius": SessionAttrs as a dict} (radius.py)
+    extra: dict[str, dict[str, str | int | bool | list[str] | None]] = field(
+        default_factory=dict)
 
 
 @message
 class SessionClose:
-    sid: str
+    sid: str = field(metadata=SID)
     invalidate: bool  # user logout, session timeout, admin kick
-    rx: int = 0
-    tx: int = 0
+    rx: int = field(default=0, metadata=COUNTER)
+    tx: int = field(default=0, metadata=COUNTER)
 
 
 @message
 class BanPoints:
-    """sec-mod → main (event channel): an address earned ban points (wrong password)."""
-    ip: str
-    points: int
+    """sec-mod → main (event channel): the client of worker ``pid`` earned ban points
+    (wrong password). Main charges the address it knows for that worker, not ``ip``, which
+    is only what the worker said."""
+    ip: str = field(metadata=IP)
+    points: int = field(metadata=COUNTER)
     reason: str = ""
+    pid: int = field(default=0, metadata=COUNTER)
 
 
 @message
@@ -222,10 +289,23 @@ class SessionsQuery:
     pass
 
 
+@dataclass(frozen=True)
+class SessionEntry:
+    """One cookie the sec-mod knows, for ``occtl show sessions``."""
+    sid: str
+    username: str
+    groupname: str
+    remote_ip: str
+    created: float
+    expires: float | None  # None while a connection uses it
+    in_use: int = field(metadata=COUNTER)
+
+
 @message
 class SessionsList:
-    sessions: list[dict] = field(default_factory=list)
-    auth_failures: int = 0
+    sessions: list[SessionEntry] = field(default_factory=list,
+                                         metadata={"max_items": MAX_MESSAGE})
+    auth_failures: int = field(default=0, metadata=COUNTER)
 
 
 @message
@@ -240,19 +320,50 @@ class Ack:
 class ConnectRequest:
     """Sent by a worker on CONNECT; main answers with ConnectGrant (+ the TUN fd) or a denial."""
     cookie: str
-    hostname: str
-    user_agent: str
-    device_type: str
-    platform: str
-    local_ip: str
-    remote_ip: str
-    tls_description: str
-    base_mtu: int | None = None
-    requested_mtu: int | None = None
-    tcp_pmtu: int | None = None
+    hostname: str = field(metadata=LINE)
+    user_agent: str = field(metadata=LINE)
+    device_type: str = field(metadata=LINE)
+    platform: str = field(metadata=LINE)
+    local_ip: str = field(metadata=IP)
+    remote_ip: str = field(metadata=IP)
+    tls_description: str = field(metadata=LINE)
+    base_mtu: int | None = field(default=None, metadata=MTU)
+    requested_mtu: int | None = field(default=None, metadata=MTU)
+    tcp_pmtu: int | None = field(default=None, metadata={"min": 0, "max": 2**32 - 1})
     peer_ipv6: bool = False
-    dtls_app_id: str = ""  # hex; set when the worker offers DTLS (PSK-NEGOTIATE)
-    dtls_overhead: int = 0  # legacy DTLS: the announced suite's per-packet overhead
+    # hex; set when the worker offers DTLS (PSK-NEGOTIATE or legacy): 32 random bytes
+    dtls_app_id: str = field(default="", metadata={"format": "hex", "max_len": 64})
+    dtls_overhead: int = field(default=0, metadata={"min": 0, "max": 256})  # legacy DTLS
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """What main decided for one session: the global options overridden by
+    config-per-user/group (or RADIUS), the MTUs it computed for the CONNECT. The worker
+    builds its CONNECT response and timers from these, occtl shows them."""
+    dns: list[str] = field(default_factory=list)
+    nbns: list[str] = field(default_factory=list)
+    split_dns: list[str] = field(default_factory=list)
+    default_domain: str | None = None
+    routes: list[str] = field(default_factory=list)  # [] for a full tunnel
+    no_routes: list[str] = field(default_factory=list)
+    tunnel_all_dns: bool = False
+    keepalive: int = field(default=0, metadata=COUNTER)
+    dpd: int = field(default=0, metadata=COUNTER)
+    idle_timeout: int | None = field(default=None, metadata=COUNTER)
+    session_timeout: int | None = field(default=None, metadata=COUNTER)
+    session_remaining: int | None = field(default=None, metadata=COUNTER)
+    rekey_time: int = field(default=0, metadata=COUNTER)
+    rekey_method: str = "new-tunnel"
+    banner: str | None = field(default=None, metadata=BIG)
+    switch_to_tcp: int = field(default=0, metadata=COUNTER)
+    restrict_routes: bool = False
+    restrict_ports: str = ""
+    rx_per_sec: int = field(default=0, metadata=COUNTER)  # bytes/s, 0: no limit
+    tx_per_sec: int = field(default=0, metadata=COUNTER)
+    base_mtu: int = field(default=0, metadata=MTU)
+    mtu: int = field(default=0, metadata=MTU)
+    vnet_hdr: bool = False  # the TUN carries virtio-net headers (gro.py)
 
 
 @message
@@ -271,36 +382,44 @@ class ConnectGrant:
     ipv6_prefix: int = 0
     ipv6_withheld: bool = False  # data MTU below 1280: no IPv6 in the CONNECT reply
     session_started: float = 0.0
-    # per-user effective settings (config + config-per-user/group)
-    settings: dict = field(default_factory=dict)
+    settings: SessionSettings = field(default_factory=SessionSettings)
+
+
+#: what a channel's compression can be (protocol/compression.py ALGORITHMS)
+Compression = Literal["", "oc-lz4", "lzs"]
+
+#: the disconnect reasons a worker reports (control.DISCONNECT_REASONS has their texts)
+WorkerReason = Literal["", "user", "temporary", "idle", "session-timeout", "dpd", "error",
+                       "server"]
 
 
 @message
 class WorkerStats:
     """Periodic and final counters; ``final`` carries the disconnect reason."""
-    rx: int
-    tx: int
-    rx_packets: int = 0
-    tx_packets: int = 0
+    rx: int = field(metadata=COUNTER)
+    tx: int = field(metadata=COUNTER)
+    rx_packets: int = field(default=0, metadata=COUNTER)
+    tx_packets: int = field(default=0, metadata=COUNTER)
     final: bool = False
     # "user" (BYE 0xb0), "temporary", "idle", "session-timeout", "dpd", "error", "server"
-    reason: str = ""
-    mtu: int = 0
-    dtls_cipher: str = ""  # set while DTLS is up
-    udp_rx_packets: int = 0
-    udp_tx_packets: int = 0
-    compressed_rx: int = 0
-    compressed_tx: int = 0
-    channel: str = "tls"  # what we send on now: "dtls" or "tls"
-    cstp_compression: str = ""  # negotiated algorithm ("oc-lz4", "lzs") or ""
-    dtls_compression: str = ""
+    reason: WorkerReason = ""
+    mtu: int = field(default=0, metadata=MTU)
+    dtls_cipher: str = field(default="", metadata={"format": "line", "max_len": 256})
+    udp_rx_packets: int = field(default=0, metadata=COUNTER)
+    udp_tx_packets: int = field(default=0, metadata=COUNTER)
+    compressed_rx: int = field(default=0, metadata=COUNTER)
+    compressed_tx: int = field(default=0, metadata=COUNTER)
+    channel: Literal["tls", "dtls"] = "tls"  # what we send on now
+    # the negotiated algorithm per channel (protocol/compression.py ALGORITHMS) or ""
+    cstp_compression: Compression = ""
+    dtls_compression: Compression = ""
 
 
 @message
 class DtlsSocket:
     """main → worker: a UDP socket connected to the client (attached) and the datagram that
     arrived first on it: a ClientHello, or with ``rebind`` a record from a new address."""
-    first: str  # hex
+    first: str = field(metadata={"format": "hex"})
     rebind: bool = False
 
 
@@ -309,3 +428,19 @@ class Terminate:
     """main → worker: end the session (admin kick, takeover, shutdown)."""
     reason: str
     send_bye: bool = True
+
+
+# --- who may send what -----------------------------------------------------------------------
+
+#: what main accepts on a worker's channel
+WORKER_TO_MAIN = (ConnectRequest, WorkerStats)
+#: what the sec-mod accepts on a worker's connection
+WORKER_TO_SECMOD = (AuthInit, AuthCont, ConnectCertCheck, ProfileFetch, SessionLogout,
+                    TlsHandshake)
+#: what main accepts on the sec-mod's event channel
+SECMOD_EVENTS = (BanPoints, SessionRevoked, BadWorker)
+#: what a worker accepts from main once its session runs
+MAIN_TO_WORKER = (ConnectGrant, DtlsSocket, Terminate)
+
+for _cls in _REGISTRY.values():  # an unsupported field type fails at import, not in use
+    wire.fields_of(_cls)

@@ -8,6 +8,7 @@ forked from this already-initialised process (DESIGN.md: shared, frozen memory).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import grp
 import ipaddress
@@ -20,7 +21,9 @@ import signal
 import socket
 import subprocess
 import time
+import traceback
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..pki import load_cert, sha1_fingerprint_hex
 from ..sdnotify import Notifier
@@ -34,6 +37,7 @@ from .ipv6 import Ipv6Lease, Ipv6Leases, grant_ipv6, offered_lease, script_ipv6,
 from .leases import Ipv4LeasePool, LeaseError
 from .management import Management, user_info
 from .protocol import cstp
+from .protocol.cstp import CstpError
 from .protocol.dtls import DtlsError, peek_client_hello
 from .proxyintake import ProxyIntake
 from .radius import radius_user_config
@@ -57,6 +61,11 @@ INVALIDATING_REASONS = {"user", "session-timeout", "server"}
 RESTART_ONLY = {"ipv4-network", "ipv4-netmask", "ipv6-network", "ipv6-subnet-prefix",
                 "predictable-ips",
                 "dtls-psk", "use-occtl", "listen-proxy-proto"}
+
+
+class WorkerFault(Exception):
+    """A well-formed message that no honest worker sends in its state (main.py's own
+    checks, beyond the types ipc.py checks)."""
 
 
 @dataclass
@@ -90,7 +99,7 @@ class Conn:
     local_port: int = 0
     app_id: bytes = b""
     udp_forwarded_at: float = 0.0
-    settings: dict = field(default_factory=dict)  # effective per-user settings
+    settings: ipc.SessionSettings = field(default_factory=ipc.SessionSettings)
     ipv4_local: str = ""  # the server's end of the tunnel (first address of the pool)
     lease6: Ipv6Lease | None = None  # set when the client is offered IPv6 (ipv6.py)
     iroutes: list[str] = field(default_factory=list)
@@ -103,6 +112,7 @@ class Conn:
     kill_at: float = 0.0  # when a terminated worker gets SIGKILL
     ifindex: int = 0  # of the TUN: its name is reused as soon as the device is gone
     radius: dict = field(default_factory=dict)  # RADIUS session attributes (radius.py)
+    bad: bool = False  # ended for a bad message: killed by us, already logged
 
 
 class Main:
@@ -363,23 +373,41 @@ class Main:
             self.sel.register(listener, selectors.EVENT_READ, self._accept)
 
     def _secmod_event(self, chan: socket.socket) -> None:
-        try:
-            msg, fds = ipc.recv(chan)
-        except BlockingIOError:
-            return
-        except (ipc.IpcError, OSError):
-            self.sel.unregister(chan)
-            return
-        for fd in fds:
-            os.close(fd)
+        """The sec-mod's notifications, all that are queued: a worker's ban points must be
+        charged while main still knows that worker (before the reap of this loop turn)."""
+        for _ in range(256):
+            try:
+                msg, fds = ipc.recv(chan, accept=ipc.SECMOD_EVENTS)
+            except BlockingIOError:
+                return
+            except ipc.BadMessage as exc:
+                log.error("the security module sent a bad event (%s)", exc)
+                continue
+            except (ipc.IpcError, OSError):
+                self.sel.unregister(chan)
+                return
+            for fd in fds:
+                os.close(fd)
+            self._on_secmod_event(msg)
+
+    def _on_secmod_event(self, msg: object) -> None:
         if isinstance(msg, ipc.BanPoints):
-            if self.bans.add(msg.ip, msg.points, time.monotonic()):
-                log.info("banning %s for %d s: %s", msg.ip, self.bans.settings.ban_time,
-                         msg.reason)
+            # the worker's claim of its client's address is not taken: main knows it
+            conn = self.conns.get(msg.pid)
+            if conn is None:
+                log.debug("ban points for worker %d, which is gone", msg.pid)
+                return
+            if self.bans.add(conn.remote_ip, msg.points, time.monotonic()):
+                log.info("banning %s for %d s: %s", conn.remote_ip,
+                         self.bans.settings.ban_time, msg.reason)
         elif isinstance(msg, ipc.SessionRevoked):  # logout while a tunnel is still up
             for conn in [c for c in self.conns.values() if c.sid == msg.sid
                          and c.state in ("connecting", "connected")]:
                 self.terminate(conn, "user logged out", invalidate=True)
+        elif isinstance(msg, ipc.BadWorker):
+            conn = self.conns.get(msg.pid)
+            if conn is not None and not conn.bad:
+                self._bad_worker(conn, f"to the sec-mod: {msg.reason}")
 
     def _fork_worker(self, sock: socket.socket, remote_ip: str, remote_port: int,
                      local_ip: str, local_port: int) -> None:
@@ -432,19 +460,45 @@ class Main:
         self.sel.close()
 
     def _from_worker(self, chan: socket.socket) -> None:
+        """One message from a worker. Whatever it sends, main goes on: a message that is
+        not one a worker may send, or one that makes no sense in the worker's state, ends
+        that worker's session (issue 15)."""
         conn = self.by_chan.get(chan.fileno())
         if conn is None:
             return
         try:
-            msg, fds = ipc.recv(chan)
+            msg, fds = ipc.recv(chan, accept=ipc.WORKER_TO_MAIN)
+        except ipc.BadMessage as exc:
+            self._bad_worker(conn, str(exc))
+            return
         except (ipc.IpcError, OSError):
             self._worker_gone(conn)
             return
         for fd in fds:
             os.close(fd)
+        try:
+            self._worker_message(conn, msg)
+        except WorkerFault as exc:
+            self._bad_worker(conn, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a worker's message must never end main
+            # where it failed, not the exception's text: that may quote the worker's values
+            log.error("handling %s from worker %d failed (%s), at:\n%s", type(msg).__name__,
+                      conn.pid, type(exc).__name__, "".join(traceback.format_tb(
+                          exc.__traceback__)).rstrip())
+            self._bad_worker(conn, "its message could not be handled", logged=True)
+
+    def _worker_message(self, conn: Conn, msg: object) -> None:
         if isinstance(msg, ipc.ConnectRequest):
+            if conn.state == "closing":
+                return
+            if conn.state != "auth":
+                raise WorkerFault(f"ConnectRequest while {conn.state}")
             self._connect(conn, msg)
         elif isinstance(msg, ipc.WorkerStats):
+            if conn.state == "closing":
+                return
+            if conn.state not in ("connected", "terminating"):
+                raise WorkerFault(f"WorkerStats while {conn.state}")
             conn.rx, conn.tx = msg.rx, msg.tx
             self.acct.stats(conn, msg)
             conn.dtls_cipher = msg.dtls_cipher
@@ -452,8 +506,27 @@ class Main:
             conn.compression = (msg.cstp_compression, msg.dtls_compression)
             if msg.final:
                 conn.reason = msg.reason
-        else:
-            log.warning("worker %d sent unexpected %s", conn.pid, type(msg).__name__)
+
+    def _bad_worker(self, conn: Conn, why: str, logged: bool = False) -> None:
+        """A worker sent what no honest worker sends: log it once (its pid, what was wrong,
+        never a value), kill it and end its session as the server's doing, which
+        invalidates the cookie and so releases the address lease at once (unless a newer
+        connection took the session over, or the server already ended it)."""
+        if conn.bad:
+            return
+        conn.bad = True
+        if not logged:
+            log.warning("worker %d sent a bad message %s; ending its session", conn.pid,
+                        why if why.startswith("to the sec-mod") else f"to main ({why})")
+        if self.conns.get(conn.pid) is conn:  # not yet reaped: the pid is still its own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(conn.pid, signal.SIGKILL)
+        if conn.state in ("connecting", "connected") and not conn.end_reason:
+            # a session another connection took over stays that one's (lease and cookie)
+            shared = any(c is not conn and c.sid == conn.sid and c.state in (
+                "connecting", "connected") for c in self.conns.values())
+            conn.end_reason = "temporary" if shared else "server"
+        self._worker_gone(conn)
 
     def _worker_gone(self, conn: Conn) -> None:
         """The worker's channel closed: its connection is over."""
@@ -486,7 +559,7 @@ class Main:
                 if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS:
                     log.error("worker %d killed by the seccomp filter (syscall not allowed)",
                               pid)
-                elif os.WIFSIGNALED(status):
+                elif os.WIFSIGNALED(status) and not conn.bad:
                     log.warning("worker %d killed by signal %d", pid, os.WTERMSIG(status))
         if self.secmod_pid:
             try:
@@ -573,7 +646,7 @@ class Main:
                 continue
             try:
                 ipc.send(conn.chan, ipc.DtlsSocket(data.hex(), rebind), [fd])
-            except OSError:
+            except (OSError, ipc.IpcError):
                 pass
             finally:
                 os.close(fd)
@@ -602,12 +675,18 @@ class Main:
         log.info("CONNECT from %s refused: %s", conn.remote_ip, reason)
         try:
             ipc.send(conn.chan, ipc.ConnectGrant(ok=False, status=status, reason=reason))
-        except OSError:
+        except (OSError, ipc.IpcError):
             pass
 
     def _connect(self, conn: Conn, req: ipc.ConnectRequest) -> None:
         cfg = self.cfg
-        info = self.secmod_call(ipc.SessionOpen(req.cookie, req.remote_ip))
+        app_id = bytes.fromhex(req.dtls_app_id)
+        if app_id:  # the worker's own random 32 bytes; another session's is a hijack
+            holder = self.by_app_id.get(app_id)
+            if len(app_id) != 32 or (holder is not None and holder is not conn):
+                raise WorkerFault("ConnectRequest with an unusable DTLS App-ID")
+        # the worker's word for the client's address is not needed: main accepted it
+        info = self.secmod_call(ipc.SessionOpen(req.cookie, conn.remote_ip))
         if info is None:
             self._deny(conn, 503, "security module unavailable")
             return
@@ -624,7 +703,7 @@ class Main:
             if other is not conn and other.sid == info.sid and other.state in (
                     "connecting", "connected"):
                 log.info("session %s of '%s' taken over by a new connection from %s",
-                         info.sid[:8], info.username, req.remote_ip)
+                         info.sid[:8], info.username, conn.remote_ip)
                 self.terminate(other, "session taken over", invalidate=False)
         if cfg.max_same_clients and sum(
                 1 for c in self.conns.values() if c is not conn and c.username == info.username
@@ -650,22 +729,27 @@ class Main:
             return
         self.lease_pool[info.sid] = pool
         self.lease_expiry.pop(info.sid, None)
-        base_mtu, mtu = cstp.compute_mtu(
-            base_mtu=req.base_mtu, requested_mtu=req.requested_mtu,
-            link_mtu=settings.pop("link_mtu"), tcp_pmtu=req.tcp_pmtu,
-            peer_is_ipv6=req.peer_ipv6, have_ipv6_pool=lease6 is not None,
-            dtls_overhead=(req.dtls_overhead or cstp.dtls_crypto_overhead("AES-256-GCM"))
-            if req.dtls_app_id else 0)
-        settings["base_mtu"], settings["mtu"] = base_mtu, mtu
+        try:
+            base_mtu, mtu = cstp.compute_mtu(
+                base_mtu=req.base_mtu, requested_mtu=req.requested_mtu,
+                link_mtu=user_setting(cfg, user, "mtu"), tcp_pmtu=req.tcp_pmtu,
+                peer_is_ipv6=req.peer_ipv6, have_ipv6_pool=lease6 is not None,
+                dtls_overhead=(req.dtls_overhead or cstp.dtls_crypto_overhead("AES-256-GCM"))
+                if app_id else 0)
+        except CstpError as exc:
+            log.error("CONNECT of '%s': %s", info.username, exc)
+            self._refuse_session(conn, "no usable MTU", status=503)
+            return
         conn.lease6 = offered_lease(lease6, mtu, info.username)
-        if req.dtls_app_id:
+        if app_id:
             # registered before the grant: the client's ClientHello may follow the CONNECT
             # response immediately (protocol.md 11, item 22)
-            conn.app_id = bytes.fromhex(req.dtls_app_id)
+            conn.app_id = app_id
             self.by_app_id[conn.app_id] = conn
         try:
             fd, device = open_tun(f"{cfg.device}%d", vnet_hdr=True)  # for gro.py
-            settings["vnet_hdr"] = True
+            settings = dataclasses.replace(settings, base_mtu=base_mtu, mtu=mtu,
+                                           vnet_hdr=True)
             configure_tun(device, local=pool.local_address, peer=ipv4, mtu=mtu,
                           **tun_ipv6(conn.lease6))
         except OSError as exc:
@@ -682,11 +766,11 @@ class Main:
             remove_tun(device)
             self._refuse_session(conn, "firewall restrictions failed", status=503)
             return
-        conn.restricted = bool(settings["restrict_routes"] or settings["restrict_ports"])
+        conn.restricted = bool(settings.restrict_routes or settings.restrict_ports)
         conn.ipv4_local = str(pool.local_address)
         conn.iroutes = [str(r) for r in getattr(user, "iroute", None) or []]
-        conn.routes, conn.no_routes = settings["routes"], settings["no_routes"]
-        conn.dns = settings["dns"]
+        conn.routes, conn.no_routes = settings.routes, settings.no_routes
+        conn.dns = settings.dns
         conn.settings = settings
         conn.pending_grant = ipc.ConnectGrant(
             ok=True, status=200, sid=info.sid, username=info.username,
@@ -729,6 +813,12 @@ class Main:
             ipc.send(conn.chan, grant, [conn.tun_fd])
         except OSError as exc:
             log.info("worker %d went away before its grant: %s", conn.pid, exc)
+        except ipc.IpcError as exc:  # our own settings out of bounds: a bug, not the user's
+            log.error("cannot grant the session of '%s': %s", conn.username, exc)
+            conn.pending_grant = None
+            self._teardown(conn, invalidate=False, run_disconnect=False)
+            self._deny(conn, 503, "session settings out of bounds")
+            return
         os.close(conn.tun_fd)
         conn.tun_fd = -1
         conn.pending_grant = None
@@ -782,7 +872,7 @@ class Main:
         """
         try:
             ipc.send(conn.chan, ipc.Terminate(reason))
-        except OSError:
+        except (OSError, ipc.IpcError):
             pass
         if conn.state in ("connecting", "connected"):
             if conn.device:
@@ -938,17 +1028,23 @@ class Main:
                     pass
 
 
+def user_setting(cfg: Config, user: object, name: str) -> Any:
+    """A config-per-user/group value (or RADIUS's), else the global option."""
+    value = getattr(user, name, None)
+    return getattr(cfg, name) if value in (None, []) else value
+
+
 def effective_settings(cfg: Config, user: object, session_started: float,
-                       now: float, mobile: bool = False) -> dict:
+                       now: float, mobile: bool = False) -> ipc.SessionSettings:
     """Global options overridden by config-per-user/group values (lists replace lists).
 
     Mobile clients (X-AnyConnect-Identifier-Platform android/apple-ios) get mobile-dpd and
-    mobile-idle-timeout instead, as with ocserv (protocol.md 7.2, 7.3).
+    mobile-idle-timeout instead, as with ocserv (protocol.md 7.2, 7.3). The MTUs are
+    main's to compute at CONNECT (``user_setting(cfg, user, "mtu")`` is the link MTU).
     """
 
-    def pick(name: str):
-        value = getattr(user, name, None)
-        return getattr(cfg, name) if value in (None, []) else value
+    def pick(name: str) -> Any:
+        return user_setting(cfg, user, name)
 
     routes = pick("route")
     no_routes = pick("no_route")
@@ -958,37 +1054,36 @@ def effective_settings(cfg: Config, user: object, session_started: float,
         remaining = max(0, int(session_timeout - (now - session_started)))
     # only an IPv4 default route means full tunnel (ocserv); ::/0 is sent as an IPv6 route
     full = not routes or any(r.prefixlen == 0 and r.version == 4 for r in routes)
-    return {
-        "dns": [str(d) for d in pick("dns")],
-        "nbns": [str(d) for d in pick("nbns")],
-        "split_dns": list(pick("split_dns")),
-        "default_domain": cfg.default_domain,
-        "routes": [] if full else [str(r) for r in routes],
-        "no_routes": [str(r) for r in no_routes],
-        "tunnel_all_dns": True if full else pick("tunnel_all_dns"),
-        "keepalive": pick("keepalive"),
-        "dpd": (pick("mobile_dpd") or pick("dpd")) if mobile else pick("dpd"),
-        "idle_timeout": (pick("mobile_idle_timeout") or pick("idle_timeout")) if mobile
+    return ipc.SessionSettings(
+        dns=[str(d) for d in pick("dns")],
+        nbns=[str(d) for d in pick("nbns")],
+        split_dns=list(pick("split_dns")),
+        default_domain=cfg.default_domain,
+        routes=[] if full else [str(r) for r in routes],
+        no_routes=[str(r) for r in no_routes],
+        tunnel_all_dns=True if full else bool(pick("tunnel_all_dns")),
+        keepalive=pick("keepalive"),
+        dpd=(pick("mobile_dpd") or pick("dpd")) if mobile else pick("dpd"),
+        idle_timeout=(pick("mobile_idle_timeout") or pick("idle_timeout")) if mobile
         else pick("idle_timeout"),
-        "session_timeout": session_timeout,
-        "session_remaining": remaining,
-        "rekey_time": cfg.rekey_time,
-        "rekey_method": "new-tunnel",  # our record layer cannot renegotiate TLS 1.2
-        "banner": cfg.banner,
-        "link_mtu": pick("mtu"),
-        "switch_to_tcp": cfg.switch_to_tcp_timeout,
-        "restrict_routes": bool(pick("restrict_user_to_routes")),
-        "restrict_ports": pick("restrict_user_to_ports") or "",
-        "rx_per_sec": pick("rx_data_per_sec") or 0,
-        "tx_per_sec": pick("tx_data_per_sec") or 0,
-    }
+        session_timeout=session_timeout,
+        session_remaining=remaining,
+        rekey_time=cfg.rekey_time,
+        rekey_method="new-tunnel",  # our record layer cannot renegotiate TLS 1.2
+        banner=cfg.banner,
+        switch_to_tcp=cfg.switch_to_tcp_timeout,
+        restrict_routes=bool(pick("restrict_user_to_routes")),
+        restrict_ports=pick("restrict_user_to_ports") or "",
+        rx_per_sec=pick("rx_data_per_sec") or 0,
+        tx_per_sec=pick("tx_data_per_sec") or 0,
+    )
 
 
-def restrict(device: str, settings: dict) -> None:
+def restrict(device: str, settings: ipc.SessionSettings) -> None:
     """restrict-user-to-routes/ports through the host firewall (firewall.py)."""
-    ports = settings["restrict_ports"]
+    ports = settings.restrict_ports
     firewall.apply(firewall.ruleset(
-        device, settings["routes"], settings["dns"], settings["restrict_routes"],
+        device, settings.routes, settings.dns, settings.restrict_routes,
         firewall.parse_ports(ports) if ports else None))
 
 

@@ -67,19 +67,18 @@ def user_info(main: Main, conn: Conn) -> UserInfo:
         device=conn.device, mtu=conn.mtu, remote_ip=conn.remote_ip, local_ip=conn.local_ip,
         ipv4=conn.ipv4, ptp_ipv4=conn.ipv4_local, **occtl_ipv6(conn.lease6),
         user_agent=conn.user_agent, rx=conn.rx, tx=conn.tx, connected_at=conn.connected_at,
-        session_started_at=conn.session_started, dpd=int(s.get("dpd") or 0),
-        keepalive=int(s.get("keepalive") or 0), hostname=conn.hostname,
+        session_started_at=conn.session_started, dpd=s.dpd,
+        keepalive=s.keepalive, hostname=conn.hostname,
         full_session_id=conn.sid, tls_ciphersuite=conn.tls_description,
         dtls_cipher=conn.dtls_cipher, cstp_compression=conn.compression[0],
-        dtls_compression=conn.compression[1], dns=list(s.get("dns", [])),
-        nbns=list(s.get("nbns", [])),
-        split_dns=list(s.get("split_dns", [])),
-        routes=[format_route(r) for r in s.get("routes", [])],
-        no_routes=[format_route(r) for r in s.get("no_routes", [])],
+        dtls_compression=conn.compression[1], dns=list(s.dns), nbns=list(s.nbns),
+        split_dns=list(s.split_dns),
+        routes=[format_route(r) for r in s.routes],
+        no_routes=[format_route(r) for r in s.no_routes],
         iroutes=[format_route(r) for r in conn.iroutes],
-        limit_rx=int(s.get("rx_per_sec") or 0), limit_tx=int(s.get("tx_per_sec") or 0),
-        restrict_to_routes=bool(s.get("restrict_routes")),
-        restrict_to_ports=[p.strip() for p in s.get("restrict_ports", "").split(",") if p.strip()])
+        limit_rx=s.rx_per_sec, limit_tx=s.tx_per_sec,
+        restrict_to_routes=s.restrict_routes,
+        restrict_to_ports=[p.strip() for p in s.restrict_ports.split(",") if p.strip()])
 
 
 class Management:
@@ -118,10 +117,10 @@ class Management:
         reply = self.main.secmod_call(ipc.SessionsQuery())
         if not isinstance(reply, ipc.SessionsList):
             return []
-        return [SessionInfo(full_session_id=s["sid"], username=s["username"],
-                            groupname=s["groupname"], remote_ip=s["remote_ip"],
-                            created=s["created"], expires=s["expires"], in_use=s["in_use"],
-                            session_is_open=s["in_use"] > 0, tls_auth_ok=True)
+        return [SessionInfo(full_session_id=s.sid, username=s.username,
+                            groupname=s.groupname, remote_ip=s.remote_ip,
+                            created=s.created, expires=s.expires, in_use=s.in_use,
+                            session_is_open=s.in_use > 0, tls_auth_ok=True)
                 for s in reply.sessions]
 
     def bans(self) -> list[BanInfo]:

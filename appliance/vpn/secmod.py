@@ -21,7 +21,9 @@ import secrets
 import select
 import selectors
 import socket
+import struct
 import time
+import traceback
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -59,6 +61,7 @@ MAX_HANDSHAKES = 512  # concurrent handshakes; beyond that new ones are refused 
 AUTH_SLACK = 15  # seconds of grace ocserv adds to cookie validity (protocol.md 7.6)
 BACKEND_WAIT = 60.0  # seconds a worker may wait for a back-end (PAM) to say something
 MAX_USERNAME = 255
+_PEERCRED = struct.Struct("3i")
 
 
 @dataclass
@@ -103,6 +106,7 @@ class AuthState:
     conv: Conversation | None = None
     waiting_since: float | None = None  # a worker awaits our reply since (monotonic)
     context: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
+    pid: int = 0  # the worker's, from SO_PEERCRED (the kernel's word, not the worker's)
 
 
 def _hash_cookie(cookie: str) -> bytes:
@@ -162,10 +166,9 @@ class SessionStore:
             del self._by_hash[key]
         return sids
 
-    def listing(self) -> list[dict]:
-        return [{"sid": s.sid, "username": s.username, "groupname": s.groupname,
-                 "remote_ip": s.remote_ip, "created": s.created, "expires": s.expires,
-                 "in_use": s.in_use} for s in self._by_hash.values()]
+    def listing(self) -> list[ipc.SessionEntry]:
+        return [ipc.SessionEntry(s.sid, s.username, s.groupname, s.remote_ip, s.created,
+                                 s.expires, s.in_use) for s in self._by_hash.values()]
 
 
 def make_auth_setup(cfg: Config) -> AuthSetup:
@@ -258,10 +261,23 @@ class SecMod:
 
     def _from_main(self, chan: socket.socket) -> None:
         try:
-            msg, _fds = ipc.recv(chan)
+            msg, fds = ipc.recv(chan)
+        except ipc.BadMessage as exc:
+            log.error("main sent a bad message (%s)", exc)
+            ipc.send(chan, ipc.Ack(ok=False, reason="bad message"))
+            return
         except ipc.IpcError:
             log.info("main process went away; sec-mod exits")
             raise SystemExit(0) from None
+        for fd in fds:
+            os.close(fd)
+        try:
+            ipc.send(chan, self._main_request(msg))
+        except ipc.IpcError as exc:  # e.g. a session list too big for one message
+            log.error("cannot answer main's %s: %s", type(msg).__name__, exc)
+            ipc.send(chan, ipc.Ack(ok=False, reason="answer too large"))
+
+    def _main_request(self, msg: object) -> object:
         now = time.time()
         if isinstance(msg, ipc.SessionOpen) and not self.cert_gate.admit(
                 msg.cookie, connect_needs_cert(self.cfg, self.setup.cert_required), now):
@@ -281,16 +297,18 @@ class SecMod:
             reply = ipc.SessionsList(self.store.listing(), self.auth_failures)
         else:
             reply = ipc.Ack(ok=False, reason=f"unexpected {type(msg).__name__}")
-        ipc.send(chan, reply)
+        return reply
 
     # --- workers ------------------------------------------------------------------------------
 
     def _accept(self, listener: socket.socket) -> None:
         try:
             conn, _ = listener.accept()
+            pid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                   _PEERCRED.size))[0]
         except OSError:
             return
-        self.workers[conn] = AuthState()
+        self.workers[conn] = AuthState(pid=pid)
         self.sel.register(conn, selectors.EVENT_READ, self._from_worker)
 
     def _drop(self, conn: socket.socket) -> None:
@@ -303,16 +321,33 @@ class SecMod:
         conn.close()
 
     def _from_worker(self, conn: socket.socket) -> None:
+        """One request of a worker. A worker may be hostile: what is not a request a worker
+        sends ends that worker (main kills it on our word), never the sec-mod."""
         try:
-            msg, _fds = ipc.recv(conn)
+            msg, fds = ipc.recv(conn, accept=ipc.WORKER_TO_SECMOD)
+        except ipc.BadMessage as exc:
+            self._bad_worker(conn, str(exc))
+            return
         except (ipc.IpcError, OSError):
             self._drop(conn)
             return
+        try:
+            self._worker_request(conn, msg, fds)
+        except Exception as exc:  # noqa: BLE001 - a worker's request must never end the sec-mod
+            # where it failed, not the exception's text: that may quote a password
+            log.error("handling %s from worker %d failed (%s), at:\n%s", type(msg).__name__,
+                      self.workers[conn].pid if conn in self.workers else 0,
+                      type(exc).__name__,
+                      "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+            if conn in self.workers:
+                self._bad_worker(conn, "its request could not be handled")
+
+    def _worker_request(self, conn: socket.socket, msg: object, fds: list[int]) -> None:
         state = self.workers[conn]
         if isinstance(msg, ipc.TlsHandshake):
-            self._start_handshake(conn, msg, _fds)
+            self._start_handshake(conn, msg, fds)
             return
-        for fd in _fds:
+        for fd in fds:
             os.close(fd)
         if isinstance(msg, ipc.ConnectCertCheck | ipc.ProfileFetch | ipc.SessionLogout):
             self._send_worker(conn, self._anyconnect(state, msg))
@@ -327,10 +362,20 @@ class SecMod:
         if reply is not None:  # None: a back-end is still thinking; _on_wake answers later
             self._send_worker(conn, reply)
 
-    def _send_worker(self, conn: socket.socket, reply: ipc.AuthReply) -> None:
+    def _bad_worker(self, conn: socket.socket, why: str) -> None:
+        """Drop the worker's connection and have main end its session; main logs it (once,
+        with the pid), because main is the one that kills the worker."""
+        state = self.workers.get(conn)
+        if state is not None and state.pid:
+            self._notify(ipc.BadWorker(state.pid, why[:512]))
+        else:
+            log.warning("a worker sent a bad message (%s); dropping it", why)
+        self._drop(conn)
+
+    def _send_worker(self, conn: socket.socket, reply: object) -> None:
         try:
             ipc.send(conn, reply)
-        except OSError:
+        except (OSError, ipc.IpcError):
             self._drop(conn)
 
     # --- TLS handshakes ---------------------------------------------------------------------
@@ -352,7 +397,16 @@ class SecMod:
             return
         state.handshakes += 1
         self._refresh_crl()
-        sock = socket.socket(fileno=fds[0])
+        try:
+            sock = socket.socket(fileno=fds[0])
+        except OSError:  # not a socket (a hostile worker's pipe, say)
+            os.close(fds[0])
+            self._reply(worker, ipc.TlsResult(ok=False, reason="no usable socket"))
+            return
+        if sock.type != socket.SOCK_STREAM:
+            sock.close()
+            self._reply(worker, ipc.TlsResult(ok=False, reason="no usable socket"))
+            return
         sock.setblocking(False)
         h = Handshake(worker, sock, ServerHandshake(self.tls_ctx),
                       time.monotonic() + handshake_timeout(self.cfg), remote_ip=msg.remote_ip)
@@ -421,13 +475,13 @@ class SecMod:
         if self.events is not None:
             try:
                 ipc.send(self.events, msg)
-            except OSError as exc:
+            except (OSError, ipc.IpcError) as exc:
                 log.warning("cannot notify main: %s", exc)
 
     def _reply(self, worker: socket.socket, msg: object) -> None:
         try:
             ipc.send(worker, msg)
-        except OSError:
+        except (OSError, ipc.IpcError):
             pass
 
     # --- certificates -----------------------------------------------------------------------
@@ -571,7 +625,7 @@ class SecMod:
         log.info("failed authentication for '%s' from %s (try %d)%s", state.username,
                  state.remote_ip, state.tries, f": {verdict.reason}" if verdict.reason else "")
         self._notify(ipc.BanPoints(state.remote_ip, self.cfg.ban_points_wrong_password,
-                                   "wrong password"))
+                                   "wrong password", pid=state.pid))
         if state.tries >= MAX_PASSWORD_TRIES or not verdict.retry:
             return self._fail(state, "Authentication failed")
         state.retry_note = "Login failed.\n"

@@ -111,7 +111,7 @@ class Worker:
         try:
             ipc.send(self.secmod, ipc.TlsHandshake(self.peer.remote_ip), [self.sock.fileno()])
             self.secmod.settimeout(HANDSHAKE_TIMEOUT + 5)
-            result, fds = ipc.recv(self.secmod)
+            result, fds = ipc.recv(self.secmod, accept=(ipc.TlsResult,))
         except (ipc.IpcError, OSError) as exc:
             raise ConnectionDone(f"security module did not run the handshake: {exc}") from None
         finally:
@@ -175,7 +175,8 @@ class Worker:
 
     def _ask_secmod(self, msg: object) -> ipc.AuthReply:
         try:
-            reply = ipc.call(self.secmod, msg, timeout=SECMOD_AUTH_TIMEOUT)
+            reply = ipc.call(self.secmod, msg, timeout=SECMOD_AUTH_TIMEOUT,
+                             accept=(ipc.AuthReply,))
         except ipc.IpcError as exc:
             log.error("security module unreachable: %s", exc)
             self._fail("Internal error")
@@ -294,7 +295,7 @@ class Worker:
         try:
             ipc.send(self.main, msg)
             self.main.settimeout(CONNECT_GRANT_TIMEOUT)
-            grant, fds = ipc.recv(self.main)
+            grant, fds = ipc.recv(self.main, accept=(ipc.ConnectGrant, ipc.Terminate))
         except (ipc.IpcError, OSError) as exc:
             self._send_plain(cstp.connect_error(503))
             raise ConnectionDone(f"main did not answer CONNECT: {exc}") from None
@@ -311,23 +312,22 @@ class Worker:
         cstp_enc, dtls_enc = self._encodings(creq, offer_dtls)
         params.cstp_encoding, params.dtls_encoding = cstp_enc, dtls_enc
         dtls = None
+        s = grant.settings
         if offer_dtls:
-            s = grant.settings
-            params.dtls = cstp.DtlsParams(port=self.cfg.udp_port, dpd=s["dpd"],
-                                          keepalive=s["keepalive"], app_id=app_id.hex())
-            dtls = DtlsChannel(self.dtls_ctx, self.tls.psk, app_id, s["base_mtu"] - 28)
+            params.dtls = cstp.DtlsParams(port=self.cfg.udp_port, dpd=s.dpd,
+                                          keepalive=s.keepalive, app_id=app_id.hex())
+            dtls = DtlsChannel(self.dtls_ctx, self.tls.psk, app_id, s.base_mtu - 28)
             if legacy is not None:
                 params.dtls = legacy.response_params(params.dtls)
-                dtls = legacy.channel(s["base_mtu"] - 28)
+                dtls = legacy.channel(s.base_mtu - 28)
         self._send_plain(cstp.build_connect_response(params))
         log.info("user '%s' connected from %s as %s on %s", grant.username,
                  self.peer.remote_ip, grant.ipv4, grant.device)
-        s = grant.settings
-        remaining = s.get("session_remaining")
-        timers = Timers(dpd=int(s.get("dpd") or 0), idle_timeout=s.get("idle_timeout"),
+        remaining = s.session_remaining
+        timers = Timers(dpd=s.dpd, idle_timeout=s.idle_timeout,
                         session_deadline=(time.monotonic() + remaining)
                         if remaining is not None else None,
-                        switch_to_tcp=float(s.get("switch_to_tcp") or 0))
+                        switch_to_tcp=float(s.switch_to_tcp))
         assert self.rl is not None
         self.main.settimeout(None)
         # CSTP carries interactive traffic: never let Nagle hold back a batch's last segment
@@ -337,9 +337,8 @@ class Worker:
                               self.parser.remaining(), dtls,
                               cstp_comp=Compressor(cstp_enc, limit) if cstp_enc else None,
                               dtls_comp=Compressor(dtls_enc, limit) if dtls_enc else None,
-                              rx_limit=int(s.get("rx_per_sec") or 0),
-                              tx_limit=int(s.get("tx_per_sec") or 0),
-                              vnet_hdr=bool(s.get("vnet_hdr")))
+                              rx_limit=s.rx_per_sec, tx_limit=s.tx_per_sec,
+                              vnet_hdr=s.vnet_hdr)
         reason = session.run()
         log.info("user '%s' disconnected: %s (rx %d, tx %d bytes)", grant.username, reason,
                  session.counters.rx, session.counters.tx)
@@ -360,10 +359,9 @@ class Worker:
         return cstp_enc, dtls_enc
 
 
-def _group_options(raw: list) -> list[tuple[str, str]]:
+def _group_options(raw: list[list[str]]) -> list[tuple[str, str]]:
     """[value, label] pairs from the sec-mod; anything malformed is left out."""
-    return [(str(item[0]), str(item[1])) for item in raw
-            if isinstance(item, list | tuple) and len(item) == 2]
+    return [(item[0], item[1]) for item in raw if len(item) == 2]
 
 
 def connect_params(grant: ipc.ConnectGrant, creq: cstp.ConnectRequest) -> cstp.ConnectParams:
@@ -373,25 +371,25 @@ def connect_params(grant: ipc.ConnectGrant, creq: cstp.ConnectRequest) -> cstp.C
     s = grant.settings
     params = cstp.ConnectParams(
         hostname=creq.hostname,
-        dpd=s["dpd"],
-        default_domain=s.get("default_domain"),
+        dpd=s.dpd,
+        default_domain=s.default_domain,
         ipv4_address=ipaddress.IPv4Address(grant.ipv4),
         ipv4_netmask=ipaddress.IPv4Address(grant.ipv4_netmask),
-        dns=s.get("dns", []),
-        nbns=s.get("nbns", []),
-        split_dns=s.get("split_dns", []),
-        routes=[ipaddress.ip_network(r) for r in s.get("routes", [])],
-        no_routes=[ipaddress.ip_network(r) for r in s.get("no_routes", [])],
-        tunnel_all_dns=s.get("tunnel_all_dns"),
-        keepalive=s["keepalive"],
-        idle_timeout=s.get("idle_timeout"),
-        session_timeout=s.get("session_timeout"),
-        session_remaining=s.get("session_remaining"),
-        rekey_time=s["rekey_time"],
-        rekey_method=s["rekey_method"],
-        base_mtu=s["base_mtu"],
-        mtu=s["mtu"],
-        banner=s.get("banner"),
+        dns=s.dns,
+        nbns=s.nbns,
+        split_dns=s.split_dns,
+        routes=[ipaddress.ip_network(r) for r in s.routes],
+        no_routes=[ipaddress.ip_network(r) for r in s.no_routes],
+        tunnel_all_dns=s.tunnel_all_dns,
+        keepalive=s.keepalive,
+        idle_timeout=s.idle_timeout,
+        session_timeout=s.session_timeout,
+        session_remaining=s.session_remaining,
+        rekey_time=s.rekey_time,
+        rekey_method=s.rekey_method,
+        base_mtu=s.base_mtu,
+        mtu=s.mtu,
+        banner=s.banner,
     )
     apply_ipv6(params, creq, grant.ipv6, grant.ipv6_prefix, grant.ipv6_withheld)
     return params

@@ -547,6 +547,108 @@ def _run_ipc(data: bytes) -> object:
     return ipc.decode(data)
 
 
+_CONTROL_RECORDS = ("UserInfo", "SessionInfo", "BanInfo", "StatusInfo")
+
+
+def _typed_seeds() -> list[bytes]:
+    """A valid object for every IPC message and control record, and the small bad ones."""
+    from appliance.vpn import ipc, wire
+    from tests.fuzz import ipc_variants
+
+    seeds = [b"\x00" + wire.dumps(ipc_variants.sample(cls))
+             for cls in ipc.registered().values()]
+    seeds += [b"\x00" + data for _, data in ipc_variants.variants() if len(data) < 2048]
+    seeds += [bytes([2, i, j]) + text for i in range(len(ipc.registered())) for j in range(3)
+              for text in (b"0", b'"x"', b"null", b"[]")]
+    from appliance.vpn import control
+
+    seeds += [bytes([1, i]) + wire.dumps(ipc_variants.sample_fields(getattr(control, name)))
+              for i, name in enumerate(_CONTROL_RECORDS)]
+    return seeds
+
+
+_KIND_NAMES = {str: "string", bool: "bool", int: "int", float: "float", type(None): "null",
+               list: "list", dict: "dict"}
+
+
+def _fits(hint: object, value: object) -> bool:
+    """Whether a decoded value has the declared type, judged independently of the codec
+    (ipc_variants.accepted_kinds), through lists, dicts and nested records."""
+    import dataclasses
+    import types
+    import typing
+
+    from tests.fuzz import ipc_variants
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(arm, value) for arm in args)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        fields = typing.get_type_hints(hint)
+        return type(value) is hint and all(_fits(fields[name], getattr(value, name))
+                                           for name in fields)
+    if _KIND_NAMES.get(type(value)) not in ipc_variants.accepted_kinds(hint):
+        return False
+    if hint is float and type(value) is not float:
+        return False  # the decoder turns a JSON integer into a float
+    if origin is list:
+        return all(_fits(args[0], item) for item in value)  # type: ignore[attr-defined]
+    if origin is dict:
+        return all(type(k) is str and _fits(args[1], v)
+                   for k, v in value.items())  # type: ignore[attr-defined]
+    return True
+
+
+def _run_typed(data: bytes) -> object:
+    """The typed decoder (wire.py) behind both IPC and the control protocol. Byte 0 picks
+    IPC (the rest is a datagram) or a control record (byte 1 picks which). A record that
+    comes back must have the declared types and survive a re-encode unchanged."""
+    from appliance.vpn import control, ipc, wire
+
+    if data[:1] == b"\x02" and len(data) > 2:
+        data = b"\x00" + _one_field(data[1], data[2], data[3:])
+    if data[:1] == b"\x01":
+        cls = getattr(control, _CONTROL_RECORDS[data[1] % len(_CONTROL_RECORDS)] if
+                      len(data) > 1 else "UserInfo")
+        record = control.from_wire(cls, wire.loads(data[2:]) if len(data) > 2 else None)
+        again = control.from_wire(cls, wire.loads(wire.dumps(wire.to_obj(record))))
+    else:
+        record = ipc.decode(data[1:])
+        again = ipc.decode(ipc.encode(record))
+    if not _fits(type(record), record):
+        raise ContractViolation(f"{type(record).__name__} came back with a wrong type")
+    if again != record:
+        raise ContractViolation(f"{type(record).__name__} changed on a re-encode")
+    return record
+
+
+def _one_field(which: int, field_no: int, text: bytes) -> bytes:
+    """A valid sample of message ``which`` with field ``field_no`` replaced by the raw JSON
+    ``text``: most inputs then reach the field checks instead of dying in the parser."""
+    import dataclasses
+
+    from appliance.vpn import ipc, wire
+    from tests.fuzz import ipc_variants
+
+    classes = list(ipc.registered().values())
+    cls = classes[which % len(classes)]
+    sample = ipc_variants.sample(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    if not names:
+        return wire.dumps(sample)
+    name = names[field_no % len(names)]
+    head = wire.dumps({k: v for k, v in sample.items() if k != name})
+    return head[:-1] + b',"' + name.encode() + b'":' + text + b"}"
+
+
+def _typed_allowed() -> tuple[type[BaseException], ...]:
+    from appliance.vpn.control import ControlError
+    from appliance.vpn.ipc import IpcError
+    from appliance.vpn.wire import WireError
+
+    return (IpcError, ControlError, WireError)
+
+
 # ------------------------------------------------------------------------------ web forms
 
 _FORM_SEEDS = [b"\x00alice", b"\x01ocgate", b"\x02vpn.example.com", b"\x03[2001:db8::1]",
@@ -757,6 +859,11 @@ _SPECS: list[_Spec] = [
           _static(_CONTROL_SEEDS), _JSON_WORDS, 4096, "control.py parse_request"),
     _Spec("ipc_decode", _run_ipc, _allowed("appliance.vpn.ipc", "IpcError"), _ipc_seeds,
           _JSON_WORDS + (b'"type"', b'"Ack"', b'"AuthInit"'), 65536, "ipc.py decode"),
+    _Spec("typed_decode", _run_typed, _typed_allowed, _typed_seeds,
+          _JSON_WORDS + (b'"type"', b'"settings"', b'"WorkerStats"', b'"ConnectRequest"',
+                         b'"ConnectGrant"', b"[[", b"-1", b"1.5", b"\\u0000",
+                         b"18446744073709551616"), 8192,
+          "wire.py typed records: every IPC message, control.from_wire records"),
     _Spec("web_forms", _run_forms, _forms_allowed, _static(_FORM_SEEDS),
           (b",", b" ", b"/", b".", b":", b"\x00", b"xn--", b"@"), 2048,
           "firstboot/forms.py, webui/userstore.py, webui/settingsform.py validators"),

@@ -75,9 +75,9 @@ def connect_request(user_agent: str = OC_UA, *, full_ipv6: bool = True,
 def grant(mtu: int = 1434, routes: tuple[str, ...] = ("198.51.100.0/24", "2001:db8:5::/48"),
           dns: tuple[str, ...] = ("198.51.100.53", "2001:db8:5::53"),
           **fields: object) -> ipc.ConnectGrant:
-    settings = {"dpd": 90, "keepalive": 32400, "rekey_time": 172800,
-                "rekey_method": "new-tunnel", "base_mtu": 1500, "mtu": mtu,
-                "routes": list(routes), "dns": list(dns), "tunnel_all_dns": False}
+    settings = ipc.SessionSettings(dpd=90, keepalive=32400, rekey_time=172800,
+                                   rekey_method="new-tunnel", base_mtu=1500, mtu=mtu,
+                                   routes=list(routes), dns=list(dns), tunnel_all_dns=False)
     return ipc.ConnectGrant(ok=True, status=200, ipv4="203.0.113.50",
                             ipv4_netmask="255.255.255.0", settings=settings, **fields)
 
@@ -233,9 +233,9 @@ def test_ipv6_default_route_is_not_a_full_tunnel() -> None:
     cfg = parse_config(BASE + f"ipv6-network = {POOL}\nroute = 198.51.100.0/24\n"
                        "route = ::/0\n")
     s = effective_settings(cfg, None, 0, 0)
-    assert s["routes"] == ["198.51.100.0/24", "::/0"] and s["tunnel_all_dns"] is not True
+    assert s.routes == ["198.51.100.0/24", "::/0"] and s.tunnel_all_dns is not True
     user = parse_user_config("route = default\n", "alice", ipv6=True)
-    assert effective_settings(cfg, user, 0, 0)["routes"] == []
+    assert effective_settings(cfg, user, 0, 0).routes == []
 
 
 # --------------------------------------------------------------------------- CONNECT bytes

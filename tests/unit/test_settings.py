@@ -14,8 +14,8 @@ def test_mobile_clients_get_mobile_dpd_and_idle_timeout():
                        "mobile-idle-timeout = 3600\n")
     desk = effective_settings(cfg, None, 0, 0)
     phone = effective_settings(cfg, None, 0, 0, mobile=True)
-    assert (desk["dpd"], desk["idle_timeout"]) == (60, 600)
-    assert (phone["dpd"], phone["idle_timeout"]) == (1800, 3600)
+    assert (desk.dpd, desk.idle_timeout) == (60, 600)
+    assert (phone.dpd, phone.idle_timeout) == (1800, 3600)
 
 
 def test_user_file_replaces_lists_and_full_tunnel_sends_no_routes():
@@ -23,8 +23,8 @@ def test_user_file_replaces_lists_and_full_tunnel_sends_no_routes():
     user = parse_user_config("route = default\ndns = 198.51.100.54\nsession-timeout = 100\n",
                              "alice")
     s = effective_settings(cfg, user, session_started=1000, now=1040)
-    assert s["routes"] == [] and s["tunnel_all_dns"] is True
-    assert s["dns"] == ["198.51.100.54"]
-    assert (s["session_timeout"], s["session_remaining"]) == (100, 60)
+    assert s.routes == [] and s.tunnel_all_dns is True
+    assert s.dns == ["198.51.100.54"]
+    assert (s.session_timeout, s.session_remaining) == (100, 60)
     plain = effective_settings(cfg, None, 0, 0)
-    assert plain["routes"] == ["198.51.100.0/24"] and plain["dns"] == ["198.51.100.53"]
+    assert plain.routes == ["198.51.100.0/24"] and plain.dns == ["198.51.100.53"]
