@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
 import stat
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from appliance.vpn.config import (
     render_values,
     write_config_atomic,
 )
+from tests.prereqs import needs, require_path
 
 BASE = 'auth = "plain[passwd=/etc/ocserv/ocpasswd]"\nipv4-network = 192.168.1.0/24\n'
 DEBIAN_CONF = "/etc/ocserv/ocserv.conf"
@@ -126,7 +126,7 @@ def test_reloadable_flags() -> None:
 # ------------------------------------------------------------------ real configurations
 
 
-@pytest.mark.skipif(not os.path.exists(DEBIAN_CONF), reason="ocserv package not installed")
+@needs(lambda: require_path(DEBIAN_CONF, "ocserv"))
 def test_debian_sample_config_parses() -> None:
     cfg = load_config(DEBIAN_CONF)
     assert cfg.auth == [AuthMethod("plain", {"passwd": "/etc/ocserv/passwd"})]
