@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
@@ -30,7 +31,7 @@ E2E_COMMANDS = {
 }
 
 
-def fail(what: str) -> None:
+def fail(what: str) -> NoReturn:
     """Fail the running test (or fixture) without a traceback into this module."""
     pytest.fail(what, pytrace=False)
 
@@ -46,7 +47,6 @@ def require_command(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:
         fail(f"needs the '{name}' command (apt package {package}; {HINT})")
-        raise AssertionError("unreachable")  # pytest.fail raises; this keeps mypy honest
     return path
 
 
@@ -76,7 +76,6 @@ def require_module(name: str, pip_package: str | None = None) -> ModuleType:
     except (ImportError, OSError) as exc:
         fail(f"needs the Python module '{name}' (pip package {pip_package or name}, listed "
              f"in pyproject.toml; {HINT}): {exc}")
-        raise AssertionError("unreachable") from exc
 
 
 def require_library(soname: str, package: str) -> ctypes.CDLL:
@@ -84,7 +83,6 @@ def require_library(soname: str, package: str) -> ctypes.CDLL:
         return ctypes.CDLL(soname)
     except OSError as exc:
         fail(f"needs the shared library {soname} (apt package {package}; {HINT}): {exc}")
-        raise AssertionError("unreachable") from exc
 
 
 def missing_e2e() -> list[str]:
