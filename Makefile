@@ -1,27 +1,47 @@
 # OCGate: see README.md. Both entry points install what they need (Debian 12, as root).
 PYTHON ?= python3
 STATE ?= $(CURDIR)/state
-APT_PACKAGES = openconnect iperf3 ocserv vpnc-scripts iproute2 nftables gnutls-bin chromium libseccomp2 \
-	genimage mtools dosfstools fdisk haproxy freeradius oathtool
+# Every program and library a test runs (tests/prereqs.py fails a test that lacks one):
+# the VPN client and the reference server, network and traffic tools, TLS tools, the
+# browser, the PROXY/RADIUS peers, OTP, the PAM test module's compiler, user accounts,
+# and the image checks of tests/unit/test_image_static.py.
+APT_PACKAGES = openconnect ocserv vpnc-scripts iproute2 iputils-ping nftables iperf3 procps \
+	gnutls-bin libgnutls30 openssl ca-certificates chromium libseccomp2 \
+	haproxy freeradius oathtool gcc libc6-dev libpam0g libpam0g-dev libpam-modules libcrypt1 \
+	passwd util-linux mount systemd genimage mtools dosfstools fdisk e2fsprogs \
+	python3-pip
 STAMP = .deps.stamp
 
-.PHONY: run test deps unit e2e lint bench clean
+.PHONY: run test deps apt-deps unit e2e lint bench clean
 
-$(STAMP): pyproject.toml
-	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+# Checked on every run, not only when the stamp is stale: a package removed since
+# (iputils-ping, say) is put back. dpkg-query's "ii" is "installed"; a package removed
+# with its conffiles left ("rc") counts as missing, which `dpkg -s` would not notice.
+apt-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null | grep -q '^ii' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing missing Debian packages:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends $(APT_PACKAGES) >/dev/null; \
+			--no-install-recommends $$missing >/dev/null || exit 1; \
+		rm -f $(STAMP); \
 	fi
+
+$(STAMP): pyproject.toml Makefile
 	@# the packaged ocserv must never run as a service: we only use it as a reference
 	@-systemctl disable --now ocserv.service >/dev/null 2>&1; true
 	@# nor haproxy: the PROXY protocol tests start their own in a namespace
 	@-systemctl disable --now haproxy.service >/dev/null 2>&1; true
 	@# nor freeradius: the RADIUS tests run their own in the server's namespace
 	@-systemctl disable --now freeradius.service >/dev/null 2>&1; true
-	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@# Debian 12's own python3 is "externally managed"; this appliance's root installs into it
+	PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install -q --disable-pip-version-check \
+		-e '.[test]'
 	@touch $(STAMP)
 
-deps: $(STAMP)
+deps: apt-deps
+	@$(MAKE) --no-print-directory $(STAMP)
 
 run: deps
 	$(PYTHON) -m appliance.devrun --state $(STATE)

@@ -134,7 +134,8 @@ class WizardService:
         """
         lines = ["=" * 64, " OCGate first-time setup"]
         lines += [f"   open   {url}" for url in self.urls()]
-        lines += [f"   setup code   {self.code}", f"   (also in {self.layout.setup_code})", "=" * 64]
+        lines += [f"   setup code   {self.code}", f"   (also in {self.layout.setup_code})"]
+        lines.append("=" * 64)
         out.write("\n".join(lines) + "\n")
         out.flush()
 

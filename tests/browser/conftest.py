@@ -1,9 +1,9 @@
 """Browser tests: Debian's chromium driven by Playwright (never a downloaded browser).
 
-Requirements, each skipped with its reason when missing: root, the e2e tools (ip,
-openconnect, /dev/net/tun), the ``playwright`` Python package (``pip install playwright``,
-never ``playwright install``) and ``/usr/bin/chromium`` (apt package ``chromium``; the
-session fixture installs it with apt-get when it is missing and we are root).
+Requirements, each a test failure naming what is missing (``make test`` installs them
+all): root, the e2e tools (ip, openconnect, /dev/net/tun, ...), the ``playwright`` Python
+package (pyproject's ``test`` extra; never ``playwright install``) and
+``/usr/bin/chromium`` (apt package ``chromium``).
 
 Chromium runs *inside a client network namespace* through a tiny wrapper script that
 ``exec``s ``ip netns exec <ns> /usr/bin/chromium``: it sees only the test's veth link, so
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import missing_requirement
 from tests.e2e.netns import Netns, TestNet, delete_all_created, sweep_stale
+from tests.prereqs import missing_e2e, require_e2e, require_module, require_path
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -41,42 +40,16 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _install_chromium() -> str | None:
-    """apt-get install chromium; returns why it failed, or None."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return "chromium is missing (apt package 'chromium') and cannot be installed here"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for argv in (["apt-get", "update", "-qq"],
-                 ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env,
-                                  check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"installing chromium failed: {exc}"
-        if proc.returncode != 0:
-            return f"installing chromium failed: {proc.stderr.strip()[-300:]}"
-    return None
-
-
 @pytest.fixture(scope="session")
 def browser_requirements() -> None:
-    reason = missing_requirement()
-    if reason:
-        pytest.skip(reason)
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        pytest.skip("browser tests need the 'playwright' Python package "
-                    "(pip install playwright; never 'playwright install')")
-    if not CHROMIUM.exists():
-        failure = _install_chromium()
-        if failure or not CHROMIUM.exists():
-            pytest.skip(failure or "chromium is missing (apt package 'chromium')")
+    require_e2e()
+    require_module("playwright.sync_api", "playwright")
+    require_path(CHROMIUM, "chromium")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _namespace_hygiene() -> Iterator[None]:
-    if missing_requirement() is None:
+    if not missing_e2e():
         sweep_stale()
     yield
     delete_all_created()
@@ -91,9 +64,7 @@ def net(browser_e2e: None) -> Iterator[TestNet]:
 
 @pytest.fixture
 def browser_e2e() -> None:
-    reason = missing_requirement()
-    if reason:
-        pytest.skip(reason)
+    require_e2e()
 
 
 @pytest.fixture

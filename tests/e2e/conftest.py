@@ -9,7 +9,6 @@ directories (configs, logs, env dumps) of the tests for inspection.
 
 from __future__ import annotations
 
-import functools
 import os
 import secrets
 import shutil
@@ -24,26 +23,12 @@ import pytest
 
 from tests.e2e import harness
 from tests.e2e.netns import TestNet, delete_all_created, sweep_stale
+from tests.prereqs import missing_e2e, require_e2e
 
 _FAILED = pytest.StashKey[bool]()
 WORKDIR_PARENT = "/tmp"
 WORKDIR_PREFIX = "ocg-e2e-"
 _WORKDIRS: set[Path] = set()
-
-
-@functools.cache
-def missing_requirement() -> str | None:
-    """Why e2e tests cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "end-to-end tests need root (network namespaces, tun devices)"
-    for tool in ("ip", "openconnect", "ping"):
-        if shutil.which(tool) is None:
-            return f"end-to-end tests need the '{tool}' command"
-    if not harness.VPNC_SCRIPT.exists():
-        return f"end-to-end tests need {harness.VPNC_SCRIPT} (package vpnc-scripts)"
-    if not Path("/dev/net/tun").exists():
-        return "end-to-end tests need /dev/net/tun"
-    return None
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -71,8 +56,8 @@ def _e2e_session() -> Iterator[None]:
     without running fixture finalizers or atexit hooks, stranding namespaces
     with live servers in them until the next session's sweep.
     """
-    if missing_requirement() is not None:
-        yield
+    if missing_e2e():
+        yield  # each test fails in _e2e_requirements, naming what is missing
         return
     sweep_stale()
     _sweep_stale_workdirs()
@@ -91,9 +76,7 @@ def _e2e_session() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _e2e_requirements() -> None:
-    reason = missing_requirement()
-    if reason:
-        pytest.skip(reason)
+    require_e2e()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import grp
 import json
 import pwd
 import secrets
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from appliance import pki
 from tests.e2e import harness
 from tests.e2e.harness import Client, Server, ServerFiles, ping
 from tests.e2e.netns import TestNet
+from tests.prereqs import fail, require_command
 
 UID_OID = "0.9.2342.19200300.100.1.1"
 OU_OID = "2.5.4.11"
@@ -382,8 +382,8 @@ def _run(argv: Sequence[str], stdin: str | None = None) -> None:
 def unix_user() -> Iterator[UnixUser]:
     """A throw-away account in the host's passwd/shadow (PAM runs in the sec-mod, on the
     host's files), removed afterwards."""
-    if shutil.which("useradd") is None:
-        pytest.skip("useradd is not installed")
+    for tool in ("useradd", "chpasswd", "userdel", "groupdel"):
+        require_command(tool, "passwd")
     name = f"ocgt{secrets.token_hex(4)}"
     password = "p-" + secrets.token_urlsafe(9)
     _run(["useradd", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin",
@@ -417,15 +417,14 @@ def pam_service() -> Iterator[Callable[[Sequence[str]], str]]:
 
 
 def otp_module(workdir: Path) -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build the test's second-factor PAM module")
+    require_command("gcc", "gcc")  # builds the test's second-factor PAM module
     source, module = workdir / "pam_ocgt_otp.c", workdir / "pam_ocgt_otp.so"
     source.write_text(OTP_MODULE_C)
     # linked against libpam itself, like every PAM module: python-pam loads libpam with
     # RTLD_LOCAL, so the module cannot borrow pam_get_item from the process
     libpam = ctypes.util.find_library("pam")
     if libpam is None:
-        pytest.skip("libpam is not installed")
+        fail("needs libpam (apt packages libpam0g, libpam0g-dev; `make test` installs them)")
     _run(["gcc", "-shared", "-fPIC", "-Wall", "-o", str(module), str(source),
           f"-l:{libpam}"])
     return module

@@ -8,7 +8,6 @@ fault, not the harness's.  Expected values come from the vpnrig anchor run
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import signal
 from collections.abc import Callable
 
@@ -17,8 +16,9 @@ import pytest
 from tests.e2e import harness
 from tests.e2e.harness import Client, Server, ServerFiles, ping, transfer
 from tests.e2e.netns import TestNet, list_namespaces
+from tests.prereqs import needs_command
 
-pytestmark = pytest.mark.skipif(shutil.which("ocserv") is None, reason="ocserv is not installed")
+pytestmark = needs_command("ocserv", "ocserv")
 
 POOL = ipaddress.ip_network("203.0.113.0/24")
 

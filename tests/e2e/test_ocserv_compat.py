@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from tests.e2e.harness import Client, Server, make_server_files, server_command
+from tests.prereqs import needs_command
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("ocserv") is None or shutil.which("ocpasswd") is None
-    or shutil.which("occtl") is None, reason="Debian's ocserv/ocpasswd/occtl are not installed")
+pytestmark = [needs_command(tool, "ocserv") for tool in ("ocserv", "ocpasswd", "occtl")]
 
 KINDS = ("ocserv", "ocgate")
 COMMANDS = {kind: server_command(kind) for kind in KINDS}

@@ -40,9 +40,9 @@ from tests.e2e.netns import (
     Link,
     Netns,
 )
+from tests.prereqs import needs_command, require_command, require_e2e
 
-pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None,
-                                reason="needs haproxy (Makefile installs it)")
+pytestmark = needs_command("haproxy", "haproxy")
 
 V1_PORT = 8443
 BANS = ["max-ban-score = 30", "ban-time = 300", "ban-reset-time = 600"]
@@ -203,10 +203,10 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup() -> Iterator[Setup]:
-    from tests.e2e.conftest import WORKDIR_PARENT, WORKDIR_PREFIX, missing_requirement
+    from tests.e2e.conftest import WORKDIR_PARENT, WORKDIR_PREFIX
 
-    if missing_requirement():
-        pytest.skip(missing_requirement() or "")
+    require_e2e()
+    require_command("haproxy", "haproxy")
     workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=WORKDIR_PARENT))
     workdir.chmod(0o755)
     users = {name: f"{name[0]}-" + secrets.token_urlsafe(9) for name in ("alice", "bob", "carol")}

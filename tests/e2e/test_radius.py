@@ -26,9 +26,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import harness
-from tests.e2e.conftest import WORKDIR_PREFIX, missing_requirement
+from tests.e2e.conftest import WORKDIR_PREFIX
 from tests.e2e.harness import Client, Server, ServerFiles, transfer
 from tests.e2e.netns import TestNet
+from tests.prereqs import require_command, require_e2e
 
 FREERADIUS = shutil.which("freeradius") or shutil.which("radiusd")
 SECRET = "e2e-" + secrets.token_hex(8)
@@ -254,11 +255,8 @@ class AnsweringClient(Client):
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
-    if FREERADIUS is None:
-        pytest.skip("freeradius is not installed (make deps installs it)")
-    reason = missing_requirement()
-    if reason:
-        pytest.skip(reason)
+    require_e2e()
+    require_command("freeradius", "freeradius")
     # 0755 under /tmp (workers run as nobody), named like conftest's so stale ones are swept
     workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir="/tmp"))
     workdir.chmod(0o755)

@@ -39,9 +39,9 @@ from typing import IO, Any
 import pytest
 
 from tests.e2e import harness
-from tests.e2e.conftest import missing_requirement
 from tests.e2e.harness import Client, Server, ServerFiles, ping, transfer
 from tests.e2e.netns import Link, Netns, TestNet
+from tests.prereqs import require_e2e
 
 POOL = ipaddress.ip_network("203.0.113.0/24")
 SERVER_TUN_IP = str(POOL.network_address + 1)  # ocserv: the network's first address (§8.2)
@@ -146,9 +146,7 @@ def accounts() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def shared(accounts: dict[str, str]) -> Iterator[Rig]:
     """The default configuration, shared by the tests that do not disturb each other."""
-    reason = missing_requirement()
-    if reason:
-        pytest.skip(reason)
+    require_e2e()
     with running_rig("shared", accounts) as rig:
         yield rig
 
@@ -497,9 +495,7 @@ def wait_script_env(rig: Rig, reason: str, user: str, timeout: float = 10.0) -> 
 
 @pytest.fixture(scope="module")
 def scripted(accounts: dict[str, str]) -> Iterator[Rig]:
-    reason = missing_requirement()
-    if reason:
-        pytest.skip(reason)
+    require_e2e()
     with running_rig("scripts", accounts, prepare=_install_script) as rig:
         yield rig
 

@@ -49,6 +49,7 @@ from appliance.vpn.otp import hotp
 from appliance.vpn.secmod import AuthState, SecMod
 from appliance.vpn.tlshandshake import ServerHandshake, make_server_context
 from tests.e2e.harness import write_passwd
+from tests.prereqs import require_root
 
 UID = "0.9.2342.19200300.100.1.1"
 CN = "2.5.4.3"
@@ -647,8 +648,7 @@ def test_a_worker_gets_one_handshake(secmod: SecMod) -> None:
 
 @pytest.fixture
 def pam_service() -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("writing /etc/pam.d needs root")
+    require_root("the test writes a service into /etc/pam.d")
     name = f"ocgate-unit-{os.urandom(4).hex()}"
     path = Path("/etc/pam.d") / name
     path.write_text("auth required pam_permit.so\naccount required pam_permit.so\n")

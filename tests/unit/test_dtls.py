@@ -25,7 +25,6 @@ import ctypes
 import errno
 import os
 import select
-import shutil
 import socket
 import struct
 import subprocess
@@ -60,6 +59,7 @@ from appliance.vpn.protocol.dtls import (
     record_overhead,
 )
 from appliance.vpn.tlsrecord import CipherInfo, cipher_info
+from tests.prereqs import needs, needs_command, require_library
 
 PRIO_BASE = "NORMAL:-VERS-TLS-ALL:+VERS-DTLS-ALL:-KX-ALL:+PSK"  # openconnect's (§5.3)
 SUITES = {
@@ -107,7 +107,7 @@ def _load_gnutls() -> ctypes.CDLL | None:
 
 
 GNUTLS = _load_gnutls()
-needs_gnutls = pytest.mark.skipif(GNUTLS is None, reason="libgnutls.so.30 not installed")
+needs_gnutls = needs(lambda: require_library("libgnutls.so.30", "libgnutls30"))
 
 GNUTLS_CLIENT, GNUTLS_DATAGRAM, GNUTLS_NONBLOCK, GNUTLS_NO_EXTENSIONS = 2, 4, 8, 16
 GNUTLS_CRD_PSK = 4
@@ -604,7 +604,7 @@ def test_close_notify_both_ways():
         client.close()
 
 
-@pytest.mark.skipif(shutil.which("gnutls-cli") is None, reason="gnutls-cli not installed")
+@needs_command("gnutls-cli", "gnutls-bin")
 def test_gnutls_cli_over_udp():
     """The real gnutls-cli program (its own extensions: EMS, safe renegotiation) over UDP."""
     psk = os.urandom(32)

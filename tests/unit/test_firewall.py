@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
@@ -10,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.vpn.firewall import FirewallError, parse_ports, removal, ruleset
+from tests.prereqs import needs_command
 
 
 def test_port_lists_as_ocserv_writes_them():
@@ -36,7 +36,7 @@ def test_ruleset_only_touches_the_users_tun():
         ruleset('x"; flush ruleset', [], [], True, None)
 
 
-@pytest.mark.skipif(shutil.which("nft") is None, reason="nft is not installed")
+@needs_command("nft", "nftables")
 def test_nft_accepts_the_ruleset():
     text = ruleset("vpns7", ["198.51.100.0/24"], [], True, parse_ports("!(tcp(22))"))
     check = subprocess.run(["nft", "--check", "-f", "-"], input=text, text=True,

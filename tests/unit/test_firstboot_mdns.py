@@ -7,7 +7,6 @@ multicast switched on, so not one packet is sent on the host's interfaces.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import textwrap
 
@@ -16,8 +15,7 @@ import pytest
 from appliance.firstboot.mdns import MdnsAnnouncer, MdnsError
 from tests.e2e.harness import REPO_ROOT
 from tests.e2e.netns import Netns
-
-pytest.importorskip("zeroconf", reason="the 'zeroconf' package is not installed")
+from tests.prereqs import needs, needs_command, require_root
 
 PROBE = textwrap.dedent("""
     import zeroconf
@@ -48,8 +46,8 @@ def test_needs_an_address() -> None:
         MdnsAnnouncer(["127.0.0.1"]).announce("_http._tcp", 80)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
-                    reason="needs root and iproute2 for a private network namespace")
+@needs(lambda: require_root("a private network namespace"))
+@needs_command("ip", "iproute2")
 def test_announces_name_and_services_in_a_namespace() -> None:
     ns = Netns.create("m")
     try:

@@ -25,6 +25,7 @@ import pytest
 
 from appliance.firstboot.apply import Units, factory_reset_commands, handover_commands
 from appliance.state import DEVICE_STATE_DIR, StateLayout
+from tests.prereqs import require_command, require_module, require_root
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS_DIR = REPO / "systemd"
@@ -46,11 +47,7 @@ mk = load_mkimage()
 
 
 def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed (apt-get install "
-                    f"{TOOL_PACKAGES.get(tool, tool)})")
-    return path
+    return require_command(tool, TOOL_PACKAGES.get(tool, tool))
 
 
 TOOL_PACKAGES = {"genimage": "genimage", "mcopy": "mtools", "mkfs.vfat": "dosfstools",
@@ -186,8 +183,7 @@ def test_modules_the_units_start_exist() -> None:
 
 def test_nftables_ruleset_parses() -> None:
     nft = need("nft")
-    if os.geteuid() != 0:
-        pytest.skip("nft -c needs root (netlink)")
+    require_root("nft -c talks netlink")
     proc = subprocess.run([nft, "-c", "-f", str(UNITS_DIR / "ocgate.nft")],
                           capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -359,7 +355,7 @@ def external_name() -> str:
 
 
 def test_kconfig_tree_lints_clean(tmp_path: Path) -> None:
-    kconfiglib = pytest.importorskip("kconfiglib", reason="pip install kconfiglib")
+    kconfiglib = require_module("kconfiglib")
     name = external_name()
     assert re.fullmatch(r"[A-Za-z0-9_]+", name)
     stubs = "".join(f"config {sym}\n\tbool\n\tdefault y\n\n" for sym in UPSTREAM_SYMBOLS)

@@ -5,15 +5,12 @@ protocol.md §3.3, §8.2, §8.3, §9, §11 item 18.
 
 from __future__ import annotations
 
-import os
 import random
 import secrets
-import shutil
 import struct
 import subprocess
 from collections.abc import Iterator
 from ipaddress import IPv6Address, IPv6Network
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -41,6 +38,7 @@ from appliance.vpn.main import effective_settings
 from appliance.vpn.protocol import cstp
 from appliance.vpn.scripts import script_env
 from appliance.vpn.worker import connect_params
+from tests.prereqs import needs, needs_command, require_tun
 from tests.unit.test_tun import run_in
 
 POOL = IPv6Network("2001:db8:7::/48")
@@ -364,8 +362,8 @@ def tun_ns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not Path("/dev/net/tun").exists()
-                    or shutil.which("ip") is None, reason="needs root, /dev/net/tun, iproute2")
+@needs(require_tun)
+@needs_command("ip", "iproute2")
 def test_taken_over_subnet_follows_the_new_tun(tun_ns: str) -> None:
     """A session taken over gets its IPv6 subnet routed to the new tun even while the old
     one still exists (main removes the old device only around the same moment)."""

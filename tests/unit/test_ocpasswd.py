@@ -19,6 +19,7 @@ import pytest
 
 from appliance.vpn import ocpasswd
 from appliance.vpn.passwd import load_passwd, parse_passwd, verify_password
+from tests.prereqs import needs_command
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_OCPASSWD = shutil.which("ocpasswd")
@@ -241,7 +242,7 @@ SCENARIOS: list[tuple[list[str], bytes]] = [
 ]
 
 
-@pytest.mark.skipif(REAL_OCPASSWD is None, reason="ocserv's ocpasswd is not installed")
+@needs_command("ocpasswd", "ocserv")
 def test_same_behaviour_as_ocserv_ocpasswd(tmp_path: Path) -> None:
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     seed = "# header\nzed:*:H0\nlonely\nerin:g1, g2:!H9\n"
@@ -261,7 +262,7 @@ def test_same_behaviour_as_ocserv_ocpasswd(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["ours", "theirs"]  # no .tmp left behind
 
 
-@pytest.mark.skipif(REAL_OCPASSWD is None, reason="ocserv's ocpasswd is not installed")
+@needs_command("ocpasswd", "ocserv")
 def test_we_verify_what_ocserv_ocpasswd_writes(tmp_path: Path) -> None:
     path = tmp_path / "f"
     result = run(["-c", str(path), "-g", "grp", "user"], "pässwörd\n".encode(), real=True)

@@ -21,11 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance import pki
+from tests.prereqs import needs_command
 
 OPENSSL = shutil.which("openssl")
 CERTTOOL = shutil.which("certtool")
-needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl binary not installed")
-needs_certtool = pytest.mark.skipif(CERTTOOL is None, reason="certtool (gnutls-bin) not installed")
+needs_openssl = needs_command("openssl", "openssl")
+needs_certtool = needs_command("certtool", "gnutls-bin")
 
 NOW = datetime.datetime(2025, 3, 1, 12, 0, tzinfo=datetime.UTC)
 

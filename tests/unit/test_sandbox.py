@@ -39,13 +39,15 @@ from appliance.vpn.sandbox import (
     build_filter,
     worker_rules,
 )
+from tests.prereqs import needs, require_library, require_module
 
 try:
     import pyseccomp
 except (ImportError, OSError, RuntimeError):  # pragma: no cover - CI installs it
     pyseccomp = None
 
-needs_seccomp = pytest.mark.skipif(pyseccomp is None, reason="pyseccomp/libseccomp missing")
+needs_seccomp = needs(lambda: (require_library("libseccomp.so.2", "libseccomp2"),
+                                require_module("pyseccomp")))
 
 NOBODY = 65534
 ISOLATED = SimpleNamespace(isolate_workers=True)

@@ -9,7 +9,6 @@ clients of both libraries, suite by suite, including KeyUpdate in both flavours 
 from __future__ import annotations
 
 import select
-import shutil
 import socket
 import subprocess
 import threading
@@ -24,6 +23,7 @@ import pytest
 from appliance import pki
 from appliance.vpn.tlshandshake import HandshakeResult, ServerHandshake, make_server_context
 from appliance.vpn.tlsrecord import TLS12, TLS13, RecordLayer, TlsClosed
+from tests.prereqs import require_command
 
 # Each step (a handshake, an echo, the client's exit) is bounded by this; a healthy run
 # takes milliseconds, so hitting it means the peers are stuck, not slow.
@@ -61,18 +61,12 @@ def rsa_identity(tmp_path_factory: pytest.TempPathFactory) -> Identity:
 
 @pytest.fixture(scope="module")
 def openssl_bin() -> str:
-    path = shutil.which("openssl")
-    if path is None:
-        pytest.skip("openssl command-line tool is not installed")
-    return path
+    return require_command("openssl", "openssl")
 
 
 @pytest.fixture(scope="module")
 def gnutls_bin() -> str:
-    path = shutil.which("gnutls-cli")
-    if path is None:
-        pytest.skip("gnutls-cli is not installed (apt-get install gnutls-bin)")
-    return path
+    return require_command("gnutls-cli", "gnutls-bin")
 
 
 # --- the echo server --------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,13 +15,11 @@ from typing import Any
 import pytest
 
 from appliance.vpn.tun import TunNameError, open_tun
+from tests.prereqs import needs, needs_command, require_tun
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not Path("/dev/net/tun").exists() or shutil.which("ip") is None,
-    reason="needs root, /dev/net/tun and iproute2",
-)
+pytestmark = [needs(require_tun), needs_command("ip", "iproute2")]
 
 
 @pytest.fixture
