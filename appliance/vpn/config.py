@@ -130,7 +130,7 @@ _IMPLEMENTED = frozenset({
     "ban-reset-time",
     "ban-points-wrong-password", "ban-points-connection", "rate-limit-ms",
     "persistent-cookies", "auth-timeout", "config-per-user", "config-per-group",
-    "default-user-config", "default-group-config", "isolate-workers",
+    "default-user-config", "default-group-config", "isolate-workers", "chroot-dir",
     "enable-auth", "ca-cert", "crl", "cert-user-oid", "cert-group-oid",
     "select-group", "default-select-group", "auto-select-group",
     "cisco-client-compat", "user-profile", "select-group-by-url", "listen-proxy-proto",
@@ -446,7 +446,6 @@ REFUSED_UNIMPLEMENTED: dict[str, str] = {
     "append-routes": "clients would not get the global routes, so traffic meant for the "
                      "VPN would bypass it",
     "camouflage": "the VPN would answer everyone, not only URLs carrying the secret",
-    "chroot-dir": "worker processes would not be confined to that directory",
     "custom-header": "the headers would not be sent to clients",
     "deny-roaming": "a session could move to another client address",
     "expose-iroutes": "clients would not get the other users' iroutes, so that traffic "
@@ -1248,8 +1247,21 @@ class _Builder:
         self._finish_networks(cfg)
         self._finish_routes(cfg)
         self._finish_certs(cfg)
+        self._finish_chroot(cfg)
         self._finish_derived(cfg)
         return cfg
+
+    def _finish_chroot(self, cfg: Config) -> None:
+        """Workers enter chroot-dir after they fork; a directory that is not there would
+        make every worker fail, so the server refuses to start instead."""
+        if cfg.chroot_dir is None:
+            return
+        line = self.lines.get("chroot-dir")
+        if not os.path.isabs(cfg.chroot_dir):
+            raise self.error(f"'chroot-dir' must be an absolute path, not '{cfg.chroot_dir}'",
+                             line)
+        if not os.path.isdir(cfg.chroot_dir):
+            raise self.error(f"'chroot-dir' {cfg.chroot_dir} is not a directory", line)
 
     def _finish_auth(self, cfg: Config) -> None:
         if not cfg.auth:

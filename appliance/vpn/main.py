@@ -151,6 +151,7 @@ class Main:
         self.proxy_intake = ProxyIntake(self.sel, self._admit, _plain_ip) \
             if cfg.listen_proxy_proto else None  # restart-only: bound to the listeners
         self.secmod_path = (cfg.socket_file or "/run/ocgate-socket") + ".sec"
+        self.worker_ids = worker_identity(cfg)  # resolved here: a chrooted worker has no /etc
         self.acct = make_accounting(cfg)  # RADIUS accounting hooks; no-ops without 'acct'
         self._wake_r, self._wake_w = socket.socketpair()
 
@@ -421,7 +422,8 @@ class Main:
                 _reset_signals()
                 secmod = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 secmod.connect(self.secmod_path)
-                drop_privileges(self.cfg)
+                enter_chroot(self.cfg.chroot_dir)
+                drop_privileges(self.worker_ids)
                 apply_worker_sandbox(self.cfg)
                 code = run_worker(self.cfg, sock, Peer(remote_ip, remote_port, local_ip,
                                                        local_port),
@@ -1087,17 +1089,43 @@ def restrict(device: str, settings: ipc.SessionSettings) -> None:
         firewall.parse_ports(ports) if ports else None))
 
 
-def drop_privileges(cfg: Config) -> None:
-    """Workers run as run-as-user/run-as-group (nobody/nogroup when unset, as root)."""
+def worker_identity(cfg: Config) -> tuple[int, int] | None:
+    """The uid and gid workers run as: run-as-user/run-as-group, nobody and its group when
+    unset. None when the server is not root (it cannot change ids; workers keep its own).
+
+    Looked up once at start-up, in the full filesystem: an unknown user stops the server
+    here, and a worker inside chroot-dir needs no /etc/passwd.
+    """
     if os.getuid() != 0:
-        return
+        if cfg.chroot_dir:
+            raise SystemExit(f"chroot-dir = {cfg.chroot_dir} needs the server to start as root")
+        return None
     user = cfg.run_as_user or "nobody"
-    group = cfg.run_as_group
-    pw = pwd.getpwnam(user)
-    gid = grp.getgrnam(group).gr_gid if group else pw.pw_gid
+    try:
+        pw = pwd.getpwnam(user)
+        gid = grp.getgrnam(cfg.run_as_group).gr_gid if cfg.run_as_group else pw.pw_gid
+    except KeyError as exc:
+        raise SystemExit(f"run-as-user/run-as-group: no such user or group {exc}") from None
+    return pw.pw_uid, gid
+
+
+def enter_chroot(directory: str | None) -> None:
+    """chroot-dir, as ocserv does it: the worker (which parses everything a client sends)
+    sees only that directory. Everything it needs is already open or imported: the sec-mod
+    socket is connected, the modules are loaded by main before the fork."""
+    if directory:
+        os.chroot(directory)
+        os.chdir("/")
+
+
+def drop_privileges(ids: tuple[int, int] | None) -> None:
+    """Workers run as the ids :func:`worker_identity` found, with no supplementary groups."""
+    if ids is None:
+        return
+    uid, gid = ids
     os.setgroups([])
     os.setgid(gid)
-    os.setuid(pw.pw_uid)
+    os.setuid(uid)
 
 
 def _reset_signals() -> None:

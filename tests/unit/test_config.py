@@ -1094,9 +1094,12 @@ def test_plain_otp_parameters() -> None:
     assert cfg.auth == [AuthMethod("plain", {"otp": "/etc/ocserv/users.oath"})]
 
 
-@pytest.mark.parametrize("extra, expect_rc", [("", 0), ("acct = pam\n", 1),
-                                              ("chroot-dir = /var/lib/ocserv\n", 1)])
-def test_cli_test_mode_says_the_same(tmp_path: Path, extra: str, expect_rc: int) -> None:
+@pytest.mark.parametrize("extra, expect_rc, why", [
+    ("", 0, ""), ("acct = pam\n", 1, "is not implemented"),
+    ("chroot-dir = /\n", 0, ""), ("chroot-dir = /nonexistent/jail\n", 1, "is not a directory"),
+    ("chroot-dir = jail\n", 1, "must be an absolute path")])
+def test_cli_test_mode_says_the_same(tmp_path: Path, extra: str, expect_rc: int,
+                                     why: str) -> None:
     """``python3 -m appliance.vpn -t -c FILE``: the same refusal, with file:line."""
     import subprocess
     import sys
@@ -1108,6 +1111,6 @@ def test_cli_test_mode_says_the_same(tmp_path: Path, extra: str, expect_rc: int)
     assert done.returncode == expect_rc, done.stderr
     if expect_rc:
         assert f"error: {conf}:4: " in done.stderr
-        assert "is not implemented" in done.stderr
+        assert why in done.stderr
     else:
         assert f"{conf}: configuration is valid" in done.stdout
