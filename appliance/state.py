@@ -15,6 +15,7 @@ Layout (``STATE`` is ``/var/lib/ocgate`` on the device, ``./state`` with ``make 
     STATE/certs/crl.pem          CRL of revoked client certificates (admin UI, 0644)
     STATE/client-certs.json      issued client certificates: serial, user, expiry (0600)
     STATE/admin-totp.json        admin TOTP secrets, hashed recovery codes (0600)
+    STATE/ui-language.json       the web pages' language: device default, per admin (0644)
     STATE/boot/setup-code.txt    one-time setup code; boot/ is the FAT boot partition on the
                                  device, so the owner can read it from a card reader
     STATE/setup-done             commit marker: present = the wizard finished (JSON)
@@ -89,6 +90,11 @@ class StateLayout:
     def admin_totp(self) -> Path:
         """Admin TOTP secrets and hashed recovery codes (JSON, 0600)."""
         return self.root / "admin-totp.json"
+
+    @property
+    def ui_language(self) -> Path:
+        """The wizard's language (the admin UI's default) and each admin's choice (JSON)."""
+        return self.root / "ui-language.json"
 
     # ---- first boot
     @property

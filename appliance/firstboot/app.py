@@ -31,7 +31,8 @@ def captive_redirect(ctx: WizardContext) -> WerkzeugResponse | None:
 
 
 def create_app(ctx: WizardContext) -> Flask:
-    app = create_base_app(__name__, cookie_name="ocgate_setup", session_minutes=120)
+    app = create_base_app(__name__, cookie_name="ocgate_setup", session_minutes=120,
+                          language_url="/setup/language")
     app.extensions[EXTENSION] = ctx
 
     def _captive() -> WerkzeugResponse | None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from flask_babel import lazy_gettext as _l
 
 from .. import pki
 from .plan import CertificateSet, FirstUser
@@ -21,8 +22,8 @@ from .setupcode import ALPHABET
 CA_DAYS = 3650
 SERVER_DAYS = pki.MAX_APPLE_SERVER_DAYS
 CLIENT_DAYS = pki.MAX_APPLE_SERVER_DAYS
-KEY_TYPES = {"ec": "EC P-256 (recommended: fast, small)",
-             "rsa": "RSA 3072 (for old clients that lack EC support)"}
+KEY_TYPES = {"ec": _l("EC P-256 (recommended: fast, small)"),
+             "rsa": _l("RSA 3072 (for old clients that lack EC support)")}
 
 
 def make_certificates(hostname: str, dns_names: Sequence[str], ip_addresses: Sequence[str],

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from flask_babel import lazy_gettext as _l
+
 from ..state import StateLayout
 from ..web.ratelimit import Throttle
 from .apply import ApplyResult, Handover
@@ -35,14 +37,14 @@ MAX_DRAFTS = 8
 DRAFT_IDLE_SECONDS = 3600.0
 
 STEPS: tuple[tuple[str, str], ...] = (
-    ("code", "Setup code"),
-    ("admin", "Admin account"),
-    ("network", "Network"),
-    ("subnet", "VPN subnet"),
-    ("certs", "Certificates"),
-    ("user", "First VPN user"),
-    ("review", "Review"),
-    ("done", "Done"),
+    ("code", _l("Setup code")),
+    ("admin", _l("Admin account")),
+    ("network", _l("Network")),
+    ("subnet", _l("VPN subnet")),
+    ("certs", _l("Certificates")),
+    ("user", _l("First VPN user")),
+    ("review", _l("Review")),
+    ("done", _l("Done")),
 )
 STEP_NAMES = tuple(name for name, _title in STEPS)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from flask_babel import gettext as _
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
@@ -29,14 +31,14 @@ def _show(text: str) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def parse_username(text: str, what: str = "user name") -> str:
+def parse_username(text: str) -> str:
     """ocpasswd-safe user name: letters, digits, . _ @ -; no ':' or spaces."""
     name = text.strip()
     if not name:
-        raise FormError(f"Enter a {what}.")
+        raise FormError(_("Enter a user name."))
     if not _USERNAME.match(name):
-        raise FormError(f"The {what} may use letters, digits and . _ @ - (up to 64 "
-                        f"characters, starting with a letter or digit).")
+        raise FormError(_("The user name may use letters, digits and . _ @ - (up to 64 "
+                          "characters, starting with a letter or digit)."))
     return name
 
 
@@ -44,8 +46,8 @@ def parse_label(text: str) -> str:
     """A host name label such as ``ocgate`` or ``vpn-box``."""
     label = text.strip().lower().removesuffix(".local")
     if not _LABEL.match(label):
-        raise FormError("The device name may use letters, digits and '-' (not at the start "
-                        "or end), up to 63 characters.")
+        raise FormError(_("The device name may use letters, digits and '-' (not at the "
+                          "start or end), up to 63 characters."))
     return label
 
 
@@ -53,16 +55,16 @@ def parse_dns_name(text: str) -> str:
     """A DNS name (IDNs converted to their ASCII form), lower case, no trailing dot."""
     name = text.strip().rstrip(".").lower()
     if not name:
-        raise FormError("Enter a name.")
+        raise FormError(_("Enter a name."))
     try:
         ascii_name = name.encode("idna").decode("ascii")
     except UnicodeError:
-        raise FormError(f"'{_show(text)}' is not a valid DNS name.") from None
+        raise FormError(_("'%(name)s' is not a valid DNS name.", name=_show(text))) from None
     labels = ascii_name.split(".")
     if len(ascii_name) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise FormError(f"'{_show(text)}' is not a valid DNS name.")
+        raise FormError(_("'%(name)s' is not a valid DNS name.", name=_show(text)))
     if all(label.isdigit() for label in labels):
-        raise FormError(f"'{_show(text)}' looks like a broken IP address.")
+        raise FormError(_("'%(name)s' looks like a broken IP address.", name=_show(text)))
     return ascii_name
 
 
@@ -89,7 +91,7 @@ def parse_name_list(text: str) -> list[str]:
         if name not in names:
             names.append(name)
     if len(names) > MAX_NAMES:
-        raise FormError(f"At most {MAX_NAMES} names, please.")
+        raise FormError(_("At most %(num)d names, please.", num=MAX_NAMES))
     return names
 
 
@@ -99,11 +101,12 @@ def parse_dns_servers(text: str) -> list[str]:
         try:
             addr = str(ipaddress.ip_address(item))
         except ValueError:
-            raise FormError(f"DNS server '{_show(item)}' is not an IP address.") from None
+            raise FormError(_("DNS server '%(item)s' is not an IP address.",
+                              item=_show(item))) from None
         if addr not in servers:
             servers.append(addr)
     if len(servers) > MAX_DNS:
-        raise FormError(f"At most {MAX_DNS} DNS servers, please.")
+        raise FormError(_("At most %(num)d DNS servers, please.", num=MAX_DNS))
     return servers
 
 
@@ -113,12 +116,13 @@ def parse_routes(text: str) -> list[IPNetwork]:
         try:
             net = ipaddress.ip_network(item, strict=False)
         except ValueError:
-            raise FormError(f"Route '{_show(item)}' is not a network like 192.168.1.0/24."
-                            ) from None
+            raise FormError(_("Route '%(item)s' is not a network like 192.168.1.0/24.",
+                              item=_show(item))) from None
         if net.prefixlen == 0:
-            raise FormError("For all traffic choose 'Full tunnel' instead of a 0/0 route.")
+            raise FormError(_("For all traffic choose 'Everything (full tunnel)' instead of "
+                              "a 0/0 route."))
         if net not in routes:
             routes.append(net)
     if len(routes) > MAX_ROUTES:
-        raise FormError(f"At most {MAX_ROUTES} routes, please.")
+        raise FormError(_("At most %(num)d routes, please.", num=MAX_ROUTES))
     return routes

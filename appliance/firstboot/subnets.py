@@ -24,6 +24,9 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+
 from .network import CGNAT, IPNetwork
 
 V4 = ipaddress.IPv4Network
@@ -36,21 +39,21 @@ ULA_LOCAL = V6("fd00::/8")  # the locally assigned half, RFC 4193 §3.2
 
 #: (network, why it is avoided): consulted for automatic choices and for warnings.
 COMMON_RANGES: tuple[tuple[V4, str], ...] = tuple((V4(net), why) for net, why in (
-    ("192.168.0.0/16", "home routers and Docker networks"),
-    ("10.0.0.0/12", "home routers, ISP boxes and company networks"),
-    ("10.6.0.0/24", "PiVPN's WireGuard default"),
-    ("10.8.0.0/24", "the OpenVPN and wg-easy default"),
+    ("192.168.0.0/16", _l("home routers and Docker networks")),
+    ("10.0.0.0/12", _l("home routers, ISP boxes and company networks")),
+    ("10.6.0.0/24", _l("PiVPN's WireGuard default")),
+    ("10.8.0.0/24", _l("the OpenVPN and wg-easy default")),
     ("10.42.0.0/15", "k3s"),
     ("10.88.0.0/15", "podman"),
-    ("10.96.0.0/12", "Kubernetes services"),
-    ("10.128.0.0/9", "Google Cloud and Kubernetes pods"),
-    ("10.244.0.0/16", "Kubernetes (flannel) pods"),
-    ("172.16.0.0/16", "routers and company networks"),
+    ("10.96.0.0/12", _l("Kubernetes services")),
+    ("10.128.0.0/9", _l("Google Cloud and Kubernetes pods")),
+    ("10.244.0.0/16", _l("Kubernetes (flannel) pods")),
+    ("172.16.0.0/16", _l("routers and company networks")),
     ("172.17.0.0/16", "Docker"),
     ("172.18.0.0/15", "Docker"),
-    ("172.20.0.0/14", "Docker and iPhone hotspots"),
+    ("172.20.0.0/14", _l("Docker and iPhone hotspots")),
     ("172.24.0.0/13", "Docker"),
-    ("100.64.0.0/10", "carrier-grade NAT (mobile and fibre ISPs) and Tailscale"),
+    ("100.64.0.0/10", _l("carrier-grade NAT (mobile and fibre ISPs) and Tailscale")),
 ))
 
 
@@ -72,7 +75,8 @@ class SubnetPolicy:
     allowed: tuple[V4, ...]
     avoid: tuple[tuple[V4, str], ...] = ()
     allowed_v6: tuple[V6, ...] = (ULA,)
-    allowed_text: str = "a private range (10.x, 172.16-31.x, 192.168.x) or 100.64.0.0/10"
+    allowed_text: str = _l("a private range (10.x, 172.16-31.x, 192.168.x) or "
+                           "100.64.0.0/10")
 
     def candidates(self) -> Iterator[V4]:
         """Automatic pools in order of preference."""
@@ -98,7 +102,7 @@ DOCUMENTATION_POLICY = SubnetPolicy(
     pool_prefix=26,
     allowed=(V4("192.0.2.0/24"), V4("198.51.100.0/24"), V4("203.0.113.0/24")),
     allowed_v6=(V6("2001:db8::/32"),),
-    allowed_text="a documentation range (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)",
+    allowed_text=_l("a documentation range (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)"),
 )
 
 POLICIES = {p.name: p for p in (HOME_POLICY, DOCUMENTATION_POLICY)}
@@ -119,8 +123,8 @@ def choose_subnet(occupied: Sequence[IPNetwork], policy: SubnetPolicy = HOME_POL
     for net in policy.candidates():
         if not conflicts(net, used):
             return net
-    raise NoFreeSubnetError("every automatic VPN subnet is already in use on this device; "
-                            "enter one yourself")
+    raise NoFreeSubnetError(_("Every automatic VPN subnet is already in use on this device; "
+                              "enter one yourself."))
 
 
 def check_subnet(text: str, occupied: Sequence[IPNetwork],
@@ -129,28 +133,34 @@ def check_subnet(text: str, occupied: Sequence[IPNetwork],
     """Validate a pool typed by the user: (network, warnings) or :class:`SubnetError`."""
     text = text.strip()
     if "/" not in text:
-        raise SubnetError(f"'{text}' needs a prefix length, e.g. 10.73.0.0/24")
+        raise SubnetError(_("'%(text)s' needs a prefix length, e.g. 10.73.0.0/24.", text=text))
     try:
         net = V4(text, strict=False)
     except ValueError:
-        raise SubnetError(f"'{text}' is not an IPv4 network like 10.73.0.0/24") from None
-    if not MIN_POOL_PREFIX <= net.prefixlen <= MAX_POOL_PREFIX:
-        size = "too big" if net.prefixlen < MIN_POOL_PREFIX else "too small"
-        raise SubnetError(f"use a prefix between /{MIN_POOL_PREFIX} and /{MAX_POOL_PREFIX} "
-                          f"(/{net.prefixlen} is {size})")
+        raise SubnetError(_("'%(text)s' is not an IPv4 network like 10.73.0.0/24.",
+                            text=text)) from None
+    if net.prefixlen < MIN_POOL_PREFIX:
+        raise SubnetError(_("Use a prefix between /%(min)d and /%(max)d (/%(len)d is too big).",
+                            min=MIN_POOL_PREFIX, max=MAX_POOL_PREFIX, len=net.prefixlen))
+    if net.prefixlen > MAX_POOL_PREFIX:
+        raise SubnetError(_("Use a prefix between /%(min)d and /%(max)d (/%(len)d is too "
+                            "small).", min=MIN_POOL_PREFIX, max=MAX_POOL_PREFIX,
+                            len=net.prefixlen))
     if not any(net.subnet_of(allowed) for allowed in policy.allowed):
-        raise SubnetError(f"{net} is not {policy.allowed_text}; public addresses would hide "
-                          "real Internet hosts from VPN clients")
+        raise SubnetError(_("%(net)s is not %(allowed)s; public addresses would hide real "
+                            "Internet hosts from VPN clients.", net=net,
+                            allowed=policy.allowed_text))
     if net.subnet_of(CGNAT) and uplink_in_cgnat:
-        raise SubnetError(f"{net} is carrier-grade NAT space and this device's Internet "
-                          "connection uses it; pick a private range instead")
+        raise SubnetError(_("%(net)s is carrier-grade NAT space and this device's Internet "
+                            "connection uses it; pick a private range instead.", net=net))
     hits = conflicts(net, _v4(occupied))
     if hits:
         listed = ", ".join(str(h) for h in hits[:3])
-        raise SubnetError(f"{net} overlaps {listed}, which this device already uses")
-    warnings = [f"{net} is inside {avoided}, used by {why}: clients on such networks will "
-                "not reach the VPN subnet" for avoided, why in policy.avoid
-                if net.overlaps(avoided)]
+        raise SubnetError(_("%(net)s overlaps %(list)s, which this device already uses.",
+                            net=net, list=listed))
+    warnings = [_("%(net)s is inside %(range)s, used by %(why)s: clients on such networks "
+                  "will not reach the VPN subnet.", net=net, range=avoided, why=why)
+                for avoided, why in policy.avoid if net.overlaps(avoided)]
     return net, warnings
 
 
@@ -170,16 +180,18 @@ def check_ipv6_pool(text: str, occupied: Sequence[IPNetwork],
     try:
         net = V6(text.strip(), strict=False)
     except ValueError:
-        raise SubnetError(f"'{text.strip()}' is not an IPv6 network like fd12:3456:789a::/64"
-                          ) from None
+        raise SubnetError(_("'%(text)s' is not an IPv6 network like fd12:3456:789a::/64.",
+                            text=text.strip())) from None
     if not 48 <= net.prefixlen <= 64:
-        raise SubnetError("the IPv6 pool must be between /48 and /64")
+        raise SubnetError(_("The IPv6 subnet must be between /48 and /64."))
     if not any(net.subnet_of(allowed) for allowed in policy.allowed_v6):
         allowed = ", ".join(str(a) for a in policy.allowed_v6)
-        raise SubnetError(f"{net} is not a unique local address range ({allowed})")
+        raise SubnetError(_("%(net)s is not a unique local address range (%(allowed)s).",
+                            net=net, allowed=allowed))
     hits = conflicts(net, occupied)
     if hits:
-        raise SubnetError(f"{net} overlaps {hits[0]}, which this device already uses")
+        raise SubnetError(_("%(net)s overlaps %(list)s, which this device already uses.",
+                            net=net, list=hits[0]))
     return net
 
 

@@ -24,12 +24,16 @@ from flask import (
     session,
     url_for,
 )
+from flask_babel import gettext as _
+from flask_babel import ngettext
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from .. import pki
 from ..vpn.config import ConfigError
 from ..vpn.passwd import hash_password
 from ..web.csrf import rotate_csrf_token
+from ..web.i18n import current as current_language
+from ..web.langprefs import LanguagePrefs
 from ..web.passwords import RULES_TEXT, check_password
 from ..web.ratelimit import describe_wait
 from .apply import AlreadySetUpError, ApplyError, apply_plan
@@ -129,9 +133,13 @@ def code() -> ViewResult:
         return _page("wizard/code.html", "code", None, code_path=code_path)
     verdict = c.throttle.check(client, c.clock())
     if not verdict.allowed:
-        who = "from this device" if verdict.scope == "client" else "in total"
-        error = (f"Too many wrong setup codes {who}. Wait {describe_wait(verdict.retry_after)} "
-                 "and try again.")
+        wait = describe_wait(verdict.retry_after)
+        if verdict.scope == "client":
+            error = _("Too many wrong setup codes from this device. Wait %(wait)s and try "
+                      "again.", wait=wait)
+        else:
+            error = _("Too many wrong setup codes in total. Wait %(wait)s and try again.",
+                      wait=wait)
         return _page("wizard/code.html", "code", None, 429, code_path=code_path,
                      errors=[error])
     if c.code_store.verify(request.form.get("code", "")):
@@ -146,12 +154,13 @@ def code() -> ViewResult:
     after = c.throttle.failure(client, c.clock())
     log.warning("wrong setup code from %s", client)
     if after.allowed:
-        left = after.tries_left or 0
-        error = (f"That is not the setup code. {left} more "
-                 f"{'try' if left == 1 else 'tries'} before a waiting time starts.")
+        error = ngettext("That is not the setup code. %(num)d more try before a waiting "
+                         "time starts.",
+                         "That is not the setup code. %(num)d more tries before a waiting "
+                         "time starts.", after.tries_left or 0)
     else:
-        error = (f"That is not the setup code. Wait {describe_wait(after.retry_after)} "
-                 "before the next try.")
+        error = _("That is not the setup code. Wait %(wait)s before the next try.",
+                  wait=describe_wait(after.retry_after))
     return _page("wizard/code.html", "code", None, 403, code_path=code_path, errors=[error])
 
 
@@ -167,13 +176,13 @@ def admin(draft: Draft) -> ViewResult:
     errors: list[str] = []
     password = request.form.get("password", "")
     try:
-        username = parse_username(request.form.get("username", ""), "admin user name")
+        username = parse_username(request.form.get("username", ""))
         values["username"] = username
     except FormError as exc:
         errors.append(str(exc))
         username = ""
     if password != request.form.get("confirm", ""):
-        errors.append("The two passwords differ.")
+        errors.append(_("The two passwords differ."))
     result = check_password(password, username=username,
                             context=["ocgate", "openconnect", draft.hostname])
     errors += result.problems
@@ -335,10 +344,12 @@ def subnet(draft: Draft) -> ViewResult:
         errors.append(str(exc))
         dns = []
     if not full and not routes and not errors:
-        errors.append("'LAN only' needs at least one network to route, e.g. 192.168.1.0/24.")
+        errors.append(_("'LAN only' needs at least one network to route, e.g. "
+                        "192.168.1.0/24."))
     for route in routes:
         if pool4 is not None and route.version == 4 and route.overlaps(pool4):
-            errors.append(f"The route {route} overlaps the VPN subnet {pool4}.")
+            errors.append(_("The route %(route)s overlaps the VPN subnet %(pool)s.",
+                            route=route, pool=pool4))
     if errors or pool4 is None:
         return _page("wizard/subnet.html", "subnet", draft, 400, values=values,
                      errors=errors, **page)
@@ -361,13 +372,14 @@ def certs(draft: Draft) -> ViewResult:
     key_type = request.form.get("key_type", "ec")
     if key_type not in KEY_TYPES:
         return _page("wizard/certs.html", "certs", draft, 400, key_type="ec",
-                     errors=["Choose one of the key types."], **page)
+                     errors=[_("Choose one of the key types.")], **page)
     try:
         draft.certs = make_certificates(draft.hostname, draft.network.dns_names,
                                         draft.network.ip_addresses, key_type)
     except pki.PkiError as exc:
         return _page("wizard/certs.html", "certs", draft, 400, key_type=key_type,
-                     errors=[f"The certificate could not be made: {exc}"], **page)
+                     errors=[_("The certificate could not be made: %(reason)s",
+                               reason=exc)], **page)
     if draft.user is not None and draft.user.method == "certificate":
         draft.user = None  # signed by the old CA
     return _to("user")
@@ -391,14 +403,14 @@ def user(draft: Draft) -> ViewResult:
               "legacy": form.get("legacy") == "on"}
     errors: list[str] = []
     try:
-        username = parse_username(values["username"], "VPN user name")
+        username = parse_username(values["username"])
     except FormError as exc:
         errors.append(str(exc))
         username = ""
     password = form.get("password", "")
     if values["method"] == "password":
         if password != form.get("confirm", ""):
-            errors.append("The two passwords differ.")
+            errors.append(_("The two passwords differ."))
         errors += check_password(password, username=username,
                                  context=["ocgate", draft.hostname]).problems
     if errors:
@@ -438,10 +450,11 @@ def apply(draft: Draft) -> ViewResult:
         except (ApplyError, ConfigError, OSError) as exc:
             log.exception("apply failed")
             return _page("wizard/review.html", "review", draft, 500, plan=plan,
-                         errors=[f"Applying the settings failed: {exc}. Nothing was "
-                                 "changed; you can try again."])
+                         errors=[_("Applying the settings failed: %(reason)s. Nothing was "
+                                   "changed; you can try again.", reason=exc)])
         c.final = Final(plan, result, draft.id)
         c.drafts.keep_only(draft.id)
+    _keep_language(c, plan.admin.username)
     if c.handover_commands:
         c.handover.run(c.handover_commands)
     if c.on_applied is not None:
@@ -450,6 +463,17 @@ def apply(draft: Draft) -> ViewResult:
         except Exception:  # the setup itself is done; report, do not fail the page
             log.exception("post-apply hook failed")
     return _to("done")
+
+
+def _keep_language(c: WizardContext, admin: str) -> None:
+    """The language the setup was done in becomes the admin UI's default (issue 21)."""
+    code = current_language().code
+    prefs = LanguagePrefs(c.layout.ui_language)
+    try:
+        prefs.set_default(code)
+        prefs.set_account(admin, code)
+    except OSError as exc:  # the setup itself is done; the admin UI then follows the browser
+        log.error("could not store the language %s: %s", code, exc)
 
 
 # --------------------------------------------------------------------------- done

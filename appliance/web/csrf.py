@@ -18,6 +18,7 @@ import secrets
 from urllib.parse import urlsplit
 
 from flask import Flask, abort, request, session
+from flask_babel import gettext as _
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def init_csrf(app: Flask) -> None:
         except CsrfError as exc:
             log.warning("refused %s %s from %s: %s", request.method, request.path,
                         request.remote_addr, exc)
-            abort(400, description="This form has expired or did not come from this device. "
-                  "Go back, reload the page and try again.")
+            abort(400, description=_("This form has expired or did not come from this "
+                                     "device. Go back, reload the page and try again."))
 
     app.jinja_env.globals["csrf_token"] = csrf_token

@@ -21,17 +21,21 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
+
 MIN_LENGTH = 12
 MAX_LENGTH = 256
 MIN_DISTINCT = 5
 MIN_BITS = 45.0
 
 #: Shown on every form that sets a password, so nobody learns the rules by failing.
-RULES_TEXT = (
-    f"At least {MIN_LENGTH} characters. Not a common password (also not with a few digits "
+#: (Lazy: rendered in the language of the page that shows it.)
+RULES_TEXT = _l(
+    "At least %(min)d characters. Not a common password (also not with a few digits "
     "or symbols added), not your user name, and not a keyboard or repeated pattern. "
-    "A few unrelated words make a strong, memorable password."
-)
+    "A few unrelated words make a strong, memorable password.", min=MIN_LENGTH)
 
 # A short list of the passwords that top every breach corpus, plus words that people pick
 # for a VPN box.  Matching also strips leetspeak and trailing/leading digits and symbols,
@@ -156,24 +160,27 @@ def check_password(password: str, *, username: str = "",
     """Check ``password`` against the rules; ``context`` adds words it must not be built on."""
     problems: list[str] = []
     if len(password) < MIN_LENGTH:
-        problems.append(f"Use at least {MIN_LENGTH} characters (this one has "
-                        f"{len(password)}).")
+        problems.append(ngettext("Use at least %(min)d characters; this one has only "
+                                 "%(num)d character.",
+                                 "Use at least %(min)d characters; this one has only "
+                                 "%(num)d characters.", len(password), min=MIN_LENGTH))
     if len(password) > MAX_LENGTH:
-        problems.append(f"Use at most {MAX_LENGTH} characters.")
+        problems.append(_("Use at most %(max)d characters.", max=MAX_LENGTH))
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in password):
-        problems.append("Control characters (tabs, line breaks) are not allowed.")
+        problems.append(_("Control characters (tabs, line breaks) are not allowed."))
     lowered = password.lower()
     if password and _is_common(lowered):
-        problems.append("This is one of the most common passwords (or a variant of one); "
-                        "attackers try it first.")
+        problems.append(_("This is one of the most common passwords (or a variant of one); "
+                          "attackers try it first."))
     words = [w.lower() for w in (username, *context) if w and len(w) >= 3]
     stripped = _base_words(lowered)
     if any(w in lowered or w in lowered.translate(_LEET) or w in stripped for w in words):
-        problems.append("Do not build the password from the user name or the device name.")
+        problems.append(_("Do not build the password from the user name or the device "
+                          "name."))
     if password and len(set(password)) < MIN_DISTINCT:
-        problems.append(f"Use at least {MIN_DISTINCT} different characters.")
+        problems.append(_("Use at least %(num)d different characters.", num=MIN_DISTINCT))
     bits = estimate_bits(password) if len(password) <= MAX_LENGTH else 0.0
     if len(password) >= MIN_LENGTH and not problems and bits < MIN_BITS:
-        problems.append("This is mostly a keyboard, alphabet or repeated pattern; "
-                        "add unrelated words.")
+        problems.append(_("This is mostly a keyboard, alphabet or repeated pattern; "
+                          "add unrelated words."))
     return PasswordCheck(tuple(problems), bits)

@@ -14,6 +14,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from .l10n import format_wait
+
 GLOBAL_KEY = "*"
 
 
@@ -137,9 +139,5 @@ class Throttle:
 
 
 def describe_wait(seconds: float) -> str:
-    """'12 seconds', '3 minutes': for messages shown to a person."""
-    whole = max(1, int(seconds + 0.999))
-    if whole < 120:
-        return f"{whole} second{'s' if whole != 1 else ''}"
-    minutes = (whole + 59) // 60
-    return f"{minutes} minutes"
+    """'12 seconds', '3 minutes' (in the page's language): for messages shown to a person."""
+    return format_wait(seconds)
