@@ -87,6 +87,11 @@ def format_percent(value: float) -> str:
                        locale=locale())
 
 
+def format_celsius(value: float) -> str:
+    return format_unit(value, "temperature-celsius", length="short", format="#,##0.0",
+                       locale=locale())
+
+
 def format_epoch(epoch: float) -> str:
     """Date and time on the device's clock, e.g. ``7 déc. 2026, 12:05:03``."""
     if epoch <= 0:

@@ -13,9 +13,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 from flask import Flask, Response, flash, g, jsonify, redirect, request, session, url_for
+from flask_babel import gettext as _
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..web.app import create_base_app
+from ..web.i18n import I18nHooks
 from .context import WebUIContext
 from .pages import (
     account,
@@ -30,26 +32,23 @@ from .pages import (
 )
 from .pages import users as users_page
 from .pages.common import EXTENSION, NAV, ui
-from .system import format_epoch, human_bytes, human_duration, human_rate
 
 HERE = Path(__file__).resolve().parent
 PUBLIC_ENDPOINTS = frozenset({"static", "ui.static", "login.login", "login.code",
-                              "login.logout", "metrics.metrics"})
+                              "login.logout", "metrics.metrics", "i18n.switch"})
 
 
 def create_app(ctx: WebUIContext, *, session_minutes: int = 30) -> Flask:
     """The admin UI for ``ctx``; ``session_minutes`` is the idle timeout."""
     ctx.sessions.idle_timeout = session_minutes * 60.0
     app = create_base_app(__name__, https=ctx.https, cookie_name="ocgate_admin",
-                          session_minutes=session_minutes)
+                          session_minutes=session_minutes, i18n=_language_hooks(ctx))
     app.extensions[EXTENSION] = ctx
     app.before_request(_gate)
     app.register_blueprint(ui)
     for module in (login, dashboard, users_page, sessions, settings, backup, logs,
                    diagnostics, metrics, account):
         app.register_blueprint(module.bp)
-    app.jinja_env.filters.update(bytes=human_bytes, rate=human_rate,
-                                 duration=human_duration, epoch=format_epoch)
     app.jinja_env.globals["nav"] = NAV
 
     @app.context_processor
@@ -57,6 +56,30 @@ def create_app(ctx: WebUIContext, *, session_minutes: int = 30) -> Flask:
         return {"admin": g.get("admin")}
 
     return app
+
+
+def _language_hooks(ctx: WebUIContext) -> I18nHooks:
+    """The device default and the signed-in admin's own choice (STATE/ui-language.json)."""
+    prefs = ctx.languages
+
+    def signed_in() -> str | None:
+        admin = g.get("admin")
+        if admin is None:  # the switch is public (sign-in page): look the session up
+            record = ctx.sessions.touch(session.get("sid"), ctx.clock())
+            admin = record.username if record is not None else None
+        return admin
+
+    def account() -> str | None:
+        admin = g.get("admin")
+        return prefs.account(admin) if admin else None
+
+    def remember(code: str) -> None:
+        admin = signed_in()
+        if admin:
+            prefs.set_account(admin, code)
+
+    return I18nHooks(device_default=prefs.default, account_language=account,
+                     remember=remember, https=ctx.https)
 
 
 def _safe_next(path: str) -> str:
@@ -80,6 +103,6 @@ def _gate() -> WerkzeugResponse | Response | tuple[Response, int] | None:
     if request.path.startswith("/api/"):
         return jsonify({"error": "not signed in"}), 401
     if had_session:
-        flash("Your session expired. Please sign in again.", "info")
+        flash(_("Your session expired. Please sign in again."), "info")
     target = request.full_path.rstrip("?") if request.method == "GET" else "/"
     return redirect(url_for("login.login") + "?next=" + quote(_safe_next(target)), code=303)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from flask_babel import gettext as _
 
 from ..atomicfile import write_atomic
 from ..state import StateLayout
@@ -122,22 +123,25 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def _safe_member_name(name: str) -> str:
     """The path below ``ocgate-backup/``; refuses anything that could land elsewhere."""
     if "\\" in name or "\x00" in name or name.startswith("/"):
-        raise BackupError(f"refusing archive member '{name[:80]}' (unsafe name)")
+        raise BackupError(_("Refusing archive member '%(name)s' (unsafe name).",
+                            name=name[:80]))
     parts = name.split("/")
     if any(part in ("..", ".", "") for part in parts) or not name.startswith(PREFIX):
-        raise BackupError(f"refusing archive member '{name[:80]}' (outside the backup)")
+        raise BackupError(_("Refusing archive member '%(name)s' (outside the backup).",
+                            name=name[:80]))
     return name[len(PREFIX):]
 
 
 def read_archive(data: bytes) -> tuple[dict[str, object], dict[str, bytes]]:
     """Manifest and files of an archive; every structural check happens here."""
     if len(data) > MAX_ARCHIVE_BYTES:
-        raise BackupError(f"the file is larger than {MAX_ARCHIVE_BYTES // 1024} KiB; "
-                          "this is not an OCGate backup")
+        raise BackupError(_("The file is larger than %(num)d KiB; this is not an OCGate "
+                            "backup.", num=MAX_ARCHIVE_BYTES // 1024))
     try:
         tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BackupError(f"not a gzip'd tar archive ({exc})") from None
+        raise BackupError(_("This is not a gzip'd tar archive (%(reason)s).",
+                            reason=exc)) from None
     manifest: dict[str, object] | None = None
     files: dict[str, bytes] = {}
     total = 0
@@ -145,34 +149,35 @@ def read_archive(data: bytes) -> tuple[dict[str, object], dict[str, bytes]]:
         with tar:
             for count, member in enumerate(tar, start=1):
                 if count > MAX_MEMBERS:
-                    raise BackupError("the archive has too many members")
+                    raise BackupError(_("The archive has too many members."))
                 rel = _safe_member_name(member.name.rstrip("/") if member.isdir()
                                         else member.name)
                 if member.isdir():
                     continue
                 if not member.isreg():
-                    raise BackupError(f"refusing '{member.name[:80]}': links and special "
-                                      "files are not allowed")
+                    raise BackupError(_("Refusing '%(name)s': links and special files "
+                                        "are not allowed.", name=member.name[:80]))
                 if member.size > MAX_MEMBER_BYTES or total + member.size > MAX_TOTAL_BYTES:
-                    raise BackupError("the archive unpacks to more than the allowed size")
+                    raise BackupError(_("The archive unpacks to more than the allowed "
+                                        "size."))
                 handle = tar.extractfile(member)
                 content = handle.read(member.size + 1) if handle else b""
                 if len(content) != member.size:
-                    raise BackupError(f"'{member.name[:80]}' is truncated")
+                    raise BackupError(_("'%(name)s' is truncated.", name=member.name[:80]))
                 total += len(content)
                 if rel == "manifest.json":
                     manifest = _load_manifest(content)
                 elif rel.startswith("files/") and ALLOWED.match(rel[6:]):
                     if rel[6:] in files:
-                        raise BackupError(f"'{rel[6:]}' appears twice")
+                        raise BackupError(_("'%(name)s' appears twice.", name=rel[6:]))
                     files[rel[6:]] = content
                 else:
-                    raise BackupError(f"refusing archive member '{member.name[:80]}' "
-                                      "(not part of a backup)")
+                    raise BackupError(_("Refusing archive member '%(name)s' (not part of "
+                                        "a backup).", name=member.name[:80]))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise BackupError(f"the archive is damaged ({exc})") from None
+        raise BackupError(_("The archive is damaged (%(reason)s).", reason=exc)) from None
     if manifest is None:
-        raise BackupError("the archive has no manifest; this is not an OCGate backup")
+        raise BackupError(_("The archive has no manifest; this is not an OCGate backup."))
     _check_checksums(manifest, files)
     return manifest, files
 
@@ -181,14 +186,15 @@ def _load_manifest(content: bytes) -> dict[str, object]:
     try:
         manifest = json.loads(content)
     except (ValueError, RecursionError):  # RecursionError: "[[[[...", found by tests/fuzz
-        raise BackupError("the manifest is not JSON") from None
+        raise BackupError(_("The manifest is not JSON.")) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BackupError("this is not an OCGate backup")
+        raise BackupError(_("This is not an OCGate backup."))
     if manifest.get("version") != VERSION:
-        raise BackupError(f"backup format version {manifest.get('version')!r} is not "
-                          f"supported (this device reads version {VERSION})")
+        raise BackupError(_("Backup format version %(found)s is not supported (this device "
+                            "reads version %(version)s).",
+                            found=repr(manifest.get("version")), version=VERSION))
     if not isinstance(manifest.get("files"), dict):
-        raise BackupError("the manifest lists no files")
+        raise BackupError(_("The manifest lists no files."))
     return manifest
 
 
@@ -196,10 +202,11 @@ def _check_checksums(manifest: dict[str, object], files: dict[str, bytes]) -> No
     listed = manifest["files"]
     assert isinstance(listed, dict)
     if set(listed) != set(files):
-        raise BackupError("the files in the archive do not match its manifest")
+        raise BackupError(_("The files in the archive do not match its manifest."))
     for rel, data in files.items():
         if listed[rel] != hashlib.sha256(data).hexdigest():
-            raise BackupError(f"'{rel}' does not match its checksum (damaged archive)")
+            raise BackupError(_("'%(name)s' does not match its checksum (damaged archive).",
+                                name=rel))
 
 
 # --------------------------------------------------------------------------- validating
@@ -209,9 +216,9 @@ def _text(files: dict[str, bytes], rel: str) -> str:
     try:
         return files[rel].decode("utf-8")
     except KeyError:
-        raise BackupError(f"the backup has no {rel}") from None
+        raise BackupError(_("The backup has no %(name)s.", name=rel)) from None
     except UnicodeDecodeError:
-        raise BackupError(f"{rel} is not UTF-8 text") from None
+        raise BackupError(_("%(name)s is not UTF-8 text.", name=rel)) from None
 
 
 def _relocate(text: str, old_root: str, new_root: str) -> str:
@@ -232,16 +239,17 @@ def _check_certs(files: dict[str, bytes]) -> None:
             else:
                 x509.load_pem_x509_certificate(data)
         except (ValueError, TypeError) as exc:
-            raise BackupError(f"{rel} is not a valid PEM file ({exc})") from None
+            raise BackupError(_("%(name)s is not a valid PEM file (%(reason)s).", name=rel,
+                                reason=exc)) from None
     cert, key = files.get("certs/server-cert.pem"), files.get("certs/server-key.pem")
     if cert is None or key is None:
-        raise BackupError("the backup lacks the server certificate or its key")
+        raise BackupError(_("The backup lacks the server certificate or its key."))
     public = x509.load_pem_x509_certificate(cert).public_key()
     private = serialization.load_pem_private_key(key, password=None)
     der = serialization.Encoding.DER
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if public.public_bytes(der, spki) != private.public_key().public_bytes(der, spki):
-        raise BackupError("the server key does not belong to the server certificate")
+        raise BackupError(_("The server key does not belong to the server certificate."))
 
 
 def _check_json(files: dict[str, bytes]) -> None:
@@ -252,7 +260,8 @@ def _check_json(files: dict[str, bytes]) -> None:
         try:
             parse(json.loads(_text(files, rel)))
         except (ValueError, TotpError, ClientCertError) as exc:
-            raise BackupError(f"{rel} in the backup is invalid: {exc}") from None
+            raise BackupError(_("%(name)s in the backup is invalid: %(reason)s", name=rel,
+                                reason=exc)) from None
 
 
 def plan_restore(data: bytes, layout: StateLayout) -> RestorePlan:
@@ -263,12 +272,13 @@ def plan_restore(data: bytes, layout: StateLayout) -> RestorePlan:
     try:
         parse_config(conf, str(layout.conf))
     except ConfigError as exc:
-        raise BackupError(f"the configuration in the backup is invalid: {exc}") from None
+        raise BackupError(_("The configuration in the backup is invalid: %(reason)s",
+                            reason=exc)) from None
     files["ocserv.conf"] = conf.encode()
     admins = parse_passwd(_text(files, "admin.passwd"))
     if not any(entry.hash.startswith("$") for entry in admins.values()):
-        raise BackupError("the backup has no usable admin account; restoring it would "
-                          "lock you out")
+        raise BackupError(_("The backup has no usable admin account; restoring it would "
+                            "lock you out."))
     users = parse_passwd(_text(files, "ocpasswd")) if "ocpasswd" in files else {}
     _check_json(files)
     _check_certs(files)
@@ -277,10 +287,12 @@ def plan_restore(data: bytes, layout: StateLayout) -> RestorePlan:
             try:
                 parse_user_config(_text(files, rel), rel)
             except ConfigError as exc:
-                raise BackupError(f"invalid per-user settings: {exc}") from None
+                raise BackupError(_("Invalid per-user settings: %(reason)s",
+                                    reason=exc)) from None
     notes = []
     if source_root and source_root != str(layout.root):
-        notes.append(f"paths moved from {source_root} to {layout.root}")
+        notes.append(_("The paths were moved from %(old)s to %(new)s.", old=source_root,
+                       new=layout.root))
     return RestorePlan(files, str(manifest.get("created", "?")), source_root, len(users),
                        notes)
 
@@ -302,7 +314,8 @@ def install(plan: RestorePlan, layout: StateLayout) -> list[str]:
     for rel in ordered:
         target = layout.root / rel
         if Path(rel).is_absolute() or ".." in Path(rel).parts:  # read_archive made sure
-            raise BackupError(f"refusing to write outside the state folder: {rel}")
+            raise BackupError(_("Refusing to write outside the state folder: %(name)s",
+                                name=rel))
         if rel == "ocserv.conf":
             write_config_atomic(str(target), plan.files[rel].decode())
         else:

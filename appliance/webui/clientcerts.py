@@ -28,6 +28,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from flask_babel import gettext as _
 
 from .. import pki
 from ..atomicfile import write_atomic
@@ -101,7 +102,7 @@ def one_time_password() -> str:
 def parse_issued(raw: object) -> list[IssuedCert]:
     """``client-certs.json`` content as records; a restore validates a backup with it."""
     if not isinstance(raw, list):
-        raise ClientCertError("the certificate list is not a JSON array")
+        raise ClientCertError(_("The certificate list is not a JSON array."))
     records = []
     for item in raw:
         try:
@@ -109,7 +110,7 @@ def parse_issued(raw: object) -> list[IssuedCert]:
             int(record.serial, 16)
             datetime.datetime.fromisoformat(record.not_after)
         except (TypeError, ValueError):
-            raise ClientCertError("the certificate list has a malformed entry") from None
+            raise ClientCertError(_("The certificate list has a malformed entry.")) from None
         records.append(record)
     return records
 
@@ -145,7 +146,8 @@ class ClientCerts:
         except FileNotFoundError:
             return []
         except (OSError, ValueError) as exc:
-            raise ClientCertError(f"cannot read {self.layout.client_certs}: {exc}") from None
+            raise ClientCertError(_("%(path)s cannot be read: %(reason)s",
+                                      path=self.layout.client_certs, reason=exc)) from None
         return parse_issued(raw)
 
     def _save(self, records: list[IssuedCert]) -> None:
@@ -160,34 +162,37 @@ class ClientCerts:
         try:
             return pki.load_key(self.layout.ca_key), pki.load_cert(self.layout.ca_cert)
         except pki.PkiError as exc:
-            raise ClientCertError(f"the appliance CA cannot be used: {exc}") from None
+            raise ClientCertError(_("The appliance CA cannot be used: %(reason)s",
+                                      reason=exc)) from None
 
     def _check_configured_ca(self) -> None:
         """A ca-cert other than ours would make every certificate we issue useless."""
         try:
             cfg = load_config(str(self.layout.conf))
         except ConfigError as exc:
-            raise ClientCertError(f"ocserv.conf cannot be read: {exc}") from None
+            raise ClientCertError(_("ocserv.conf cannot be read: %(reason)s",
+                                    reason=exc)) from None
         if cfg.ca_cert and Path(cfg.ca_cert).resolve() != self.layout.ca_cert:
             try:
                 same = pki.load_cert(cfg.ca_cert) == pki.load_cert(self.layout.ca_cert)
             except pki.PkiError:
                 same = False
             if not same:
-                raise ClientCertError(f"the server trusts another CA ({cfg.ca_cert}); "
-                                      "certificates from the appliance CA would be refused")
+                raise ClientCertError(_("The server trusts another CA (%(path)s); "
+                                        "certificates from the appliance CA would be "
+                                        "refused.", path=cfg.ca_cert))
 
     # ------------------------------------------------------------------ issue / revoke
     def issue(self, username: str, now: datetime.datetime, *, days: int = DEFAULT_DAYS,
               admin: str = "") -> IssuedBundle:
         if not 1 <= days <= MAX_DAYS:
-            raise ClientCertError(f"validity must be 1 to {MAX_DAYS} days")
+            raise ClientCertError(_("The validity must be 1 to %(num)d days.", num=MAX_DAYS))
         self._check_configured_ca()
         ca_key, ca_cert = self._ca()
         with self.lock:
             records = self.load()
             if len(records) >= MAX_CERTS:
-                raise ClientCertError("too many certificates; revoke and clean up first")
+                raise ClientCertError(_("Too many certificates; revoke and clean up first."))
             try:
                 key, cert = pki.make_client_cert(ca_key, ca_cert, username=username,
                                                  days=days, now=now)
@@ -211,9 +216,9 @@ class ClientCerts:
             records = self.load()
             record = next((r for r in records if r.serial == serial.upper()), None)
             if record is None:
-                raise ClientCertError("there is no certificate with that serial number")
+                raise ClientCertError(_("There is no certificate with that serial number."))
             if record.revoked:
-                raise ClientCertError("that certificate is revoked already")
+                raise ClientCertError(_("That certificate is revoked already."))
             record.revoked = now.isoformat()
             self.write_crl(now, records)
             self._save(records)
@@ -258,7 +263,8 @@ class ClientCerts:
                 cfg = load_config(str(self.layout.conf))
                 doc = ConfigDocument.load(str(self.layout.conf))
             except ConfigError as exc:
-                raise ClientCertError(f"ocserv.conf cannot be read: {exc}") from None
+                raise ClientCertError(_("ocserv.conf cannot be read: %(reason)s",
+                                        reason=exc)) from None
             changed: list[str] = []
             if "certificate" not in [m.name for m in cfg.auth + cfg.enable_auth]:
                 doc.set("enable-auth", [*doc.get("enable-auth"), "certificate"])
@@ -280,6 +286,7 @@ class ClientCerts:
                     write_config_atomic(str(self.layout.conf),
                                         text if text.endswith("\n") else text + "\n")
                 except ConfigError as exc:
-                    raise ClientCertError(f"cannot turn on certificate login: {exc}") from None
+                    raise ClientCertError(_("Certificate login cannot be turned on: %(reason)s",
+                                            reason=exc)) from None
                 log.info("certificate login enabled in ocserv.conf (%s)", ", ".join(changed))
         return LoginChange(tuple(changed))

@@ -18,6 +18,7 @@ from typing import Protocol
 from ..state import StateLayout
 from ..vpn.config import Config, ConfigError, load_config
 from ..vpn.control import BanInfo, SessionInfo, StatusInfo, UserInfo
+from ..web.langprefs import LanguagePrefs
 from ..web.ratelimit import RateLimiter
 from ..web.vpnclient import Snapshot, VpnControl
 from .auth import AdminSessions, LoginGuard
@@ -95,6 +96,10 @@ class WebUIContext:
     @property
     def certs(self) -> ClientCerts:
         return ClientCerts(self.layout, self.files_lock)
+
+    @property
+    def languages(self) -> LanguagePrefs:
+        return LanguagePrefs(self.layout.ui_language)
 
     @property
     def metrics_token_file(self) -> Path:

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import psutil
 from cryptography import x509
+from flask_babel import gettext as _
+from flask_babel import ngettext
 
 from ..vpn.config import Config
 from ..vpn.control import UserInfo
+from ..web.l10n import format_day
 
 log = logging.getLogger(__name__)
 
@@ -75,37 +78,41 @@ def listeners() -> list[Listener]:
 
 def check_ports(cfg: Config | None, found: Iterable[Listener]) -> list[Finding]:
     if cfg is None:
-        return [Finding("error", "Configuration", "ocserv.conf cannot be read")]
+        return [Finding("error", _("Configuration"), _("ocserv.conf cannot be read."))]
     found = list(found)
     results = []
-    wanted = [("tcp", cfg.tcp_port, "TLS logins and the TCP tunnel")]
+    wanted = [("tcp", cfg.tcp_port, _("TLS logins and the TCP tunnel"))]
     if cfg.udp_port:
-        wanted.append(("udp", cfg.udp_port, "DTLS (the faster UDP tunnel)"))
+        wanted.append(("udp", cfg.udp_port, _("DTLS (the faster UDP tunnel)")))
     for proto, port, what in wanted:
+        title = _("%(proto)s port %(port)d", proto=proto.upper(), port=port)
         if any(x.proto == proto and x.port == port for x in found):
-            results.append(Finding("ok", f"{proto.upper()} port {port}",
-                                   f"listening ({what})"))
+            results.append(Finding("ok", title, _("Listening (%(what)s).", what=what)))
         else:
-            results.append(Finding("error", f"{proto.upper()} port {port}",
-                                   f"nothing listens: {what} cannot work. Is the VPN "
-                                   "server running?"))
+            results.append(Finding("error", title, _("Nothing listens: %(what)s cannot work. "
+                                                     "Is the VPN server running?",
+                                                     what=what)))
     return results
 
 
 def check_dtls(users: list[UserInfo], udp_enabled: bool) -> list[Finding]:
     if not users:
-        return [Finding("ok", "DTLS", "no sessions right now; nothing to judge")]
+        return [Finding("ok", "DTLS", _("No sessions right now; nothing to judge."))]
     tls_only = [u for u in users if not u.dtls_cipher]
     if not udp_enabled:
-        return [Finding("warn", "DTLS", "udp-port is not set: every session uses the "
-                        "slower TCP tunnel")]
+        return [Finding("warn", "DTLS", _("udp-port is not set: every session uses the "
+                                          "slower TCP tunnel."))]
     if not tls_only:
-        return [Finding("ok", "DTLS", f"all {len(users)} sessions use DTLS")]
+        return [Finding("ok", "DTLS", ngettext("The %(num)d session uses DTLS.",
+                                               "All %(num)d sessions use DTLS.", len(users)))]
     names = ", ".join(sorted({u.username for u in tls_only}))[:200]
     level = "warn" if len(tls_only) == len(users) else "ok"
-    return [Finding(level, "DTLS", f"{len(tls_only)} of {len(users)} sessions run over "
-                    f"TCP only ({names}); UDP may be blocked on their network or a "
-                    "router in between, or the client disabled DTLS")]
+    return [Finding(level, "DTLS", ngettext(
+        "%(tls)d of %(num)d session runs over TCP only (%(names)s); UDP may be blocked on "
+        "their network or a router in between, or the client disabled DTLS.",
+        "%(tls)d of %(num)d sessions run over TCP only (%(names)s); UDP may be blocked on "
+        "their network or a router in between, or the client disabled DTLS.",
+        len(users), tls=len(tls_only), names=names))]
 
 
 def local_networks() -> list[IPNetwork]:
@@ -134,13 +141,13 @@ def check_subnets(cfg: Config | None, networks: list[IPNetwork],
             continue
         clashes = [n for n in networks if n.version == pool.version and n.overlaps(pool)
                    and not pool.supernet_of(n)]  # type: ignore[arg-type]
+        title = _("VPN subnet %(pool)s", pool=pool)
         if clashes:
-            results.append(Finding("error", f"VPN subnet {pool}",
-                                   "overlaps " + ", ".join(map(str, clashes)) +
-                                   ": clients could not reach those networks"))
+            results.append(Finding("error", title, _(
+                "Overlaps %(list)s: clients could not reach those networks.",
+                list=", ".join(map(str, clashes)))))
         else:
-            results.append(Finding("ok", f"VPN subnet {pool}",
-                                   "no overlap with the device's networks"))
+            results.append(Finding("ok", title, _("No overlap with the device's networks.")))
     return results
 
 
@@ -152,17 +159,22 @@ def check_certificates(paths: list[tuple[str, Path]],
         try:
             cert = x509.load_pem_x509_certificate(path.read_bytes())
         except (OSError, ValueError) as exc:
-            results.append(Finding("error", label, f"cannot read {path}: {exc}"))
+            results.append(Finding("error", label, _("%(path)s cannot be read: %(reason)s",
+                                                     path=path, reason=exc)))
             continue
         left = cert.not_valid_after_utc - now
         days = left.days
-        when = cert.not_valid_after_utc.strftime("%Y-%m-%d")
+        when = format_day(cert.not_valid_after_utc)
         if left.total_seconds() <= 0:
-            results.append(Finding("error", label, f"expired on {when}"))
+            results.append(Finding("error", label, _("Expired on %(day)s.", day=when)))
         elif days < EXPIRY_WARN_DAYS:
-            results.append(Finding("warn", label, f"expires in {days} days ({when})"))
+            results.append(Finding("warn", label, ngettext(
+                "Expires in %(num)d day (%(day)s).", "Expires in %(num)d days (%(day)s).",
+                days, day=when)))
         else:
-            results.append(Finding("ok", label, f"valid until {when} ({days} days)"))
+            results.append(Finding("ok", label, ngettext(
+                "Valid until %(day)s (%(num)d day).", "Valid until %(day)s (%(num)d days).",
+                days, day=when)))
     return results
 
 
@@ -170,7 +182,7 @@ def check_config(load: Callable[[], Config]) -> tuple[Config | None, list[Findin
     try:
         cfg = load()
     except (ValueError, OSError) as exc:
-        return None, [Finding("error", "Configuration", str(exc))]
+        return None, [Finding("error", _("Configuration"), str(exc))]
     if not cfg.warnings:
-        return cfg, [Finding("ok", "Configuration", "valid, no warnings")]
-    return cfg, [Finding("warn", "Configuration", w) for w in cfg.warnings]
+        return cfg, [Finding("ok", _("Configuration"), _("Valid, no warnings."))]
+    return cfg, [Finding("warn", _("Configuration"), w) for w in cfg.warnings]

@@ -17,6 +17,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from flask_babel import gettext as _
+
 from ..vpn.config import ConfigDocument, ConfigError, parse_auth_method
 from ..vpn.radiusconf import AUTH_PORT, RadiusConfError, parse_keyvalues, split_host
 
@@ -34,7 +36,8 @@ class RadiusInfo:
 
     @property
     def label(self) -> str:
-        return f"RADIUS server {self.server}" if self.server else "the RADIUS server"
+        return (_("RADIUS server %(server)s", server=self.server) if self.server
+                else _("the RADIUS server"))
 
 
 def radius_server_name(radcli_text: str, path: str = "radiusclient.conf") -> str | None:

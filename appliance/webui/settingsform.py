@@ -19,6 +19,9 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+
 from ..vpn.config import (
     OPTIONS,
     ConfigDocument,
@@ -41,32 +44,32 @@ class Group:
 
 
 GROUPS: tuple[Group, ...] = (
-    Group("network", "Network",
-          "Where the VPN listens and which addresses clients get.",
+    Group("network", _l("Network"),
+          _l("Where the VPN listens and which addresses clients get."),
           ("tcp-port", "udp-port", "listen-host", "ipv4-network", "ipv4-netmask",
            "ipv6-network", "ipv6-subnet-prefix", "max-clients", "max-same-clients",
            "predictable-ips", "mtu")),
-    Group("dns-routes", "DNS & routes",
-          "What clients send through the tunnel and which DNS servers they use. No route "
-          "at all (or 'default') means a full tunnel.",
+    Group("dns-routes", _l("DNS & routes"),
+          _l("What clients send through the tunnel and which DNS servers they use. No "
+             "route at all (or 'default') means a full tunnel."),
           ("route", "no-route", "dns", "split-dns", "default-domain", "tunnel-all-dns")),
-    Group("security", "Security",
-          "Login protection, TLS and what users see around the login.",
+    Group("security", _l("Security"),
+          _l("Login protection, TLS and what users see around the login."),
           ("max-ban-score", "ban-time", "ban-reset-time", "ban-points-wrong-password",
            "ban-points-connection", "auth-timeout", "tls-priorities",
            "restrict-user-to-routes", "cisco-client-compat", "dtls-legacy", "dtls-psk",
            "banner", "pre-login-banner")),
-    Group("timeouts", "Timeouts",
-          "Keepalives, dead-peer detection and how long sessions and cookies live.",
+    Group("timeouts", _l("Timeouts"),
+          _l("Keepalives, dead-peer detection and how long sessions and cookies live."),
           ("keepalive", "dpd", "mobile-dpd", "idle-timeout", "mobile-idle-timeout",
            "session-timeout", "cookie-timeout", "persistent-cookies",
            "switch-to-tcp-timeout", "rekey-time", "rekey-method")),
-    Group("compression", "Compression",
-          "LZS/LZ4 compression of tunnel packets (off by default: compressing encrypted "
-          "traffic can leak information and rarely helps today).",
+    Group("compression", _l("Compression"),
+          _l("LZS/LZ4 compression of tunnel packets (off by default: compressing encrypted "
+             "traffic can leak information and rarely helps today)."),
           ("compression", "no-compress-limit", "compression-algo-priority")),
-    Group("performance", "Performance",
-          "Fine-tuning for throughput and load.",
+    Group("performance", _l("Performance"),
+          _l("Fine-tuning for throughput and load."),
           ("try-mtu-discovery", "output-buffer", "rate-limit-ms", "rx-data-per-sec",
            "tx-data-per-sec", "net-priority")),
 )
@@ -85,6 +88,15 @@ class Field:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def help(self) -> str:
+        """The option's help from the config module, in the page's language.
+
+        The English text lives in :data:`appliance.vpn.config.OPTIONS` (the server's own
+        table); :mod:`appliance.web.i18nextract` puts every shown one into the catalog.
+        """
+        return _(self.spec.help)
 
 
 def _default_text(spec: OptionSpec) -> str:
@@ -165,13 +177,13 @@ def _values_from_form(spec: OptionSpec, raw: str) -> list[str]:
         if choice == "":
             return []
         if choice not in ("on", "off"):
-            raise ConfigError("choose on, off or the default")
+            raise ConfigError(_("choose on, off or the default"))
         return ["true" if choice == "on" else "false"]
     if kind == "list":
         return [line.strip() for line in raw.splitlines() if line.strip()]
     text = raw.strip()
     if "\n" in text or "\r" in text:
-        raise ConfigError("a single line is expected")
+        raise ConfigError(_("a single line is expected"))
     return [text] if text else []
 
 
@@ -184,7 +196,7 @@ def _field_message(spec: OptionSpec, exc: ConfigError) -> str:
 def validate_text(text: str, path: str) -> list[str]:
     """Whole-file errors (empty list: the server would accept this file)."""
     if len(text.encode("utf-8", "replace")) > MAX_RAW_BYTES:
-        return [f"The configuration is larger than {MAX_RAW_BYTES // 1024} KiB."]
+        return [_("The configuration is larger than %(num)d KiB.", num=MAX_RAW_BYTES // 1024)]
     try:
         parse_config(text, path)
     except ConfigError as exc:

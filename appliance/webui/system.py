@@ -2,13 +2,12 @@
 
 Small devices have no fan and throttle when hot, so the temperature matters as much as
 the load.  Every reading is optional: a sensor that does not exist (containers, VMs)
-shows as "n/a" instead of failing the dashboard.
+shows as "n/a" instead of failing the dashboard (formatting: :mod:`appliance.web.l10n`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import psutil
@@ -60,42 +59,3 @@ def read_health() -> SystemHealth:
         boot_time=float(psutil.boot_time()),
     )
 
-
-def human_bytes(count: float) -> str:
-    """1000-based units with one decimal, as the VPN's occtl shows traffic."""
-    value = float(count)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
-
-
-def human_rate(bits_per_second: float) -> str:
-    value = float(bits_per_second)
-    for unit in ("bit/s", "kbit/s", "Mbit/s", "Gbit/s"):
-        if abs(value) < 1000 or unit == "Gbit/s":
-            return f"{value:.0f} {unit}" if unit == "bit/s" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} Gbit/s"
-
-
-def human_duration(seconds: float) -> str:
-    """'3d 4h', '2h 05m', '7m 09s', '12s'."""
-    total = max(0, int(seconds))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
-
-
-def format_epoch(epoch: float) -> str:
-    if epoch <= 0:
-        return "–"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))

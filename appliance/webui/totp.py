@@ -32,6 +32,7 @@ from urllib.parse import quote, urlencode
 from cryptography.hazmat.primitives.hashes import SHA1, SHA256, SHA512, HashAlgorithm
 from cryptography.hazmat.primitives.twofactor import InvalidToken
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
+from flask_babel import gettext as _
 
 from ..atomicfile import write_atomic
 
@@ -69,9 +70,9 @@ def secret_from_text(text: str) -> bytes:
     try:
         secret = base64.b32decode(cleaned + "=" * (-len(cleaned) % 8))
     except (binascii.Error, ValueError):
-        raise TotpError("the TOTP secret is not valid base32") from None
+        raise TotpError(_("The TOTP secret is not valid base32.")) from None
     if len(secret) < 16:
-        raise TotpError("the TOTP secret is shorter than 128 bits")
+        raise TotpError(_("The TOTP secret is shorter than 128 bits."))
     return secret
 
 
@@ -79,7 +80,7 @@ def _totp(secret: bytes, digits: int, algorithm: str, step: int) -> TOTP:
     try:
         hash_class = _ALGORITHMS[algorithm]
     except KeyError:
-        raise TotpError(f"unknown TOTP algorithm {algorithm!r}") from None
+        raise TotpError(_("Unknown TOTP algorithm %(name)s.", name=repr(algorithm))) from None
     return TOTP(secret, digits, hash_class(), step, enforce_key_length=False)
 
 
@@ -127,7 +128,7 @@ def provisioning_uri(secret: bytes, account: str, issuer: str = ISSUER) -> str:
 def new_recovery_codes(count: int = RECOVERY_CODES) -> list[str]:
     """``ABCD-EFGH-IJKL-MNOP``: grouped so that a person can copy them onto paper."""
     codes = []
-    for _ in range(count):
+    for _index in range(count):
         raw = base64.b32encode(secrets.token_bytes(RECOVERY_BYTES)).decode("ascii")
         codes.append("-".join(raw[i:i + 4] for i in range(0, 16, 4)))
     return codes
@@ -171,7 +172,8 @@ class TotpStore:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise TotpError(f"cannot read {self.path}: {exc}") from None
+            raise TotpError(_("%(path)s cannot be read: %(reason)s", path=self.path,
+                              reason=exc)) from None
         return parse_records(raw)
 
     def _save(self, records: dict[str, TotpRecord]) -> None:
@@ -196,7 +198,7 @@ class TotpStore:
             records = self.load()
             current = records.get(username)
             if current is not None and current.enabled:
-                raise TotpError("two-step sign-in is already on; turn it off first")
+                raise TotpError(_("Two-step sign-in is already on; turn it off first."))
             record = TotpRecord(secret_to_text(new_secret()))
             records[username] = record
             self._save(records)
@@ -209,11 +211,11 @@ class TotpStore:
             records = self.load()
             record = records.get(username)
             if record is None or record.enabled:
-                raise TotpError("start the set-up again: there is no pending secret")
+                raise TotpError(_("Start the set-up again: there is no pending secret."))
             step = matching_step(secret_from_text(record.secret), code, now)
             if step is None:
-                raise TotpError("that code is not right; check the phone's clock and try "
-                                "the next code")
+                raise TotpError(_("That code is not right; check the phone's clock and try "
+                                  "the next code."))
             codes = new_recovery_codes()
             record.enabled, record.last_step = True, step
             record.recovery = [hash_recovery(c) for c in codes]
@@ -256,17 +258,18 @@ class TotpStore:
 def parse_records(raw: object) -> dict[str, TotpRecord]:
     """The file's JSON as records; also what a restore uses to validate a backup's copy."""
     if not isinstance(raw, dict):
-        raise TotpError("the TOTP file is not a JSON object")
+        raise TotpError(_("The TOTP file is not a JSON object."))
     records: dict[str, TotpRecord] = {}
     for name, item in raw.items():
         if not isinstance(name, str) or not isinstance(item, dict):
-            raise TotpError("the TOTP file has a malformed entry")
+            raise TotpError(_("The TOTP file has a malformed entry."))
         try:
             record = TotpRecord(str(item["secret"]), bool(item.get("enabled", False)),
                                 int(item.get("last_step", -1)),
                                 [str(h) for h in item.get("recovery", [])])
         except (KeyError, TypeError, ValueError):
-            raise TotpError(f"the TOTP entry for {name[:64]!r} is malformed") from None
+            raise TotpError(_("The TOTP entry for %(name)s is malformed.",
+                              name=repr(name[:64]))) from None
         secret_from_text(record.secret)
         records[name] = record
     return records

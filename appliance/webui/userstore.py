@@ -24,6 +24,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flask_babel import gettext as _
+
 from ..atomicfile import write_atomic
 from ..firstboot.forms import FormError, parse_username
 from ..state import StateLayout
@@ -93,18 +95,18 @@ def parse_groups(text: str) -> list[str]:
         if not item:
             continue
         if not _GROUP.match(item):
-            raise UserStoreError(f"Group '{item[:40]}' is not valid: use 2-64 letters, "
-                                 "digits and . _ @ -.")
+            raise UserStoreError(_("Group '%(group)s' is not valid: use 2-64 letters, "
+                                   "digits and . _ @ -.", group=item[:40]))
         if item not in groups:
             groups.append(item)
     if len(groups) > MAX_GROUPS:
-        raise UserStoreError(f"At most {MAX_GROUPS} groups, please.")
+        raise UserStoreError(_("At most %(num)d groups, please.", num=MAX_GROUPS))
     return groups
 
 
 def check_username(text: str) -> str:
     try:
-        return parse_username(text, "user name")
+        return parse_username(text)
     except FormError as exc:
         raise UserStoreError(str(exc)) from None
 
@@ -145,7 +147,8 @@ class UserStore:
         except FileNotFoundError:
             return ""
         except OSError as exc:
-            raise UserStoreError(f"cannot read the user file {path}: {exc.strerror}") from None
+            raise UserStoreError(_("The user file %(path)s cannot be read: %(reason)s",
+                                   path=path, reason=exc.strerror)) from None
 
     def entries(self) -> dict[str, PasswdEntry]:
         return parse_passwd(self._read_passwd())
@@ -164,7 +167,7 @@ class UserStore:
     def _require(self, username: str) -> PasswdEntry:
         entry = self.entries().get(username)
         if entry is None:
-            raise UserStoreError(f"There is no user '{username[:64]}'.")
+            raise UserStoreError(_("There is no user '%(name)s'.", name=username[:64]))
         return entry
 
     # ------------------------------------------------------------------ editing
@@ -173,14 +176,15 @@ class UserStore:
         try:
             write_text_atomic(path, text)
         except PasswdError as exc:
-            raise UserStoreError(f"Could not save the user file: {exc}") from None
+            raise UserStoreError(_("Could not save the user file: %(reason)s",
+                                   reason=exc)) from None
 
     def add(self, username: str, password: str, groups: list[str]) -> None:
         name = check_username(username)
         with self.lock:
             text = self._read_passwd()
             if name in parse_passwd(text):
-                raise UserStoreError(f"The user '{name}' exists already.")
+                raise UserStoreError(_("The user '%(name)s' exists already.", name=name))
             self._write_passwd(set_user_text(text, name, ",".join(groups) or "*",
                                              hash_password(password)))
         log.info("VPN user %s added", name)
@@ -286,8 +290,8 @@ class UserStore:
         """Make sure ocserv.conf names a settings folder that exists; True if we set it."""
         cfg = self._config()
         if cfg is None:
-            raise UserStoreError("ocserv.conf cannot be read; fix it on the Settings page "
-                                 "first.")
+            raise UserStoreError(_("ocserv.conf cannot be read; fix it on the Settings page "
+                                   "first."))
         changed = False
         if not cfg.config_per_user:
             folder = self.layout.root / SETTINGS_DIR_NAME
@@ -308,7 +312,8 @@ def parse_settings_form(routes: str, dns: str, explicit_ipv4: str, rx: str,
     def items(text: str) -> list[str]:
         found = [item for item in re.split(r"[\s,;]+", text) if item]
         if len(found) > MAX_ITEMS:
-            raise UserStoreError(f"At most {MAX_ITEMS} entries per list, please.")
+            raise UserStoreError(_("At most %(num)d entries per list, please.",
+                                   num=MAX_ITEMS))
         return found
 
     route_list = items(routes)
@@ -316,30 +321,33 @@ def parse_settings_form(routes: str, dns: str, explicit_ipv4: str, rx: str,
         try:
             render_value(OPTIONS["route"], route)
         except ConfigError:
-            raise UserStoreError(f"Route '{route[:40]}' is not a network like "
-                                 "192.168.1.0/24 (or 'default').") from None
+            raise UserStoreError(_("Route '%(item)s' is not a network like 192.168.1.0/24 "
+                                   "(or 'default').", item=route[:40])) from None
     dns_list = items(dns)
     for server in dns_list:
         try:
             ipaddress.ip_address(server)
         except ValueError:
-            raise UserStoreError(f"DNS server '{server[:40]}' is not an IP address.") from None
+            raise UserStoreError(_("DNS server '%(item)s' is not an IP address.",
+                                   item=server[:40])) from None
     address = explicit_ipv4.strip() or None
     if address is not None:
         try:
             parsed = ipaddress.IPv4Address(address)
         except ValueError:
-            raise UserStoreError(f"Static IP '{address[:40]}' is not an IPv4 address."
-                                 ) from None
+            raise UserStoreError(_("Static IP '%(item)s' is not an IPv4 address.",
+                                   item=address[:40])) from None
         address = str(parsed)
-    return UserSettings(route_list, dns_list, address, _rate(rx, "Upload"),
-                        _rate(tx, "Download"))
+    return UserSettings(route_list, dns_list, address, _rate(rx, upload=True),
+                        _rate(tx, upload=False))
 
 
-def _rate(text: str, what: str) -> int | None:
+def _rate(text: str, *, upload: bool) -> int | None:
     value = text.strip()
     if not value:
         return None
     if not value.isdigit() or int(value) > MAX_RATE:
-        raise UserStoreError(f"{what} limit must be a whole number of bytes per second.")
+        raise UserStoreError(_("The upload limit must be a whole number of bytes per second.")
+                             if upload else _("The download limit must be a whole number of "
+                                              "bytes per second."))
     return int(value) or None

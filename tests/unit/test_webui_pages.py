@@ -86,7 +86,7 @@ def test_history_restarts_when_counters_go_down() -> None:
 def test_sessions_list_and_disconnect(ui: UI, admin) -> None:
     ui.vpn.users_list = [session_user(4242, "alice", dtls=True)]
     page = text(admin.get("/sessions/"))
-    for expected in ("198.51.100.7", "10.73.0.2", "DTLS", "123.5 kB", "7.7 MB", "2m 05s"):
+    for expected in ("198.51.100.7", "10.73.0.2", "DTLS", "123.5 kB", "7.7 MB", "2 min 5 sec"):
         assert expected in page, expected
     response = post(admin, "/sessions/4242/disconnect", form_page="/sessions/")
     assert response.status_code == 303
@@ -254,9 +254,9 @@ def test_logs_page_filters(ui: UI, admin, tmp_path) -> None:
 def test_diagnostics_page(ui: UI, admin) -> None:
     ui.vpn.users_list = [session_user(1, ALICE, dtls=False)]
     page = text(admin.get("/diagnostics/"))
-    assert "TCP port 443" in page and "nothing listens" in page  # no server in unit tests
-    assert "run over TCP only" in page
-    assert "Server certificate" in page and "valid until" in page
+    assert "TCP port 443" in page and "Nothing listens" in page  # no server in unit tests
+    assert "runs over TCP only" in page  # one session: the singular
+    assert "Server certificate" in page and "Valid until" in page
     assert "VPN subnet 10.73.0.0/24" in page
     assert "No token is set" in page
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ...web.ratelimit import GLOBAL_KEY, describe_wait
@@ -76,9 +77,12 @@ def _limited() -> str | None:
     now = c.clock()
     verdict = c.guard.check(request.remote_addr or "unknown", now)
     if not verdict.allowed:
-        return f"Too many wrong answers. Try again in {describe_wait(verdict.locked_for)}."
+        return _("Too many wrong answers. Try again in %(wait)s.",
+                 wait=describe_wait(verdict.locked_for))
     wait = c.overall.retry_after(GLOBAL_KEY, now)
-    return f"Too many wrong answers. Try again in {describe_wait(wait)}." if wait > 0 else None
+    if wait > 0:
+        return _("Too many wrong answers. Try again in %(wait)s.", wait=describe_wait(wait))
+    return None
 
 
 def _count_failure() -> None:
@@ -115,9 +119,10 @@ def disable() -> ViewResult:
                                             c.wall()) is not None
     if not code_ok:
         _count_failure()
-        return _page(400, errors=["The password or the code is wrong; two-step sign-in "
-                                  "stays on."])
+        return _page(400, errors=[_("The password or the code is wrong; two-step sign-in "
+                                    "stays on.")])
     c.totp.disable(_admin())
     log.warning("admin %s turned off two-step sign-in", _admin())
-    flash("Two-step sign-in is off. Remove the entry from your authenticator app.", "success")
+    flash(_("Two-step sign-in is off. Remove the entry from your authenticator app."),
+          "success")
     return redirect(url_for("account.index"), code=303)

@@ -6,6 +6,8 @@ import datetime
 import logging
 
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import ngettext
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ...vpn.config import ConfigError
@@ -42,7 +44,7 @@ def restore() -> ViewResult:
     c = ctx()
     upload = request.files.get("archive")
     if upload is None or not upload.filename:
-        return _failed(["Choose a backup file first."])
+        return _failed([_("Choose a backup file first.")])
     data = upload.stream.read(MAX_ARCHIVE_BYTES + 1)
     try:
         with c.files_lock:
@@ -50,16 +52,19 @@ def restore() -> ViewResult:
             install(plan, c.layout)
     except (BackupError, ConfigError) as exc:
         log.warning("restore refused: %s", exc)
-        return _failed([f"Nothing was changed: {exc}"])
+        return _failed([_("Nothing was changed: %(reason)s", reason=exc)])
     except OSError as exc:
         log.exception("restore failed while writing")
-        return _failed([f"Writing the restored files failed: {exc}"], 500)
+        return _failed([_("Writing the restored files failed: %(reason)s", reason=exc)], 500)
     log.info("admin %s restored a backup from %s", g.get("admin"), plan.created)
-    _, problem = vpn_call(c.vpn.reload, "")
-    notes = "; ".join(plan.notes)
-    flash(f"Backup from {plan.created} restored ({plan.users} VPN users)"
-          + (f"; {notes}" if notes else "") + ". Certificates and listening settings take "
-          "effect after a restart of the VPN server.", "success")
+    _answer, problem = vpn_call(c.vpn.reload, "")
+    flash(ngettext("Backup from %(created)s restored (%(num)d VPN user). Certificates and "
+                   "listening settings take effect after a restart of the VPN server.",
+                   "Backup from %(created)s restored (%(num)d VPN users). Certificates and "
+                   "listening settings take effect after a restart of the VPN server.",
+                   plan.users, created=plan.created), "success")
+    for note in plan.notes:
+        flash(note, "info")
     if problem:
         flash(problem, "warning")
     return redirect(url_for("backup.index"), code=303)

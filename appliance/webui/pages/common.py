@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from flask import Blueprint, current_app, g
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 
 from ...web.vpnclient import VpnCommandError, VpnUnavailable
 from ..context import WebUIContext
+from ..servermessages import translate
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +28,14 @@ ui = Blueprint("ui", __name__, static_folder=str(Path(__file__).resolve().parent
 
 #: (endpoint, label) of the side navigation, in order.
 NAV: tuple[tuple[str, str], ...] = (
-    ("dashboard.index", "Dashboard"),
-    ("users.index", "Users"),
-    ("sessions.index", "Sessions"),
-    ("settings.index", "Settings"),
-    ("backup.index", "Backup"),
-    ("logs.index", "Logs"),
-    ("diagnostics.index", "Diagnostics"),
-    ("account.index", "Account"),
+    ("dashboard.index", _l("Dashboard")),
+    ("users.index", _l("Users")),
+    ("sessions.index", _l("Sessions")),
+    ("settings.index", _l("Settings")),
+    ("backup.index", _l("Backup")),
+    ("logs.index", _l("Logs")),
+    ("diagnostics.index", _l("Diagnostics")),
+    ("account.index", _l("Account")),
 )
 
 
@@ -51,6 +54,6 @@ def vpn_call(call: Callable[[], T], default: T) -> tuple[T, str | None]:
         return call(), None
     except VpnUnavailable as exc:
         log.info("VPN server not reachable: %s", exc)
-        return default, "The VPN server is not running or not reachable."
-    except VpnCommandError as exc:
-        return default, f"The VPN server refused: {exc}"
+        return default, _("The VPN server is not running or not reachable.")
+    except VpnCommandError as exc:  # the server's English sentence, said in the page's language
+        return default, translate(str(exc), failed=True).text

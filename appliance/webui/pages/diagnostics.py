@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ...vpn.config import load_config
@@ -37,20 +38,21 @@ def _render(new_token: str | None) -> str:
     cfg, config_findings = check_config(lambda: load_config(str(c.layout.conf)))
     found = listeners()
     users, problem = vpn_call(c.vpn.users, [])
-    certs = [("Server certificate", Path(cfg.server_cert if cfg and cfg.server_cert
-                                         else c.layout.server_cert)),
-             ("CA certificate", Path(cfg.ca_cert if cfg and cfg.ca_cert else c.layout.ca_cert))]
+    certs = [(_("Server certificate"), Path(cfg.server_cert if cfg and cfg.server_cert
+                                            else c.layout.server_cert)),
+             (_("CA certificate"), Path(cfg.ca_cert if cfg and cfg.ca_cert
+                                        else c.layout.ca_cert))]
     clients = c.layout.certs_dir / "clients"
     if clients.is_dir():
-        certs += [(f"Client certificate {p.name.removesuffix('-cert.pem')}", p)
+        certs += [(_("Client certificate %(name)s", name=p.name.removesuffix("-cert.pem")), p)
                   for p in sorted(clients.glob("*-cert.pem"))]
     sections = [
-        ("Ports", check_ports(cfg, found)),
-        ("DTLS reachability", check_dtls(users, bool(cfg and cfg.udp_port))
+        (_("Ports"), check_ports(cfg, found)),
+        (_("DTLS reachability"), check_dtls(users, bool(cfg and cfg.udp_port))
          if problem is None else []),
-        ("Subnets", check_subnets(cfg, local_networks())),
-        ("Certificates", check_certificates(certs)),
-        ("Configuration", config_findings),
+        (_("Subnets"), check_subnets(cfg, local_networks())),
+        (_("Certificates"), check_certificates(certs)),
+        (_("Configuration"), config_findings),
     ]
     return render_template("webui/diagnostics.html", sections=sections, listeners=found,
                            problem=problem,
@@ -65,7 +67,7 @@ def metrics_token() -> str | WerkzeugResponse:
     if request.form.get("action") == "remove":
         remove_token(c.metrics_token_file)
         log.info("admin %s removed the metrics token", g.get("admin"))
-        flash("The metrics endpoint no longer needs a token.", "info")
+        flash(_("The metrics endpoint no longer needs a token."), "info")
         return redirect(url_for("diagnostics.index"), code=303)
     token = new_token(c.metrics_token_file)
     log.info("admin %s created a new metrics token", g.get("admin"))

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_babel import ngettext
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ...web.csrf import rotate_csrf_token
+from ...web.i18n import cookie_language
 from ...web.ratelimit import GLOBAL_KEY, describe_wait
 from ..auth import check_credentials
 from .common import ctx
@@ -45,17 +48,25 @@ def login() -> ViewResult:
     verdict = c.guard.check(client, now)
     if not verdict.allowed:
         log.warning("sign-in refused for %s: locked out", client)
-        return _page(429, f"Too many failed sign-ins from this address. Try again in "
-                          f"{describe_wait(verdict.locked_for)}.", username)
+        return _page(429, _locked_here(verdict.locked_for), username)
     wait = c.overall.retry_after(GLOBAL_KEY, now)
     if wait > 0:
-        return _page(429, f"Too many failed sign-ins on this device. Try again in "
-                          f"{describe_wait(wait)}.", username)
+        return _page(429, _locked_everywhere(wait), username)
     if check_credentials(c.layout.admin_passwd, username, request.form.get("password", "")):
         if c.totp.is_enabled(username):
             return _ask_for_code(username, now)
         return _signed_in(username, client, now)
-    return _page(401, _failure_message(client, now, "user name or password"), username)
+    return _page(401, _failure_message(client, now, password_step=True), username)
+
+
+def _locked_here(seconds: float) -> str:
+    return _("Too many failed sign-ins from this address. Try again in %(wait)s.",
+             wait=describe_wait(seconds))
+
+
+def _locked_everywhere(seconds: float) -> str:
+    return _("Too many failed sign-ins on this device. Try again in %(wait)s.",
+             wait=describe_wait(seconds))
 
 
 def _signed_in(username: str, client: str, now: float) -> WerkzeugResponse:
@@ -67,22 +78,37 @@ def _signed_in(username: str, client: str, now: float) -> WerkzeugResponse:
     session["sid"] = record.sid
     session.permanent = True
     rotate_csrf_token()
+    language = cookie_language()  # picked on the sign-in page: now the account's too
+    if language is not None:
+        try:
+            c.languages.set_account(username, language)
+        except OSError as exc:
+            log.error("could not store the language of %s: %s", username, exc)
     log.info("admin %s signed in from %s", username, client)
     return redirect(target, code=303)
 
 
-def _failure_message(client: str, now: float, what: str) -> str:
+def _failure_message(client: str, now: float, *, password_step: bool) -> str:
     """Count a failure (per address and globally) and say what happens next."""
     c = ctx()
     after = c.guard.failure(client, now)
     c.overall.failure(GLOBAL_KEY, now)
-    log.warning("failed admin sign-in (%s) from %s", what, client)
+    log.warning("failed admin sign-in (%s) from %s",
+                "user name or password" if password_step else "code", client)
     if not after.allowed:
-        return (f"Wrong {what}. This address is now locked out for "
-                f"{describe_wait(after.locked_for)}.")
-    left = after.tries_left
-    return (f"Wrong {what}. {left} more {'try' if left == 1 else 'tries'} before a "
-            "15-minute lockout.")
+        wait = describe_wait(after.locked_for)
+        if password_step:
+            return _("Wrong user name or password. This address is now locked out for "
+                     "%(wait)s.", wait=wait)
+        return _("Wrong code. This address is now locked out for %(wait)s.", wait=wait)
+    if password_step:
+        return ngettext("Wrong user name or password. %(num)d more try before a 15-minute "
+                        "lockout.",
+                        "Wrong user name or password. %(num)d more tries before a 15-minute "
+                        "lockout.", after.tries_left)
+    return ngettext("Wrong code. %(num)d more try before a 15-minute lockout.",
+                    "Wrong code. %(num)d more tries before a 15-minute lockout.",
+                    after.tries_left)
 
 
 # --------------------------------------------------------------------------- second step
@@ -126,25 +152,23 @@ def code() -> ViewResult:
     username = _pending_user(now)
     if username is None:
         session.pop("pending_admin", None)
-        flash("Sign in with your password first.", "info")
+        flash(_("Sign in with your password first."), "info")
         return redirect(url_for("login.login"), code=303)
     if request.method == "GET":
         return _code_page()
     client = request.remote_addr or "unknown"
     verdict = c.guard.check(client, now)
     if not verdict.allowed:
-        return _code_page(429, f"Too many failed sign-ins from this address. Try again in "
-                               f"{describe_wait(verdict.locked_for)}.")
+        return _code_page(429, _locked_here(verdict.locked_for))
     wait = c.overall.retry_after(GLOBAL_KEY, now)
     if wait > 0:
-        return _code_page(429, f"Too many failed sign-ins on this device. Try again in "
-                               f"{describe_wait(wait)}.")
+        return _code_page(429, _locked_everywhere(wait))
     kind = c.totp.verify(username, request.form.get("code", "")[:64], c.wall())
     if kind is None:
-        return _code_page(401, _failure_message(client, now, "code"))
+        return _code_page(401, _failure_message(client, now, password_step=False))
     if kind == "recovery":
-        flash("You used a recovery code; it cannot be used again. Make new ones on the "
-              "Account page if few are left.", "warning")
+        flash(_("You used a recovery code; it cannot be used again. Make new ones on the "
+                "Account page if few are left."), "warning")
     return _signed_in(username, client, now)
 
 
@@ -154,5 +178,5 @@ def logout() -> WerkzeugResponse:
     c.sessions.drop(session.get("sid"))
     c.drafts.drop(str(session.get("sid", "")))
     session.clear()
-    flash("You are signed out.", "info")
+    flash(_("You are signed out."), "info")
     return redirect(url_for("login.login"), code=303)

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..radiusinfo import read_radius_info
@@ -21,7 +22,7 @@ bp = Blueprint("sessions", __name__, url_prefix="/sessions")
 def index() -> str:
     c = ctx()
     users, problem = vpn_call(c.vpn.users, [])
-    bans, _ = vpn_call(c.vpn.bans, []) if problem is None else ([], None)
+    bans, _why = vpn_call(c.vpn.bans, []) if problem is None else ([], None)
     return render_template("webui/sessions.html", users=users, bans=bans, problem=problem,
                            channel=channel, now=c.wall(), poll=c.poll_seconds,
                            radius=read_radius_info(c.layout.conf))
@@ -37,9 +38,9 @@ def disconnect(worker_id: int) -> WerkzeugResponse:
         flash(problem, "error")
     elif done:
         log.info("admin %s disconnected session %d", g.get("admin"), worker_id)
-        flash("The session was disconnected.", "success")
+        flash(_("The session was disconnected."), "success")
     else:
-        flash("That session had already ended.", "info")
+        flash(_("That session had already ended."), "info")
     return redirect(url_for("sessions.index"), code=303)
 
 
@@ -49,12 +50,12 @@ def unban() -> WerkzeugResponse:
     try:
         ip = str(ipaddress.ip_address(request.form.get("ip", "").strip()))
     except ValueError:
-        flash("That is not an IP address.", "error")
+        flash(_("That is not an IP address."), "error")
         return redirect(url_for("sessions.index"), code=303)
     done, problem = vpn_call(lambda: c.vpn.unban(ip), False)
     if problem:
         flash(problem, "error")
     else:
-        flash(f"{ip} was unbanned." if done else f"{ip} was not banned.",
+        flash(_("%(ip)s was unbanned.", ip=ip) if done else _("%(ip)s was not banned.", ip=ip),
               "success" if done else "info")
     return redirect(url_for("sessions.index"), code=303)

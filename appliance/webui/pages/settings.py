@@ -22,9 +22,11 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext as _
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ...vpn.config import ConfigDocument, ConfigError, write_config_atomic
+from ..servermessages import translate
 from ..settingsform import (
     GROUPS,
     GROUPS_BY_SLUG,
@@ -54,7 +56,7 @@ def _current() -> str:
     try:
         return normalise(ConfigDocument.load(str(ctx().layout.conf)).text())
     except ConfigError as exc:
-        abort(500, description=f"ocserv.conf cannot be read: {exc}")
+        abort(500, description=_("ocserv.conf cannot be read: %(reason)s", reason=exc))
 
 
 def _propose(old: str, new: str, origin: str) -> WerkzeugResponse:
@@ -91,7 +93,7 @@ def group(slug: str) -> ViewResult:
         return render_template("webui/settings_group.html", group=grp, groups=GROUPS,
                                fields=shown, errors=errors, general=general), 400
     if new == old:
-        flash("Nothing changed.", "info")
+        flash(_("Nothing changed."), "info")
         return redirect(url_for("settings.group", slug=slug), code=303)
     return _propose(old, new, slug)
 
@@ -104,15 +106,15 @@ def raw() -> ViewResult:
     text = request.form.get("text", "")
     if len(text) > MAX_RAW_BYTES:
         return render_template("webui/settings_raw.html", groups=GROUPS, text=old,
-                               errors=[f"The text is larger than {MAX_RAW_BYTES // 1024} "
-                                       "KiB."]), 400
+                               errors=[_("The text is larger than %(num)d KiB.",
+                                         num=MAX_RAW_BYTES // 1024)]), 400
     new = normalise(text)
     errors = validate_text(new, str(ctx().layout.conf))
     if errors:
         return render_template("webui/settings_raw.html", groups=GROUPS, text=new,
                                errors=errors), 400
     if new == old:
-        flash("Nothing changed.", "info")
+        flash(_("Nothing changed."), "info")
         return redirect(url_for("settings.raw"), code=303)
     return _propose(old, new, "raw")
 
@@ -121,7 +123,7 @@ def raw() -> ViewResult:
 def review() -> ViewResult:
     draft = ctx().drafts.current(owner())
     if draft is None:
-        flash("There are no changes waiting to be applied.", "info")
+        flash(_("There are no changes waiting to be applied."), "info")
         return redirect(url_for("settings.index"), code=303)
     stale = draft.base_hash != text_hash(_current())
     return render_template("webui/settings_review.html", draft=draft, groups=GROUPS,
@@ -133,30 +135,34 @@ def apply() -> WerkzeugResponse:
     c = ctx()
     draft = c.drafts.get(owner(), request.form.get("draft", ""))
     if draft is None:
-        flash("These changes are no longer pending; nothing was applied.", "error")
+        flash(_("These changes are no longer pending; nothing was applied."), "error")
         return redirect(url_for("settings.index"), code=303)
     with c.files_lock:
         if draft.base_hash != text_hash(_current()):
             c.drafts.drop(owner())
-            flash("ocserv.conf was changed by someone else meanwhile; nothing was applied. "
-                  "Make your change again.", "error")
+            flash(_("ocserv.conf was changed by someone else meanwhile; nothing was "
+                    "applied. Make your change again."), "error")
             return redirect(url_for("settings.index"), code=303)
         try:
             write_config_atomic(str(c.layout.conf), draft.text)
         except (ConfigError, OSError) as exc:
-            flash(f"Nothing was applied: {exc}", "error")
+            flash(_("Nothing was applied: %(reason)s", reason=exc), "error")
             return redirect(url_for("settings.review"), code=303)
     c.drafts.drop(owner())
     log.info("admin %s applied a configuration change (%s)", g.get("admin"), draft.origin)
     message, problem = vpn_call(c.vpn.reload, "")
+    answer = translate(message) if message else None
     if problem:
-        flash(f"Saved. {problem} The new settings apply when it starts.", "warning")
+        flash(_("Saved. %(problem)s The new settings apply when it starts.",
+                problem=problem), "warning")
+    elif answer is not None and not answer.ok:
+        flash(answer.text, "error")  # e.g. "reload failed: ...", said in the page's language
     else:
-        flash("Saved and reloaded: new connections use the new settings, connected "
-              "users stay connected.", "success")
+        flash(_("Saved and reloaded: new connections use the new settings, connected "
+                "users stay connected."), "success")
     if draft.restart:
-        flash("These options take effect only after a restart of the VPN server: " +
-              ", ".join(draft.restart), "warning")
+        flash(_("These options take effect only after a restart of the VPN server: "
+                "%(options)s", options=", ".join(draft.restart)), "warning")
     target = ("settings.raw", {}) if draft.origin == "raw" else (
         "settings.group", {"slug": draft.origin})
     return redirect(url_for(target[0], **target[1]), code=303)
@@ -165,5 +171,5 @@ def apply() -> WerkzeugResponse:
 @bp.post("/discard")
 def discard() -> WerkzeugResponse:
     ctx().drafts.drop(owner())
-    flash("The changes were discarded.", "info")
+    flash(_("The changes were discarded."), "info")
     return redirect(url_for("settings.index"), code=303)

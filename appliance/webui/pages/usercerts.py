@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, abort, flash, g, redirect, request, url_for
+from flask_babel import gettext as _
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..clientcerts import DEFAULT_DAYS, ClientCertError
@@ -32,7 +33,7 @@ def _days(text: str) -> int:
     if not text:
         return DEFAULT_DAYS
     if not text.isdigit():
-        raise ClientCertError("Validity must be a whole number of days.")
+        raise ClientCertError(_("Validity must be a whole number of days."))
     return int(text)
 
 
@@ -53,10 +54,10 @@ def register_cert_routes(bp: Blueprint, user_or_404: Callable[[str], Any],
         except ClientCertError as exc:
             return edit_page(user, 400, errors=[str(exc)])
         if change.needs_restart:
-            _, problem = vpn_call(c.vpn.reload, "")
-            flash("Certificate login was turned on (" + ", ".join(change.options) + " in "
-                  "ocserv.conf). Restart the VPN service once for it to take effect.",
-                  "warning")
+            _answer, problem = vpn_call(c.vpn.reload, "")
+            flash(_("Certificate login was turned on (%(options)s in ocserv.conf). Restart the "
+                    "VPN service once for it to take effect.",
+                    options=", ".join(change.options)), "warning")
         filename = f"{user.username}-{bundle.record.serial[-8:].lower()}.p12"
         token = c.downloads.put(owner(), filename, P12_MIME, bundle.p12, c.clock())
         log.info("admin %s issued certificate %s for %s", g.get("admin"),
@@ -71,8 +72,9 @@ def register_cert_routes(bp: Blueprint, user_or_404: Callable[[str], Any],
         c = ctx()
         item = c.downloads.take(token[:64], owner(), c.clock())
         if item is None:
-            abort(404, description="This download was used already or has expired. The "
-                  "device does not keep private keys: issue a new certificate.")
+            abort(404, description=_("This download was used already or has expired. The "
+                                     "device does not keep private keys: issue a new "
+                                     "certificate."))
         return Response(item.data, mimetype=item.mimetype, headers={
             "Content-Disposition": f'attachment; filename="{item.filename}"'})
 
@@ -89,6 +91,6 @@ def register_cert_routes(bp: Blueprint, user_or_404: Callable[[str], Any],
             return edit_page(user, 400, errors=[str(exc)])
         log.info("admin %s revoked certificate %s of %s", g.get("admin"), record.serial,
                  user.username)
-        flash(f"Certificate {record.serial} was revoked; the server refuses it from the "
-              "next login.", "success")
+        flash(_("Certificate %(serial)s was revoked; the server refuses it from the next "
+                "login.", serial=record.serial), "success")
         return redirect(url_for("users.edit", name=user.username), code=303)

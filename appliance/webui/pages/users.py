@@ -18,6 +18,8 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext as _
+from flask_babel import ngettext
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ... import pki
@@ -55,7 +57,7 @@ def _user_or_404(name: str) -> VpnUser:
 
 
 def _password_problems(password: str, confirm: str, username: str) -> list[str]:
-    problems = [] if password == confirm else ["The two passwords differ."]
+    problems = [] if password == confirm else [_("The two passwords differ.")]
     return problems + list(check_password(password, username=username,
                                           context=["ocgate", "openconnect"]).problems)
 
@@ -77,9 +79,9 @@ def _refused_for_radius() -> tuple[str, int] | None:
     info = _radius()
     if info is None:
         return None
-    return render_template("error.html", code=409, title="Managed by RADIUS",
-                           message=f"VPN users are managed by {info.label}; change them "
-                           "there."), 409
+    return render_template("error.html", code=409, title=_("Managed by RADIUS"),
+                           message=_("VPN users are managed by %(server)s; change them "
+                                     "there.", server=info.label)), 409
 
 
 def _back(name: str | None = None) -> WerkzeugResponse:
@@ -99,7 +101,7 @@ def index() -> str:
         problem = None
     except UserStoreError as exc:
         users, problem = [], str(exc)
-    online, _ = vpn_call(c.vpn.users, [])
+    online, _why = vpn_call(c.vpn.users, [])
     connected = {u.username for u in online}
     return render_template("webui/users.html", users=users, connected=connected,
                            problem=problem, rules=RULES_TEXT, values={}, errors=[],
@@ -129,13 +131,13 @@ def add() -> ViewResult:
         except UserStoreError as exc:
             errors.append(str(exc))
     if errors:
-        online, _ = vpn_call(c.vpn.users, [])
+        online, _why = vpn_call(c.vpn.users, [])
         return render_template("webui/users.html", users=c.users.list(),
                                connected={u.username for u in online}, problem=None,
                                rules=RULES_TEXT, values=values, errors=errors,
                                radius=None), 400
     log.info("admin %s added VPN user %s", g.get("admin"), username)
-    flash(f"User {username} was added.", "success")
+    flash(_("User %(name)s was added.", name=username), "success")
     return _back(username)
 
 
@@ -144,7 +146,7 @@ def add() -> ViewResult:
 
 def _edit_page(user: VpnUser, status: int = 200, **extra: object) -> tuple[str, int]:
     c = ctx()
-    sessions, _ = vpn_call(c.vpn.users, [])
+    sessions, _why = vpn_call(c.vpn.users, [])
     settings = extra.pop("settings", None) or c.users.read_settings(user.username)
     extra.setdefault("certs", cert_list(user.username))
     return render_template("webui/user.html", user=user, rules=RULES_TEXT,
@@ -167,7 +169,7 @@ def groups(name: str) -> ViewResult:
         ctx().users.set_groups(user.username, parse_groups(request.form.get("groups", "")))
     except UserStoreError as exc:
         return _edit_page(user, 400, errors=[str(exc)])
-    flash("Groups saved.", "success")
+    flash(_("Groups saved."), "success")
     return _back(name)
 
 
@@ -178,11 +180,15 @@ def lock(name: str) -> ViewResult:
     c = ctx()
     c.users.set_locked(user.username, locked)
     if locked:
-        count, _ = vpn_call(lambda: c.vpn.disconnect_user(user.username), 0)
-        flash(f"{user.username} is locked" + (f" and {count} session(s) were ended."
-                                              if count else "."), "success")
+        count, _why = vpn_call(lambda: c.vpn.disconnect_user(user.username), 0)
+        if count:
+            flash(ngettext("%(name)s is locked and %(num)d session was ended.",
+                           "%(name)s is locked and %(num)d sessions were ended.", count,
+                           name=user.username), "success")
+        else:
+            flash(_("%(name)s is locked.", name=user.username), "success")
     else:
-        flash(f"{user.username} is unlocked.", "success")
+        flash(_("%(name)s is unlocked.", name=user.username), "success")
     return _back(name)
 
 
@@ -194,7 +200,7 @@ def password(name: str) -> ViewResult:
     if problems:
         return _edit_page(user, 400, errors=problems)
     ctx().users.reset_password(user.username, new)
-    flash("The password was changed. It applies from the next login.", "success")
+    flash(_("The password was changed. It applies from the next login."), "success")
     return _back(name)
 
 
@@ -202,16 +208,22 @@ def password(name: str) -> ViewResult:
 def delete(name: str) -> ViewResult:
     user = _user_or_404(name)
     if request.form.get("confirm") != user.username:
-        return _edit_page(user, 400, errors=["Type the user name to confirm deleting it."])
+        return _edit_page(user, 400, errors=[_("Type the user name to confirm deleting it.")])
     c = ctx()
     c.users.delete(user.username)
     revoked = revoke_all(user.username)
-    count, _ = vpn_call(lambda: c.vpn.disconnect_user(user.username), 0)
+    count, _why = vpn_call(lambda: c.vpn.disconnect_user(user.username), 0)
     if revoked:
-        flash(f"{revoked} certificate(s) of {user.username} were revoked.", "info")
+        flash(ngettext("%(num)d certificate of %(name)s was revoked.",
+                       "%(num)d certificates of %(name)s were revoked.", revoked,
+                       name=user.username), "info")
     log.info("admin %s deleted VPN user %s", g.get("admin"), user.username)
-    flash(f"User {user.username} was deleted" + (f"; {count} session(s) were ended."
-                                                 if count else "."), "success")
+    if count:
+        flash(ngettext("User %(name)s was deleted; %(num)d session was ended.",
+                       "User %(name)s was deleted; %(num)d sessions were ended.", count,
+                       name=user.username), "success")
+    else:
+        flash(_("User %(name)s was deleted.", name=user.username), "success")
     return _back()
 
 
@@ -231,10 +243,10 @@ def settings(name: str) -> ViewResult:
                              form.get("explicit_ipv4", "") or None)
         return _edit_page(user, 400, errors=[str(exc)], settings=draft)
     if conf_changed:
-        _, problem = vpn_call(c.vpn.reload, "")
+        _answer, problem = vpn_call(c.vpn.reload, "")
         if problem:
             flash(problem, "warning")
-    flash("Settings saved. They apply from the user's next connection.", "success")
+    flash(_("Settings saved. They apply from the user's next connection."), "success")
     return _back(name)
 
 
@@ -245,8 +257,8 @@ def _check_static_ip(settings: UserSettings) -> None:
     address = ipaddress.IPv4Address(settings.explicit_ipv4)
     pool = cfg.ipv4_network
     if address not in pool or address in (pool.network_address, pool.broadcast_address):
-        raise UserStoreError(f"The static IP must be a host address inside the VPN subnet "
-                             f"{pool}.")
+        raise UserStoreError(_("The static IP must be a host address inside the VPN subnet "
+                               "%(pool)s.", pool=pool))
 
 
 # --------------------------------------------------------------------------- onboarding
@@ -260,7 +272,8 @@ def onboarding(name: str) -> ViewResult:
         identity = server_identity(c.layout, c.config())
     except (pki.PkiError, OSError, ValueError) as exc:
         return render_template("webui/onboarding.html", user=user, identity=None,
-                               problem=f"The server certificate cannot be read: {exc}"), 500
+                               problem=_("The server certificate cannot be read: %(reason)s",
+                                         reason=exc)), 500
     return render_template("webui/onboarding.html", user=user, identity=identity,
                            command=identity.openconnect_command(user.username),
                            qr=qr_svg(identity.qr_text()), problem=None)

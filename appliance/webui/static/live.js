@@ -11,10 +11,12 @@
     return path.split(".").reduce((o, k) => (o == null ? o : o[k]), data);
   }
 
+  // Every text comes formatted by the server in the page's language (issue 21): the
+  // script writes it as it is and has no words of its own ("n/a" too is the page's).
   function setText(data) {
     root.querySelectorAll("[data-live]").forEach((el) => {
       const value = pick(data, el.dataset.live);
-      el.textContent = value == null ? "n/a" : String(value);
+      el.textContent = value == null ? root.dataset.na : String(value);
     });
   }
 
@@ -42,21 +44,12 @@
     if (!svg) { return; }
     const points = data.history;
     const width = 600, height = 160;
-    const peak = Math.max(1000, ...points.map((p) => Math.max(p[1], p[2])));
+    const peak = Math.max(1, data.peak);
     const start = data.now - data.window;
     const xy = (t, v) =>
       `${(((t - start) / data.window) * width).toFixed(1)},${(height - (v / peak) * (height - 10)).toFixed(1)}`;
     document.getElementById("series-tx").setAttribute("points", points.map((p) => xy(p[0], p[2])).join(" "));
     document.getElementById("series-rx").setAttribute("points", points.map((p) => xy(p[0], p[1])).join(" "));
-    const scale = document.getElementById("graph-scale");
-    if (scale) { scale.textContent = `top = ${formatRate(peak)}`; }
-  }
-
-  function formatRate(bps) {
-    const units = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s"];
-    let value = bps, i = 0;
-    while (value >= 1000 && i < units.length - 1) { value /= 1000; i += 1; }
-    return `${value.toFixed(i ? 1 : 0)} ${units[i]}`;
   }
 
   async function tick() {
