@@ -260,7 +260,7 @@ class SessionInfo:
     groupname: str = ""
     started: float = 0.0  # session start (first authentication), for session-timeout
     reason: str = ""
-    # back-end session attributes: {"radius": SessionAttrs as a dict} (radius.py)
+    # back-end session attributes: {"radius": SessionAttrs as a dict} (auth/radius/auth.py)
     extra: dict[str, dict[str, str | int | bool | list[str] | None]] = field(
         default_factory=dict)
 
@@ -363,7 +363,7 @@ class SessionSettings:
     tx_per_sec: int = field(default=0, metadata=COUNTER)
     base_mtu: int = field(default=0, metadata=MTU)
     mtu: int = field(default=0, metadata=MTU)
-    vnet_hdr: bool = False  # the TUN carries virtio-net headers (gro.py)
+    vnet_hdr: bool = False  # the TUN carries virtio-net headers (worker/gro.py)
 
 
 @message
@@ -378,7 +378,7 @@ class ConnectGrant:
     ipv4: str = ""
     ipv4_local: str = ""
     ipv4_netmask: str = ""
-    ipv6: str = ""  # the client's IPv6 address ("" without an IPv6 pool), see ipv6.py
+    ipv6: str = ""  # the client's IPv6 address ("" without an IPv6 pool), see main/ipv6.py
     ipv6_prefix: int = 0
     ipv6_withheld: bool = False  # data MTU below 1280: no IPv6 in the CONNECT reply
     session_started: float = 0.0

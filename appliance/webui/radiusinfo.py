@@ -17,8 +17,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..vpn.auth.radius.conf import AUTH_PORT, RadiusConfError, parse_keyvalues, split_host
 from ..vpn.config import ConfigDocument, ConfigError, parse_auth_method
-from ..vpn.radiusconf import AUTH_PORT, RadiusConfError, parse_keyvalues, split_host
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.vpn import ipc
-from appliance.vpn.anyconnectsec import (
-    APPROVAL_TTL,
-    CertGate,
-    ProfileCache,
-    connect_needs_cert,
-    profile_answer,
-)
 from appliance.vpn.config import parse_config
 from appliance.vpn.protocol import anyconnect, auth, http
 from appliance.vpn.protocol.anyconnect import (
@@ -32,7 +25,14 @@ from appliance.vpn.protocol.anyconnect import (
     session_cookie,
     with_profile_cookie,
 )
-from appliance.vpn.secmod import SessionStore
+from appliance.vpn.secmod.anyconnect import (
+    APPROVAL_TTL,
+    CertGate,
+    ProfileCache,
+    connect_needs_cert,
+    profile_answer,
+)
+from appliance.vpn.secmod.server import SessionStore
 
 PROFILE = b'<?xml version="1.0" encoding="UTF-8"?>\n<AnyConnectProfile></AnyConnectProfile>\n'
 CERT_SHA1 = "ab" * 20

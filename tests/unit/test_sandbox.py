@@ -28,8 +28,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from appliance.vpn import sandbox
-from appliance.vpn.sandbox import (
+from appliance.vpn.main import sandbox
+from appliance.vpn.main.sandbox import (
     ERRNO_SYSCALLS,
     MAX_OPEN_FILES,
     ArgCheck,
@@ -439,7 +439,7 @@ def test_sandbox_error_is_logged(monkeypatch: pytest.MonkeyPatch,
 def test_tls13_key_update_runs_under_the_filter(suite: str) -> None:
     """A client's KeyUpdate makes the worker derive keys (hashlib/HMAC, a fresh AEAD) at run
     time: a path the e2e client never takes, so it is checked here."""
-    from appliance.vpn.tlsrecord import (
+    from appliance.vpn.protocol.tls.record import (
         CT_HANDSHAKE,
         HS_KEY_UPDATE,
         RecordLayer,
