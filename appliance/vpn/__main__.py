@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print("OCGate VPN server (ocserv 1.1.6 compatible)")
         return 0
     setup_logging(args.debug)
-    log = logging.getLogger("ocgate.main")
+    log = logging.getLogger(__name__)
     try:
         cfg = load_config(args.config)
         check_radius_files(cfg)

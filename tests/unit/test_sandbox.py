@@ -425,7 +425,7 @@ def test_sandbox_error_is_logged(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(sandbox, "_seccomp", None)
     monkeypatch.setattr(sandbox, "no_new_privs", lambda: None)
     monkeypatch.setattr(sandbox, "limit_resources", lambda: None)
-    with caplog.at_level(logging.ERROR, logger="ocgate.sandbox"), \
+    with caplog.at_level(logging.ERROR, logger="appliance.vpn.main.sandbox"), \
             pytest.raises(SandboxError):
         apply_worker_sandbox(ISOLATED)
     assert any("cannot apply the sandbox (isolate-workers = true)" in r.getMessage()

@@ -41,7 +41,7 @@ from ..config import AuthMethod
 from ..passwd import PasswdEntry, PasswdError, load_passwd, verify_password
 from . import otp
 
-log = logging.getLogger("ocgate.sec-mod.auth")
+log = logging.getLogger(__name__)
 
 PASSWORD_PROMPT = "Please enter your password."
 OTP_PROMPT = "Please enter your OTP password."  # ocserv 1.1.6's plain module, verbatim

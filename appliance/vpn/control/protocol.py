@@ -18,7 +18,7 @@ from .schema import (
     UserInfo,
 )
 
-log = logging.getLogger("ocgate.control")
+log = logging.getLogger(__name__)
 
 
 # --- requests --------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any, Protocol, TypeVar
 
 from .. import wire
 
-log = logging.getLogger("ocgate.control")
+log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)

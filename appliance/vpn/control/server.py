@@ -16,7 +16,7 @@ from typing import Any
 from .protocol import ClientConn, Dispatcher, Limits, encode, error_reply, event_message
 from .schema import ControlProvider
 
-log = logging.getLogger("ocgate.control")
+log = logging.getLogger(__name__)
 
 
 # --- the socket shell ----------------------------------------------------------------------

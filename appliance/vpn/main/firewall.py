@@ -14,7 +14,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 
-log = logging.getLogger("ocgate.main")
+log = logging.getLogger(__name__)
 
 TABLE = "ocgate_fw"
 _PORT_ITEM = re.compile(r"^(tcp|udp|sctp|icmp|icmpv6)\(\s*(\d*)\s*\)$")

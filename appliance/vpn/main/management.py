@@ -19,7 +19,7 @@ from .scripts import format_route
 if TYPE_CHECKING:
     from .server import Conn, Main
 
-log = logging.getLogger("ocgate.main")
+log = logging.getLogger(__name__)
 
 LIVE_STATES = ("connected", "connecting")
 

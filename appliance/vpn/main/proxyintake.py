@@ -28,7 +28,7 @@ from ..protocol.proxyproto import (
     ProxyProtocolError,
 )
 
-log = logging.getLogger("ocgate.proxyproto")
+log = logging.getLogger(__name__)
 
 HEADER_TIMEOUT = 5.0  # a balancer sends the header at once; anything slower is not one
 MAX_PENDING = 512  # connections waiting for their header; more are refused, not queued

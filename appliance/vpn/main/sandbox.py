@@ -44,7 +44,7 @@ from typing import Any
 
 from ..config import Config
 
-log = logging.getLogger("ocgate.sandbox")
+log = logging.getLogger(__name__)
 
 PR_SET_NO_NEW_PRIVS = 38
 MAX_OPEN_FILES = 64

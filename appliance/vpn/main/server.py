@@ -50,7 +50,7 @@ from .scripts import ScriptJob, format_route, script_env
 from .supervise import RestartBudget
 from .tun import configure_tun, open_tun, remove_tun, tun_index
 
-log = logging.getLogger("ocgate.main")
+log = logging.getLogger(__name__)
 
 LEASE_SLACK = 15  # as the cookie (protocol.md 7.6)
 SECMOD_TIMEOUT = 5.0

@@ -21,7 +21,7 @@ from .. import ipc
 from ..config import Config, ConfigError, load_user_config
 from ..protocol.anyconnect import MAX_PROFILE_BYTES, AnyConnectError, ProfileRef, profile_ref
 
-log = logging.getLogger("ocgate.sec-mod")
+log = logging.getLogger(__name__)
 
 APPROVAL_TTL = 30.0  # seconds between the worker's check and main's SessionOpen
 

@@ -53,7 +53,7 @@ from ..protocol.tls.handshake import (
 from .anyconnect import CertGate, ProfileCache, connect_needs_cert, profile_answer
 from .memtrim import release_memory
 
-log = logging.getLogger("ocgate.sec-mod")
+log = logging.getLogger(__name__)
 
 MAX_PASSWORD_TRIES = 3
 HANDSHAKE_TIMEOUT = 20.0  # seconds a client has to complete the TLS handshake

@@ -19,7 +19,7 @@ from ..protocol import anyconnect, auth, cstp, http
 if TYPE_CHECKING:
     from .dialogue import Worker
 
-log = logging.getLogger("ocgate.worker")
+log = logging.getLogger(__name__)
 
 SECMOD_TIMEOUT = 10.0
 

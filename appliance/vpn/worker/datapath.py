@@ -32,7 +32,7 @@ from .bandwidth import TokenBucket
 from .dtlschannel import DtlsChannel
 from .gro import VNET_HDR_LEN, coalesce
 
-log = logging.getLogger("ocgate.worker")
+log = logging.getLogger(__name__)
 
 BATCH = 64
 RECV_SIZE = 256 * 1024

@@ -28,7 +28,7 @@ from .datapath import CstpSession, Timers
 from .dtlschannel import DtlsChannel
 from .legacydtls import legacy_offer
 
-log = logging.getLogger("ocgate.worker")
+log = logging.getLogger(__name__)
 
 MAX_HTTP_REQUESTS = 16  # per connection, as ocserv
 HANDSHAKE_TIMEOUT = 20.0

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from ..protocol.dtls.handshake import DtlsContext, DtlsHandshakeError, DtlsServerHandshake
 from ..protocol.dtls.record import DtlsClosed, DtlsError, DtlsRecordLayer, peek_client_hello
 
-log = logging.getLogger("ocgate.worker")
+log = logging.getLogger(__name__)
 
 SOL_UDP = 17
 UDP_SEGMENT = 103

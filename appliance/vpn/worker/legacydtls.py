@@ -29,7 +29,7 @@ from ..protocol.dtls.legacy import (
 from ..protocol.dtls.record import DtlsRecordLayer
 from .dtlschannel import DtlsChannel
 
-log = logging.getLogger("ocgate.worker")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pyrad import packet as rpacket
 from .auth import DEFAULT_RADCLI, SERVICE_FRAMED, SessionAttrs, dictionary
 from .conf import RadiusConf, RadiusConfError, RadiusServer, load_radius_conf
 
-log = logging.getLogger("ocgate.radius")
+log = logging.getLogger(__name__)
 
 MAX_ACCT_BACKLOG = 4096
 

@@ -41,7 +41,7 @@ from pyrad.dictionary import Dictionary
 from ..backends import PASSWORD_PROMPT, Prompt, ThreadedConversation, Verdict
 from .conf import RadiusConf, RadiusConfError, RadiusServer, load_radius_conf
 
-log = logging.getLogger("ocgate.radius")
+log = logging.getLogger(__name__)
 
 UNREACHABLE = "Authentication server unreachable"
 MAX_CHALLENGES = 16  # as ocserv: a server that keeps challenging is not a login

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-log = logging.getLogger("ocgate.radius.conf")
+log = logging.getLogger(__name__)
 
 AUTH_PORT = 1812
 ACCT_PORT = 1813
