@@ -27,24 +27,22 @@ from hypothesis import strategies as st
 
 from appliance import pki
 from appliance.vpn import ipc
-from appliance.vpn.auth.backends import (
+from appliance.vpn.auth.base import (
     OTP_PROMPT,
     PASSWORD_PROMPT,
     AuthConfigError,
     CertError,
-    CertIdentity,
     Event,
     GroupError,
-    GroupPolicy,
-    OtpFile,
-    PamAuth,
-    PlainAuth,
     Prompt,
     Verdict,
-    cert_identity,
-    make_setup,
 )
+from appliance.vpn.auth.cert import CertIdentity, cert_identity
+from appliance.vpn.auth.groups import GroupPolicy
 from appliance.vpn.auth.otp import hotp
+from appliance.vpn.auth.pam import PamAuth
+from appliance.vpn.auth.plain import OtpFile, PlainAuth
+from appliance.vpn.auth.registry import make_setup
 from appliance.vpn.config import AuthMethod, parse_config
 from appliance.vpn.protocol.tls.handshake import ServerHandshake, make_server_context
 from appliance.vpn.secmod.server import AuthState, SecMod
@@ -374,7 +372,7 @@ def test_otp_file_problems_refuse(tmp_path: Path) -> None:
 
 def test_otp_write_failure_refuses(tmp_path: Path, monkeypatch) -> None:
     pw, oath = otp_files(tmp_path)
-    from appliance.vpn.auth import backends as authbackends
+    from appliance.vpn.auth import plain as authbackends
 
     def fail(*_args, **_kw):
         raise OSError(28, "No space left on device")

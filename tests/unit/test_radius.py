@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from pyrad import packet as rpacket
 
-from appliance.vpn.auth.backends import Prompt, Verdict
+from appliance.vpn.auth.base import Prompt, Verdict
 from appliance.vpn.auth.radius import acct as radiusacct
 from appliance.vpn.auth.radius import auth as radius
 from appliance.vpn.auth.radius.conf import (

@@ -3,7 +3,7 @@
 ocserv checks the code with liboath's ``oath_authenticate_usersfile`` (window 20), so an
 existing ``/etc/ocserv/users.oath`` must keep working, and a file we rewrote must still be
 read by liboath.  This module is sans-IO: text and the time come in, a verdict and the
-new file text go out; auth/backends.py reads, locks and atomically rewrites the file.
+new file text go out; auth/plain.py reads, locks and atomically rewrites the file.
 
 One line per token, fields separated by blanks (``#`` comments and blank lines are kept)::
 

@@ -7,7 +7,7 @@ compromised worker learns nothing it could not learn by trying passwords over th
 It also runs every TLS handshake (the private key lives only here), so it is the one that
 sees a client certificate verified: the identity it carries is kept in the state of the
 worker connection that asked for the handshake and is never taken from a worker's word.
-Password back-ends run as conversations (auth/backends.py); PAM's run in threads, so a
+Password back-ends run as conversations (auth/base.py); PAM's run in threads, so a
 worker waiting for PAM gets its answer later, when the conversation produces it.
 """
 
@@ -30,19 +30,10 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from .. import ipc
-from ..auth.backends import (
-    PASSWORD_PROMPT,
-    AuthSetup,
-    CertError,
-    CertIdentity,
-    Conversation,
-    GroupError,
-    Prompt,
-    Verdict,
-    cert_identity,
-    group_policy,
-    make_setup,
-)
+from ..auth.base import PASSWORD_PROMPT, CertError, Conversation, GroupError, Prompt, Verdict
+from ..auth.cert import CertIdentity, cert_identity
+from ..auth.groups import group_policy
+from ..auth.registry import AuthSetup, make_setup
 from ..config import Config
 from ..protocol.tls.handshake import (
     HandshakeError,

@@ -17,7 +17,7 @@ what the answers mean (protocol.md §10.2, ocserv src/auth/radius.c, src/acct/ra
   replace config-per-user/group files, as ocserv's radius sup-config does.
 
 The authentication exchange blocks, so each login runs it in a thread of its own, like PAM
-(auth/backends.py); the sec-mod loop only polls.
+(auth/pam.py); the sec-mod loop only polls.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 from pyrad import packet as rpacket
 from pyrad.dictionary import Dictionary
 
-from ..backends import PASSWORD_PROMPT, Prompt, ThreadedConversation, Verdict
+from ..base import PASSWORD_PROMPT, Prompt, ThreadedConversation, Verdict
 from .conf import RadiusConf, RadiusConfError, RadiusServer, load_radius_conf
 
 log = logging.getLogger(__name__)
