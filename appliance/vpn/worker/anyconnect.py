@@ -1,8 +1,10 @@
 """The worker's AnyConnect hooks: profile download, logout, group-by-URL, the profile
 advert in the ``complete`` answer and the certificate question before CONNECT.
 
-Kept out of worker.py so the worker reads as the plain ocserv dialogue; every verdict here
-comes from the sec-mod (secmod/anyconnect.py), the worker only carries bytes.
+Kept out of dialogue.py so the worker reads as the plain ocserv dialogue; every verdict here
+comes from the sec-mod (secmod/anyconnect.py), the worker only carries bytes.  The hooks
+return what to answer (:class:`Answer`, :class:`Refusal`) and the dialogue sends it, so
+this module never reaches into the worker (docs/architecture.md, "no cycles").
 """
 
 from __future__ import annotations
@@ -10,18 +12,34 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from typing import TYPE_CHECKING
+import socket
+from dataclasses import dataclass, field
 
 from .. import ipc
 from ..config import Config
-from ..protocol import anyconnect, auth, cstp, http
-
-if TYPE_CHECKING:
-    from .dialogue import Worker
+from ..protocol import anyconnect, auth, http
 
 log = logging.getLogger(__name__)
 
 SECMOD_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer for the dialogue to send; status 401 also ends the connection."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """CONNECT refused: the status for ``cstp.connect_error`` and why (for the log)."""
+
+    status: int
+    reason: str
 
 
 def _is_known_url(path: str) -> bool:
@@ -47,57 +65,53 @@ def _cookie(req: http.Request, token: str | None = None) -> str | None:
         return None
 
 
-def _ask(worker: Worker, msg: object) -> object | None:
+def _ask(secmod: socket.socket, msg: object) -> object | None:
     try:
-        return ipc.call(worker.secmod, msg, timeout=SECMOD_TIMEOUT)
+        return ipc.call(secmod, msg, timeout=SECMOD_TIMEOUT)
     except ipc.IpcError as exc:
         log.error("security module unreachable: %s", exc)
         return None
 
 
-def handle_get(worker: Worker, req: http.Request) -> bool:
-    """Answer the AnyConnect GETs that need the sec-mod; False for everything else."""
+def handle_get(secmod: socket.socket, remote_ip: str, req: http.Request) -> Answer | None:
+    """The answer to the AnyConnect GETs that need the sec-mod; None for everything else."""
     if anyconnect.is_profile_request(req.method, req.path):
-        _serve_profile(worker, req)
-        return True
+        return _serve_profile(secmod, req)
     if req.method == "GET" and (req.path == "/logout" or req.path.startswith("/logout?")):
-        logout(worker, req)
+        logout(secmod, remote_ip, req)
         ctype, body = auth.STATIC_ENDPOINTS["/logout"]
-        worker._respond(200, "OK", [("Connection", "Keep-Alive"), ("Content-Type", ctype)],
-                        body)
-        return True
-    return False
+        return Answer(200, "OK", [("Connection", "Keep-Alive"), ("Content-Type", ctype)], body)
+    return None
 
 
-def _serve_profile(worker: Worker, req: http.Request) -> None:
+def _serve_profile(secmod: socket.socket, req: http.Request) -> Answer:
     """ocserv's get_config_handler: cookie first, then the user's profile or 404."""
     cookie = _cookie(req)
-    answer = _ask(worker, ipc.ProfileFetch(cookie)) if cookie else None
+    answer = _ask(secmod, ipc.ProfileFetch(cookie)) if cookie else None
     if isinstance(answer, ipc.ProfileData) and answer.ok:
         try:
             data = base64.b64decode(answer.content, validate=True)
         except (binascii.Error, ValueError):
             data = None
         if data is not None:
-            worker._respond(200, "OK", [("Connection", "Keep-Alive"),
-                                        ("Content-Type", "text/xml")], data)
-            return
+            return Answer(200, "OK", [("Connection", "Keep-Alive"),
+                                      ("Content-Type", "text/xml")], data)
     status = answer.status if isinstance(answer, ipc.ProfileData) else 401
     if status == 404:
-        worker._respond(404, "Not found", [("Connection", "Keep-Alive")])
-        return
-    worker._fail("Cookie is not acceptable")
+        return Answer(404, "Not found", [("Connection", "Keep-Alive")])
+    return Answer(401, "Cookie is not acceptable")
 
 
-def logout(worker: Worker, req: http.Request, token: str | None = None) -> None:
+def logout(secmod: socket.socket, remote_ip: str, req: http.Request,
+           token: str | None = None) -> None:
     """AnyConnect's logout (POST ``type="logout"`` with the session token, or GET /logout
     with the cookie): the session ends and its cookie stops working (§11 item 27)."""
     cookie = _cookie(req, token)
     if not cookie:
         return
-    answer = _ask(worker, ipc.SessionLogout(cookie))
+    answer = _ask(secmod, ipc.SessionLogout(cookie))
     if isinstance(answer, ipc.Ack) and answer.ok:
-        log.info("client at %s logged out", worker.peer.remote_ip)
+        log.info("client at %s logged out", remote_ip)
 
 
 def complete_body(banner: str | None, answer: ipc.AuthReply) -> bytes:
@@ -115,13 +129,12 @@ def _profile(answer: ipc.AuthReply) -> anyconnect.ProfileRef | None:
     return anyconnect.ProfileRef(answer.profile, answer.profile_sha1)
 
 
-def check_connect_cert(worker: Worker, cookie: str) -> None:
-    """Before CONNECT: let the sec-mod apply the certificate rule to this connection;
-    refused like any unacceptable cookie (401, §3.2), then the connection ends."""
-    answer = _ask(worker, ipc.ConnectCertCheck(cookie))
+def check_connect_cert(secmod: socket.socket, cookie: str) -> Refusal | None:
+    """Before CONNECT: let the sec-mod apply the certificate rule to this connection.
+    None when it may go on; else refused like any unacceptable cookie (401), or 503 when
+    the sec-mod did not answer, and the connection ends."""
+    answer = _ask(secmod, ipc.ConnectCertCheck(cookie))
     if isinstance(answer, ipc.Ack) and answer.ok:
-        return
-    from .dialogue import ConnectionDone
-
-    worker._send_plain(cstp.connect_error(401 if answer is not None else 503))
-    raise ConnectionDone(f"CONNECT refused: {getattr(answer, 'reason', 'no sec-mod')}")
+        return None
+    return Refusal(401 if answer is not None else 503,
+                   str(getattr(answer, "reason", "no sec-mod")))

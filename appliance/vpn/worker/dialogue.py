@@ -13,7 +13,6 @@ import os
 import socket
 import struct
 import time
-from dataclasses import dataclass
 
 from .. import ipc
 from ..config import Config
@@ -26,6 +25,7 @@ from ..protocol.tls.record import MAX_PLAINTEXT, RecordLayer, TlsClosed, TlsReco
 from . import anyconnect as anyconnect_hooks
 from .datapath import CstpSession, Timers
 from .dtlschannel import DtlsChannel
+from .errors import ConnectionDone, Peer
 from .legacydtls import legacy_offer
 
 log = logging.getLogger(__name__)
@@ -39,18 +39,6 @@ SECMOD_AUTH_TIMEOUT = 75.0  # the sec-mod gives a slow back-end (PAM) 60 s, then
 FAIL_REASONS = ("Authentication failed", "No certificate", "Could not read certificate",
                 "No password", "Internal error",
                 "Authentication server unreachable")  # ours: auth/radius/auth.py UNREACHABLE
-
-
-class ConnectionDone(Exception):
-    """The connection is finished (closed by the peer, refused, or timed out)."""
-
-
-@dataclass
-class Peer:
-    remote_ip: str
-    remote_port: int
-    local_ip: str
-    local_port: int
 
 
 def tcp_pmtu(sock: socket.socket) -> int | None:
@@ -143,6 +131,12 @@ class Worker:
             k == "X-Transcend-Version" for k, _ in headers) else []
         self._send_plain(http.response(status, reason, headers + extra, body))
 
+    def _answer_hook(self, answer: anyconnect_hooks.Answer) -> None:
+        """Send what a hook decided: a response, or a 401 that ends the connection."""
+        if answer.status == 401:
+            self._fail(answer.reason)
+        self._respond(answer.status, answer.reason, answer.headers, answer.body)
+
     def _fail(self, reason: str = "Authentication failed") -> None:
         self._send_plain(http.response(401, reason, []))
         raise ConnectionDone(reason)
@@ -196,7 +190,8 @@ class Worker:
             log.info("unreadable auth request from %s: %s", self.peer.remote_ip, exc)
             reply = auth.AuthReply(kind="empty")
         if reply.kind == "logout":
-            anyconnect_hooks.logout(self, req, reply.session_token)
+            anyconnect_hooks.logout(self.secmod, self.peer.remote_ip, req,
+                                    reply.session_token)
             self._respond(200, "OK", [("Content-Type", "text/xml")], b"")
             return None
         self.url_group = anyconnect_hooks.url_group(self.cfg, req) or self.url_group
@@ -251,7 +246,9 @@ class Worker:
 
     def _dispatch(self, req: http.Request) -> None:
         path = req.path
-        if anyconnect_hooks.handle_get(self, req):  # /profiles/*, /logout
+        hooked = anyconnect_hooks.handle_get(self.secmod, self.peer.remote_ip, req)
+        if hooked is not None:  # /profiles/*, /logout
+            self._answer_hook(hooked)
             return
         static = auth.match_static(path) if req.method == "GET" else None
         if static is not None:
@@ -276,7 +273,10 @@ class Worker:
         if not creq.cookie:
             self._send_plain(cstp.connect_error(503))
             raise ConnectionDone("CONNECT without a cookie")
-        anyconnect_hooks.check_connect_cert(self, creq.cookie)  # cisco-client-compat rule
+        refused = anyconnect_hooks.check_connect_cert(self.secmod, creq.cookie)
+        if refused is not None:  # cisco-client-compat's certificate rule
+            self._send_plain(cstp.connect_error(refused.status))
+            raise ConnectionDone(f"CONNECT refused: {refused.reason}")
         assert self.tls is not None
         # PSK-NEGOTIATE only (protocol.md 5.1); a fresh App-ID per CONNECT, as ocserv
         offer_dtls = bool(self.dtls_ctx is not None and self.cfg.udp_port and self.cfg.dtls_psk
