@@ -1,6 +1,6 @@
 """What occtl and the web UI see of the running server: main's state as control records.
 
-Kept apart from main.py so that the event loop stays about processes and sockets; this
+Kept apart from server.py so that the event loop stays about processes and sockets; this
 module only reads main's tables (and asks the security module for its sessions).
 """
 
@@ -9,19 +9,38 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .. import ipc
 from ..control import BanInfo, SessionInfo, StatusInfo, UserInfo
+from .bans import BanTable
+from .conn import Conn
 from .ipv6 import occtl_ipv6
 from .scripts import format_route
-
-if TYPE_CHECKING:
-    from .server import Conn, Main
 
 log = logging.getLogger(__name__)
 
 LIVE_STATES = ("connected", "connecting")
+
+
+class MainView(Protocol):
+    """The part of main (server.py's ``Main``) that management reads and drives; typed as
+    a Protocol so this module does not import the server loop (no cycle)."""
+
+    pid: int
+    secmod_pid: int
+    started: float
+    conns: dict[int, Conn]
+    bans: BanTable
+    stopping: bool
+
+    def auth_failures(self) -> int: ...
+
+    def secmod_call(self, msg: object) -> object | None: ...
+
+    def terminate(self, conn: Conn, reason: str, invalidate: bool) -> None: ...
+
+    def reload(self) -> str: ...
 
 
 @dataclass
@@ -59,7 +78,7 @@ class ServerStats:
             self.max_mtu = max(self.max_mtu, conn.mtu)
 
 
-def user_info(main: Main, conn: Conn) -> UserInfo:
+def user_info(main: MainView, conn: Conn) -> UserInfo:
     s = conn.settings
     return UserInfo(
         id=conn.pid, username=conn.username, groupname=conn.groupname,
@@ -84,7 +103,7 @@ def user_info(main: Main, conn: Conn) -> UserInfo:
 class Management:
     """The ControlProvider (control.py) for main."""
 
-    def __init__(self, main: Main) -> None:
+    def __init__(self, main: MainView) -> None:
         self.main = main
         self.stats = ServerStats()
 
