@@ -102,3 +102,42 @@ def test_protocol_is_sans_io_of_processes() -> None:
             if wrong:
                 bad[name] = sorted(wrong)
     assert not bad, bad
+
+
+# The only places one process package imports another (docs/architecture.md, "Rules"):
+# a parent starts its children through their entry points, and the few pure helpers
+# that two processes must apply identically.
+ALLOWED_ACROSS = {
+    ("main.server", "secmod.server"),       # main forks sec-mod: run_secmod
+    ("main.server", "worker.dialogue"),     # main forks a worker per client: run_worker
+    ("main.server", "worker.errors"),       # ... and hands it the Peer
+    ("main.server", "auth.radius.acct"),    # RADIUS accounting is main's (as ocserv's)
+    ("main.server", "auth.radius.auth"),    # per-user settings a RADIUS Accept carried
+    ("main.server", "control"),             # main serves the occtl socket
+    ("main.management", "control"),         # ... with these records
+    ("occtl.client", "control"), ("occtl.commands", "control"), ("occtl.format", "control"),
+    ("worker.dialogue", "main.ipv6"),       # the CONNECT answer's IPv6 fields, main's rules
+    ("secmod.server", "auth.base"), ("secmod.server", "auth.cert"),
+    ("secmod.server", "auth.groups"), ("secmod.server", "auth.registry"),
+}
+
+
+def _process_of(module: str) -> str | None:
+    rest = module.removeprefix("appliance.vpn.")
+    top = rest.split(".")[0]
+    return top if top in PROCESS_PACKAGES else None
+
+
+def test_process_packages_meet_only_where_allowed() -> None:
+    extra, seen = set(), set()
+    for name, deps in _graph().items():
+        mine = _process_of(name)
+        for dep in deps:
+            theirs = _process_of(dep)
+            if mine and theirs and theirs != mine:
+                pair = (name.removeprefix("appliance.vpn."), dep.removeprefix("appliance.vpn."))
+                seen.add(pair)
+                if pair not in ALLOWED_ACROSS:
+                    extra.add(pair)
+    assert not extra, sorted(extra)
+    assert not ALLOWED_ACROSS - seen, f"stale exceptions: {sorted(ALLOWED_ACROSS - seen)}"

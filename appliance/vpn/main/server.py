@@ -37,7 +37,6 @@ from ..protocol.dtls.handshake import make_dtls_context
 from ..protocol.dtls.record import DtlsError, peek_client_hello
 from ..secmod.server import run_secmod
 from ..worker.dialogue import run_worker
-from ..worker.dtlschannel import udp_socket_for
 from ..worker.errors import Peer
 from . import firewall
 from .bans import BanSettings, BanTable
@@ -50,6 +49,7 @@ from .sandbox import apply_worker_sandbox
 from .scripts import ScriptJob, format_route, script_env
 from .supervise import RestartBudget
 from .tun import configure_tun, open_tun, remove_tun, tun_index
+from .udp import udp_socket_for
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import socket
 import struct
 import time
@@ -294,25 +293,3 @@ def _is_client_hello(datagram: bytes) -> bool:
         return peek_client_hello(datagram) is not None
     except DtlsError:
         return False
-
-
-def udp_socket_for(local: tuple, peer: tuple, family: int, pmtu_discovery: bool = False) -> int:
-    """A UDP socket on our DTLS port connected to one client (main uses it)."""
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if pmtu_discovery:  # try-mtu-discovery: set DF, let the kernel learn the path MTU
-            for level, opt, value in ((socket.IPPROTO_IP, socket.IP_MTU_DISCOVER,
-                                       socket.IP_PMTUDISC_DO),
-                                      (socket.IPPROTO_IPV6, socket.IPV6_MTU_DISCOVER,
-                                       socket.IPV6_PMTUDISC_DO)):
-                try:
-                    sock.setsockopt(level, opt, value)
-                except OSError:
-                    pass
-        sock.bind(local)
-        sock.connect(peer)
-        return os.dup(sock.fileno())
-    finally:
-        sock.close()
