@@ -18,7 +18,7 @@ import os
 import socket
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, dataclass_transform
 
 from . import wire
 
@@ -46,8 +46,10 @@ class BadMessage(IpcError):
     unknown or unexpected type, a missing, extra or ill-typed field, too big)."""
 
 
+@dataclass_transform(frozen_default=True)
 def message(cls: type[T]) -> type[T]:
-    """Class decorator: a frozen dataclass that can travel over IPC."""
+    """Class decorator: a frozen dataclass that can travel over IPC (mypy sees the fields
+    through dataclass_transform, so a wrong field or type is a type error)."""
     cls = dataclass(frozen=True)(cls)
     if cls.__name__ in _REGISTRY:
         raise TypeError(f"message {cls.__name__} registered twice")
