@@ -20,16 +20,18 @@ instrument those modules when it imports them through ``load_targets()``.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import io
 import re
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TRANSCRIPT = Path("/work/shared/rig/ocserv-transcript.txt")
+TRANSCRIPT = Path(__file__).resolve().parent.parent / "unit" / "data" / "ocserv-transcript.txt"
 
 
 class ContractViolation(AssertionError):
@@ -68,7 +70,7 @@ _CHUNK_SIZES = (1 << 30, 1, 2, 3, 7, 64, 512, 1 << 30)
 
 @functools.cache
 def _transcript_requests() -> list[bytes]:
-    """The client's HTTP requests in the anchor transcript (§1 of protocol.md)."""
+    """The client's HTTP requests in the anchor transcript (§1 of docs/protocol.md)."""
     if not TRANSCRIPT.exists():
         return []
     requests: list[bytes] = []
@@ -690,12 +692,20 @@ def _forms_allowed() -> tuple[type[BaseException], ...]:
 # ------------------------------------------------------------------------------ backups
 
 
+def _scratch_dir(prefix: str) -> Path:
+    """A temporary folder removed when the process exits (the samples are cached for the
+    whole run, so a with-block cannot own them)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 @functools.cache
 def _backup_layout() -> object:
     """A throw-away state folder; plan_restore only computes paths inside it."""
     from appliance.state import StateLayout
 
-    return StateLayout.at(tempfile.mkdtemp(prefix="ocg-fuzz-backup-"))
+    return StateLayout.at(_scratch_dir("ocg-fuzz-backup-"))
 
 
 @functools.cache
@@ -705,7 +715,7 @@ def _backup_sample() -> bytes:
     from appliance.vpn.passwd import hash_password
     from appliance.webui.backup import make_backup
 
-    src = Path(tempfile.mkdtemp(prefix="ocg-fuzz-src-"))
+    src = _scratch_dir("ocg-fuzz-src-")
     from appliance.state import StateLayout
 
     src_layout = StateLayout.at(src)
