@@ -190,7 +190,7 @@ class AuthReply:
 class ConnectCertCheck:
     """worker → sec-mod before CONNECT: does this connection's certificate (if the rule
     needs one) belong to the cookie's user? The sec-mod answers Ack and remembers a yes
-    for the SessionOpen main sends next (protocol.md §2.6, cisco-client-compat)."""
+    for the SessionOpen main sends next (docs/protocol.md §2.6, cisco-client-compat)."""
     cookie: str
 
 

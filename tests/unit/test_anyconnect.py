@@ -1,4 +1,4 @@
-"""AnyConnect specifics with bytes: the profile manifest and webvpnc cookie (protocol.md
+"""AnyConnect specifics with bytes: the profile manifest and webvpnc cookie (docs/protocol.md
 §2.4.4), profile/logout/group URLs (§2.9, §11 items 21, 27), and the sec-mod's verdicts
 (CONNECT certificate rule §2.6, profile download, logout)."""
 

@@ -1,6 +1,6 @@
 """IPv6 in the tunnel (issue #10): leases, the MTU rule, CONNECT headers, GRO, scripts, occtl.
 
-protocol.md §3.3, §8.2, §8.3, §9, §11 item 18.
+docs/protocol.md §3.3, §8.2, §8.3, §9, §11 item 18.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Cookie validity rules of protocol.md 7.6, with a clock we control."""
+"""Cookie validity rules of docs/protocol.md 7.6, with a clock we control."""
 
 from __future__ import annotations
 

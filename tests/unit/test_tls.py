@@ -104,7 +104,7 @@ def test_records_interoperate_with_openssl(certfiles, version, ciphers):
     assert rl2.feed(cout.read()) == [b"after"]
     cin.write(rl2.seal(b"back"))
     assert client.read(100) == b"back"
-    # the exporter is there for DTLS (protocol.md 5.3)
+    # the exporter is there for DTLS (docs/protocol.md 5.3)
     assert len(hs.result.psk) == 32
 
 

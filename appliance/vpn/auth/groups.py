@@ -12,7 +12,7 @@ from .base import GroupError
 
 @dataclass(frozen=True)
 class GroupPolicy:
-    """select-group / default-select-group / auto-select-group (protocol.md §2.4.3)."""
+    """select-group / default-select-group / auto-select-group (docs/protocol.md §2.4.3)."""
 
     choices: tuple[tuple[str, str], ...] = ()  # select-group: (name, friendly label)
     default_label: str | None = None  # default-select-group: the "my default" entry

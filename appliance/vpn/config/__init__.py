@@ -1,6 +1,6 @@
 """ocserv.conf: the option table, the parser/validator, per-user files and safe rewriting.
 
-This is the only module that knows the ocserv configuration format (protocol.md §10).
+This is the only module that knows the ocserv configuration format (docs/protocol.md §10).
 The server, occtl, the first-boot wizard and the web UI all go through it, so that a
 file accepted here means the same thing everywhere, and an existing ocserv.conf keeps
 working when OCGate replaces ocserv.

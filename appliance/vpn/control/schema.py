@@ -25,7 +25,7 @@ class ControlError(ValueError):
 
 @dataclass
 class UserInfo:
-    """One connection, with everything ocserv's occtl shows for it (protocol.md section 9).
+    """One connection, with everything ocserv's occtl shows for it (docs/protocol.md section 9).
 
     ``ipv4``/``ipv6`` are the client's VPN addresses and ``ptp_*`` the server's tun end;
     ``local_ip`` is the server address the client contacted. ``rx`` is what came from the

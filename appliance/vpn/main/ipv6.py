@@ -1,6 +1,6 @@
 """IPv6 inside the tunnel: leases, the MTU rule and the IPv6 part of the CONNECT reply.
 
-protocol.md §8.2 (leases), §3.3 (headers), §10.5 (options), §11 item 18 (MTU).
+docs/protocol.md §8.2 (leases), §3.3 (headers), §10.5 (options), §11 item 18 (MTU).
 
 Main and the workers each call one function of this module, so that the shared files
 only carry a few lines of hooks:

@@ -1,4 +1,4 @@
-"""IP address leases for VPN sessions (protocol.md §8.2, §7.6).
+"""IP address leases for VPN sessions (docs/protocol.md §8.2, §7.6).
 
 Pure bookkeeping, no IO.  A lease belongs to a *session* (the cookie), not to a TCP
 connection: openconnect aborts a reconnect for good if it is offered a different address

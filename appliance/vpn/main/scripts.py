@@ -1,4 +1,4 @@
-"""connect / disconnect / host-update scripts, run the way ocserv runs them (protocol.md §8.3).
+"""connect / disconnect / host-update scripts, run the way ocserv runs them (docs/protocol.md §8.3).
 
 Admins port their ocserv scripts unchanged, so the environment uses ocserv's variable
 names and formats exactly: list variables are each entry followed by one space (so

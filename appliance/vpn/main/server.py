@@ -2,7 +2,7 @@
 
 It never parses client bytes (workers do) and never sees a password (the security module
 does). A single-threaded selector loop, so that forking workers from it is safe; workers are
-forked from this already-initialised process (DESIGN.md: shared, frozen memory).
+forked from this already-initialised process (docs/architecture.md, "Shared, frozen memory").
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from .udp import udp_socket_for
 
 log = logging.getLogger(__name__)
 
-LEASE_SLACK = 15  # as the cookie (protocol.md 7.6)
+LEASE_SLACK = 15  # as the cookie (docs/protocol.md 7.6)
 SECMOD_TIMEOUT = 5.0
 SCRIPT_TIMEOUT = 30.0
 TERMINATE_GRACE = 3.0  # seconds a terminated worker has to report and exit
@@ -557,7 +557,7 @@ class Main:
     def _udp_readable(self, sock: socket.socket) -> None:
         """Datagrams nobody's connected socket claimed: new DTLS sessions and roaming peers.
 
-        A ClientHello is routed by the App-ID in its session id (protocol.md 5.7); anything
+        A ClientHello is routed by the App-ID in its session id (docs/protocol.md 5.7); anything
         else from an unknown address goes to the one session of that client IP, whose worker
         accepts it only if it decrypts (NAT rebinding).
         """
@@ -700,7 +700,7 @@ class Main:
         conn.lease6 = offered_lease(lease6, mtu, info.username)
         if app_id:
             # registered before the grant: the client's ClientHello may follow the CONNECT
-            # response immediately (protocol.md 11, item 22)
+            # response immediately (docs/protocol.md 11, item 22)
             conn.app_id = app_id
             self.by_app_id[conn.app_id] = conn
         try:
@@ -996,7 +996,7 @@ def effective_settings(cfg: Config, user: object, session_started: float,
     """Global options overridden by config-per-user/group values (lists replace lists).
 
     Mobile clients (X-AnyConnect-Identifier-Platform android/apple-ios) get mobile-dpd and
-    mobile-idle-timeout instead, as with ocserv (protocol.md 7.2, 7.3). The MTUs are
+    mobile-idle-timeout instead, as with ocserv (docs/protocol.md 7.2, 7.3). The MTUs are
     main's to compute at CONNECT (``user_setting(cfg, user, "mtu")`` is the link MTU).
     """
 

@@ -1,4 +1,4 @@
-"""TUN devices, one per client, as ocserv creates them (protocol.md §8.1, §8.2).
+"""TUN devices, one per client, as ocserv creates them (docs/protocol.md §8.1, §8.2).
 
 Linux only, needs CAP_NET_ADMIN.  ``open_tun`` asks the kernel for a fresh,
 non-persistent ``IFF_TUN | IFF_NO_PI`` device (raw IP packets, no 4-byte packet-info

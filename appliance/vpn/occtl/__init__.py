@@ -1,7 +1,7 @@
 """occtl for OCGate: the same commands, tables and JSON as ocserv 1.1.6's occtl.
 
 Admins script against occtl's output, so the text layout and the JSON keys, types and order
-follow what ocserv 1.1.6 prints (protocol.md section 9, checked against the real tool). Where
+follow what ocserv 1.1.6 prints (docs/protocol.md section 9, checked against the real tool). Where
 1.1.6 prints invalid JSON (``show sessions``, ``show iroutes``, duplicate keys), we print the
 valid JSON a parser would have wanted. The server side speaks the JSON-lines control protocol
 of appliance/vpn/control.py; this module only talks to it and formats.

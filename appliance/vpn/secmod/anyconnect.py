@@ -1,5 +1,5 @@
 """The sec-mod's side of the AnyConnect features: who may fetch the user-profile, logout,
-and the certificate rule for CONNECT (protocol.md §2.6, §2.9, §7.6, §11 items 24, 27).
+and the certificate rule for CONNECT (docs/protocol.md §2.6, §2.9, §7.6, §11 items 24, 27).
 
 These are verdicts about cookies, so they live with the cookie store in the sec-mod, never
 in a worker: a worker can only ask. The CONNECT rule is enforced twice over: the worker

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 MAX_PASSWORD_TRIES = 3
 HANDSHAKE_TIMEOUT = 20.0  # seconds a client has to complete the TLS handshake
 MAX_HANDSHAKES = 512  # concurrent handshakes; beyond that new ones are refused at once
-AUTH_SLACK = 15  # seconds of grace ocserv adds to cookie validity (protocol.md 7.6)
+AUTH_SLACK = 15  # seconds of grace ocserv adds to cookie validity (docs/protocol.md 7.6)
 BACKEND_WAIT = 60.0  # seconds a worker may wait for a back-end (PAM) to say something
 MAX_USERNAME = 255
 _PEERCRED = struct.Struct("3i")
@@ -106,7 +106,7 @@ def _hash_cookie(cookie: str) -> bytes:
 
 
 class SessionStore:
-    """Cookies and their validity: the active session plus cookie-timeout (protocol.md 7.6)."""
+    """Cookies and their validity: the active session plus cookie-timeout (docs/protocol.md 7.6)."""
 
     def __init__(self, cookie_timeout: int) -> None:
         self.cookie_timeout = cookie_timeout
@@ -147,7 +147,7 @@ class SessionStore:
         return session
 
     def revoke(self, cookie: str) -> Session | None:
-        """Logout: the cookie stops working at once (protocol.md §7.6, §11 item 27)."""
+        """Logout: the cookie stops working at once (docs/protocol.md §7.6, §11 item 27)."""
         return self._by_hash.pop(_hash_cookie(cookie), None)
 
     def expire(self, now: float) -> list[str]:
@@ -585,7 +585,7 @@ class SecMod:
         return self._fail(state, "Authentication failed")
 
     def _prompt(self, state: AuthState, prompt: Prompt) -> ipc.AuthReply:
-        """A back-end question as a form step (protocol.md §2.4.3): PAM's plain
+        """A back-end question as a form step (docs/protocol.md §2.4.3): PAM's plain
         "Password:" reads as ocserv's sentence; the 2nd..nth answer is numbered."""
         text = prompt.text.strip()
         if not text or text.lower().startswith("password:"):
@@ -707,7 +707,7 @@ class SecMod:
 
 def handshake_timeout(cfg: Config) -> float:
     """A client that stalls its handshake (sends nothing, or half a ClientHello) is still
-    unauthenticated, so a shorter auth-timeout bounds it too (protocol.md: auth-timeout)."""
+    unauthenticated, so a shorter auth-timeout bounds it too (docs/protocol.md: auth-timeout)."""
     return float(min(HANDSHAKE_TIMEOUT, max(cfg.auth_timeout, 1)))
 
 

@@ -1,4 +1,4 @@
-"""The batched TUN <-> CSTP loop of one session (DESIGN.md, data path rules).
+"""The batched TUN <-> CSTP loop of one session (docs/architecture.md, "Data path rules").
 
 Python pays per call, not per byte, so the loop drains the TUN until EAGAIN (up to BATCH
 packets), seals every frame in its own TLS record (openconnect drops records holding two
@@ -41,7 +41,7 @@ TICK = 0.5  # seconds between timer checks
 _FRAME_HDR = struct.Struct("!4sHBB")
 _MAGIC = b"STF\x01"
 
-_ICMP_PROTOCOLS = {1, 2, 58}  # ICMP, IGMP, ICMPv6 do not count as activity (protocol.md 7.3)
+_ICMP_PROTOCOLS = {1, 2, 58}  # ICMP, IGMP, ICMPv6 do not count as activity (docs/protocol.md 7.3)
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Timers:
     dpd: int
     idle_timeout: int | None
     session_deadline: float | None  # monotonic
-    switch_to_tcp: float = 25.0  # UDP silent this long: send over CSTP (protocol.md 5.6)
+    switch_to_tcp: float = 25.0  # UDP silent this long: send over CSTP (docs/protocol.md 5.6)
 
 
 @dataclass
@@ -181,7 +181,7 @@ class CstpSession:
 
     def _compressed(self, comp: Compressor, packet: bytes, header: int) -> bytes:
         """A packet with its DTLS (1-byte) or CSTP (8-byte) header, compressed only if that
-        makes it smaller (protocol.md 6.2)."""
+        makes it smaller (docs/protocol.md 6.2)."""
         data = comp.compress(bytes(packet))
         ptype = PacketType.COMPRESSED if data is not None else PacketType.DATA
         if data is None:

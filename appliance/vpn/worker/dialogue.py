@@ -35,14 +35,14 @@ HANDSHAKE_TIMEOUT = 20.0
 CONNECT_GRANT_TIMEOUT = 90.0  # covers a connect-script's own timeout
 TCP_INFO_PMTU_OFFSET = 60
 SECMOD_AUTH_TIMEOUT = 75.0  # the sec-mod gives a slow back-end (PAM) 60 s, then fails it
-# 401 reasons ocserv uses (protocol.md §2.7); anything else from the sec-mod is generic
+# 401 reasons ocserv uses (docs/protocol.md §2.7); anything else from the sec-mod is generic
 FAIL_REASONS = ("Authentication failed", "No certificate", "Could not read certificate",
                 "No password", "Internal error",
                 "Authentication server unreachable")  # ours: auth/radius/auth.py UNREACHABLE
 
 
 def tcp_pmtu(sock: socket.socket) -> int | None:
-    """tcpi_pmtu from TCP_INFO: ocserv bounds the link MTU by it (protocol.md 3.4)."""
+    """tcpi_pmtu from TCP_INFO: ocserv bounds the link MTU by it (docs/protocol.md 3.4)."""
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
         return struct.unpack_from("=I", info, TCP_INFO_PMTU_OFFSET)[0] or None
@@ -147,7 +147,7 @@ class Worker:
                                                    req.headers.get("User-Agent") or "")))
 
     def _show_form(self, answer: ipc.AuthReply) -> None:
-        """The form step the security module asked for (protocol.md §2.4.2, §2.4.3)."""
+        """The form step the security module asked for (docs/protocol.md §2.4.2, §2.4.3)."""
         groups = [] if self.url_group else _group_options(answer.groups)
         if answer.form == "login":
             inputs = [auth.FormInput("text", "username", "Username:"),
@@ -278,12 +278,12 @@ class Worker:
             self._send_plain(cstp.connect_error(refused.status))
             raise ConnectionDone(f"CONNECT refused: {refused.reason}")
         assert self.tls is not None
-        # PSK-NEGOTIATE only (protocol.md 5.1); a fresh App-ID per CONNECT, as ocserv
+        # PSK-NEGOTIATE only (docs/protocol.md 5.1); a fresh App-ID per CONNECT, as ocserv
         offer_dtls = bool(self.dtls_ctx is not None and self.cfg.udp_port and self.cfg.dtls_psk
                           and creq.psk_negotiate)
         legacy = None if offer_dtls else legacy_offer(self.cfg, creq, self.tls.keys.cipher.aead)
         app_id = legacy.session_id if legacy else os.urandom(32) if offer_dtls else b""
-        offer_dtls = offer_dtls or legacy is not None  # legacy DTLS (protocol.md 5.4/5.5)
+        offer_dtls = offer_dtls or legacy is not None  # legacy DTLS (docs/protocol.md 5.4/5.5)
         msg = ipc.ConnectRequest(
             cookie=creq.cookie, hostname=creq.hostname or "", user_agent=creq.user_agent or "",
             device_type=creq.device_type or "", platform=creq.platform or "",
@@ -346,7 +346,7 @@ class Worker:
 
     def _encodings(self, creq: cstp.ConnectRequest,
                    offer_dtls: bool) -> tuple[str | None, str | None]:
-        """Compression per channel (protocol.md 6.1): off unless ``compression = true``."""
+        """Compression per channel (docs/protocol.md 6.1): off unless ``compression = true``."""
         priorities = None
         if self.cfg.compression_algo_priority:
             try:

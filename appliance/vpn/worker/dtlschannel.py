@@ -8,7 +8,7 @@ image. Python pays per system call, so this is where DTLS gets cheaper than ocse
 A new handshake never disturbs the established session: the App-ID travels in clear in
 every ClientHello, so anyone on the path can send one. The new handshake runs next to the
 old session (on its own socket when the client's address changed) and replaces it only
-when it completes, which needs the PSK (protocol.md 5.7; ocserv #359).
+when it completes, which needs the PSK (docs/protocol.md 5.7; ocserv #359).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Wiring of legacy (non-PSK) DTLS into a session: the CONNECT-time decision and the
-handshake object DtlsChannel runs (protocol.md §5.1, §5.4, §5.5).
+handshake object DtlsChannel runs (docs/protocol.md §5.1, §5.4, §5.5).
 
 The protocol work is in ``protocol/dtls/legacy.py`` (sans-IO); this module adds the clock
 and the adaptation to the interface DtlsChannel already drives for the PSK handshake, so

@@ -2,7 +2,7 @@
 auth/radius/acct.py.
 
 Packets are built and checked by pyrad; this module decides *which* attributes go out and
-what the answers mean (protocol.md §10.2, ocserv src/auth/radius.c, src/acct/radius.c):
+what the answers mean (docs/protocol.md §10.2, ocserv src/auth/radius.c, src/acct/radius.c):
 
 * Access-Request: User-Name (with radcli's ``default_realm``), User-Password or the
   echoed State, NAS-Identifier, NAS-IP-Address, Calling-Station-Id (the client's

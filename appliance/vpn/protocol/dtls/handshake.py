@@ -1,4 +1,4 @@
-"""The server side of the DTLS-PSK handshake (protocol.md §5.3), sans-IO, ending in DtlsKeys.
+"""The server side of the DTLS-PSK handshake (docs/protocol.md §5.3), sans-IO, ending in DtlsKeys.
 
 OpenSSL (pyOpenSSL over memory BIOs) runs the handshake; once it completes we derive the
 record keys ourselves from the master secret and randoms and leave every later record to

@@ -1,4 +1,4 @@
-"""Legacy (non-PSK) DTLS for clients that do not offer PSK-NEGOTIATE, sans-IO (protocol.md
+"""Legacy (non-PSK) DTLS for clients that do not offer PSK-NEGOTIATE, sans-IO (docs/protocol.md
 §5.1, §5.4, §5.5, §5.7, §11 items 21-28).
 
 The client invents a 48-byte master secret, sends it in ``X-DTLS-Master-Secret`` and then
@@ -129,7 +129,7 @@ def _suite(name: str, dtls12: bool, code: int, bulk: str, prio: int,
     return LegacySuite(name, dtls12, code, DTLS12, bulk, key_len, prf, kx, prio)
 
 
-# ocserv's tables and priorities (protocol.md §5.1); openconnect's names (§5.4, §5.5).
+# ocserv's tables and priorities (docs/protocol.md §5.1); openconnect's names (§5.4, §5.5).
 DTLS12_SUITES: dict[str, LegacySuite] = {s.name: s for s in (
     _suite("AES256-GCM-SHA384", True, 0x009D, "AES-256-GCM", 90),
     _suite("ECDHE-RSA-AES256-GCM-SHA384", True, 0xC030, "AES-256-GCM", 80, "ECDHE-RSA"),

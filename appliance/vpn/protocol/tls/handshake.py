@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 PSK_LABEL = b"EXPORTER-openconnect-psk"
 
 # AEAD only: our record layer implements nothing else, and neither should a VPN in 2026.
-# ocserv's built-in priorities when tls-priorities is not set (protocol.md §10.4).
+# ocserv's built-in priorities when tls-priorities is not set (docs/protocol.md §10.4).
 DEFAULT_PRIORITIES = "NORMAL:%SERVER_PRECEDENCE:%COMPAT"
 _OPENSSL_VERSIONS = {TLS12: SSL.TLS1_2_VERSION, TLS13: SSL.TLS1_3_VERSION}
 
@@ -53,7 +53,7 @@ def make_server_context(cert_file: str, key_file: str, priorities: str | None = 
     GNUTLS_CERT_REQUEST) that is verified against ``ca_file`` and ``crl_file``. A missing
     or failing certificate does not abort the handshake: the outcome is recorded in the
     result and the auth dialogue answers 401 where a certificate is required
-    (protocol.md §2.6, §2.7), as ocserv does.
+    (docs/protocol.md §2.6, §2.7), as ocserv does.
     """
     policy = parse_priorities(priorities or DEFAULT_PRIORITIES, aes_hw=aes_accelerated())
     if policy.inert:
@@ -149,7 +149,7 @@ def _keylog(conn: SSL.Connection, line: bytes) -> None:
 @dataclass(frozen=True)
 class HandshakeResult:
     keys: TrafficKeys
-    psk: bytes  # the DTLS PSK (protocol.md 5.3), exported now so the handshake can go away
+    psk: bytes  # the DTLS PSK (docs/protocol.md 5.3), exported now so the handshake can go away
     # ocserv/GnuTLS style, e.g. "(TLS1.2)-(ECDHE-SECP256R1)-(RSA-SHA256)-(AES-256-GCM)"
     description: str
     sni: str | None

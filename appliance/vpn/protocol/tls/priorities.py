@@ -5,7 +5,7 @@ thing here: which TLS versions, which AEAD ciphers in which order, whose prefere
 which key-exchange groups. GnuTLS refuses a string with an unknown keyword and ocserv then
 does not start; we do the same, naming the keyword, so a typo is not silently ignored.
 
-What cannot be honoured is reported, not faked: our record layer is AEAD-only (protocol.md
+What cannot be honoured is reported, not faked: our record layer is AEAD-only (docs/protocol.md
 §2.1 lists what openconnect offers; every version of it offers AES-GCM), so CBC, CCM and
 the like are accepted and have no effect, and versions below TLS 1.2 are never enabled.
 """

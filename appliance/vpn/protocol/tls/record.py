@@ -1,10 +1,10 @@
 """Our own TLS 1.2/1.3 record layer for AEAD suites, sans-IO.
 
 Why not OpenSSL's: the handshake must eventually run where the private key is (the security
-module) while the worker only moves records (DESIGN.md, key isolation), and sealing records
-ourselves is also several times cheaper per packet than pushing each CSTP frame through
-pyOpenSSL or an ``ssl.SSLObject``. OpenSSL still does the handshake; ``TrafficKeys`` is all
-that crosses over.
+module) while the worker only moves records (docs/architecture.md, "Key isolation"),
+and sealing records ourselves is also several times cheaper per packet than pushing each
+CSTP frame through pyOpenSSL or an ``ssl.SSLObject``. OpenSSL still does the handshake;
+``TrafficKeys`` is all that crosses over.
 
 Only AEAD suites exist here (AES-GCM, ChaCha20-Poly1305): the server never negotiates CBC.
 """
@@ -184,7 +184,7 @@ class RecordLayer:
     """Seals and opens records of one established connection.
 
     ``seal`` makes exactly one record per call: openconnect drops a record holding more than
-    one CSTP frame (protocol.md 4.3), so callers seal frame by frame and send the joined
+    one CSTP frame (docs/protocol.md 4.3), so callers seal frame by frame and send the joined
     records in one ``send()``.
     """
 
