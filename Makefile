@@ -43,14 +43,23 @@ $(STAMP): pyproject.toml Makefile
 deps: apt-deps
 	@$(MAKE) --no-print-directory $(STAMP)
 
-run: deps
+# issue 21: the .po files in git -> .mo next to them (not committed; the image build
+# compiles them too). `make catalog` re-extracts the marked strings into every language.
+.PHONY: translations catalog
+translations: deps
+	$(PYTHON) -m appliance.web.catalogs compile
+
+catalog: deps
+	$(PYTHON) -m appliance.web.catalogs update
+
+run: deps translations
 	$(PYTHON) -m appliance.devrun --state $(STATE)
 
-test: deps
+test: deps translations
 	$(PYTHON) -m ruff check appliance tests bench image
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
 
-unit: deps
+unit: deps translations
 	$(PYTHON) -m pytest -q tests/unit
 
 e2e: deps

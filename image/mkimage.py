@@ -363,6 +363,9 @@ class Build:
         site = root / "usr/local/lib" / f"python{PYTHON_VERSION}" / "dist-packages"
         site.mkdir(parents=True, exist_ok=True)
         project = self.work / "project-wheel"
+        # the .mo files are not in git: compile them into the tree the wheel is made from
+        run([sys.executable, "-m", "appliance.web.catalogs", "compile"], cwd=REPO,
+            quiet=True)
         run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
              "--no-deps", "-w", project, REPO], quiet=True)
         argv = [sys.executable, "-m", "pip", "install", "--quiet",
