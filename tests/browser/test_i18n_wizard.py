@@ -34,10 +34,11 @@ from tests.e2e.netns import Netns, TestNet
 TAGS = {language.code: language.tag for language in LANGUAGES}
 
 
+TAG = re.compile(r"<[^>]+>")
 PLACEHOLDER = re.compile(r"%\\\(\w+\\\)[sd]")
 
 
-def _translations(code: str) -> list[re.Pattern[str]]:
+def translations(code: str) -> list[re.Pattern[str]]:
     """Every non-empty, non-fuzzy translation of ``code``'s catalog, as a pattern in which
     a placeholder such as ``%(product)s`` matches any text."""
     with (TRANSLATIONS / code / "LC_MESSAGES" / f"{DOMAIN}.po").open("rb") as handle:
@@ -47,7 +48,8 @@ def _translations(code: str) -> list[re.Pattern[str]]:
         if message.id and not message.fuzzy:
             strings = message.string if isinstance(message.string, tuple) else (message.string,)
             found.update(" ".join(s.split()) for s in strings if s)
-    return [re.compile(PLACEHOLDER.sub(".+?", re.escape(text))) for text in sorted(found)]
+    texts = sorted({TAG.sub("", text) for text in found})  # inner_text drops the markup
+    return [re.compile(PLACEHOLDER.sub(".+?", re.escape(text))) for text in texts]
 
 
 def _box(page: Any, selector: str) -> dict[str, float]:
@@ -60,7 +62,7 @@ def _direction(page: Any, selector: str) -> str:
     return str(page.eval_on_selector(selector, "e => getComputedStyle(e).direction"))
 
 
-def _check_page(page: Any, code: str, shots: Path, name: str,
+def check_page(page: Any, code: str, shots: Path, name: str,
                 translated: list[re.Pattern[str]]) -> None:
     """Language kept, heading translated, layout mirrored in RTL; shots light and dark."""
     assert page.get_attribute("html", "lang") == TAGS[code], page.url
@@ -69,13 +71,15 @@ def _check_page(page: Any, code: str, shots: Path, name: str,
     heading = " ".join(page.inner_text("main h1").split())
     assert any(p.fullmatch(heading) for p in translated), \
         f"{code} {page.url}: heading {heading!r} is not translated"
-    if page.locator("nav.stepnav").count():
-        nav, main = _box(page, "nav.stepnav"), _box(page, "main.content")
+    for selector in ("nav.stepnav", "nav.sidenav"):
+        if not page.locator(selector).count():
+            continue
+        nav, main = _box(page, selector), _box(page, "main.content")
         nav_centre, main_centre = nav["x"] + nav["width"] / 2, main["x"] + main["width"] / 2
         if rtl:
-            assert nav_centre > main_centre, (nav, main)  # navigation on the right
+            assert nav_centre > main_centre, (page.url, nav, main)  # navigation on the right
         else:
-            assert nav_centre < main_centre, (nav, main)
+            assert nav_centre < main_centre, (page.url, nav, main)
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
         page.screenshot(path=str(shots / f"{code}-{name}-{scheme}.png"), full_page=True)
@@ -87,7 +91,7 @@ def test_the_whole_wizard_in_persian_and_chinese(
     code: str, net: TestNet, workdir: Path, browser_in: Callable[[Netns], Any],
     artifacts: Callable[[str], Path],
 ) -> None:
-    translated = _translations(code)
+    translated = translations(code)
     shots = artifacts(f"i18n/wizard-{code}")
     device = net.server_ns
     device.etc_dir.mkdir(parents=True, exist_ok=True)
@@ -105,37 +109,37 @@ def test_the_whole_wizard_in_persian_and_chinese(
         with page.expect_navigation():
             page.click(f"#lang-{code}")
         assert page.url.endswith("/setup/code")
-        _check_page(page, code, shots, "01-code", translated)
+        check_page(page, code, shots, "01-code", translated)
 
         page.fill("#code", code_text)
         _submit(page, "code-form")
         assert page.url.endswith("/setup/admin")
-        _check_page(page, code, shots, "02-admin", translated)
+        check_page(page, code, shots, "02-admin", translated)
         page.fill("#username", "admin")
         page.fill("#password", ADMIN_PASSWORD)
         page.fill("#confirm", ADMIN_PASSWORD)
         _submit(page, "admin-form")
         assert page.url.endswith("/setup/network")
-        _check_page(page, code, shots, "03-network", translated)
+        check_page(page, code, shots, "03-network", translated)
         page.fill("#names", "vpn.example.test")
         _submit(page, "network-form")
         assert page.url.endswith("/setup/subnet")
-        _check_page(page, code, shots, "04-subnet", translated)
+        check_page(page, code, shots, "04-subnet", translated)
         _submit(page, "subnet-form")
         assert page.url.endswith("/setup/certificates")
-        _check_page(page, code, shots, "05-certificates", translated)
+        check_page(page, code, shots, "05-certificates", translated)
         _submit(page, "certs-form")
         assert page.url.endswith("/setup/user")
-        _check_page(page, code, shots, "06-user", translated)
+        check_page(page, code, shots, "06-user", translated)
         page.fill("#username", VPN_USER)
         page.fill("#password", VPN_PASSWORD)
         page.fill("#confirm", VPN_PASSWORD)
         _submit(page, "user-form")
         assert page.url.endswith("/setup/review")
-        _check_page(page, code, shots, "07-review", translated)
+        check_page(page, code, shots, "07-review", translated)
         _submit(page, "apply-form")
         assert page.url.endswith("/setup/done")
-        _check_page(page, code, shots, "08-done", translated)
+        check_page(page, code, shots, "08-done", translated)
         # technical text stays as typed, left to right, even inside a right-to-left page
         for selector in ("#pin", "#command"):
             assert _direction(page, selector) == "ltr", selector
@@ -143,7 +147,7 @@ def test_the_whole_wizard_in_persian_and_chinese(
         assert page.inner_text("#command").strip() == (
             f"openconnect --servercert={pin} --user={VPN_USER} https://{net.server_ip}/")
         _submit(page, "finish-form")
-        _check_page(page, code, shots, "09-finished", translated)
+        check_page(page, code, shots, "09-finished", translated)
         assert problems == []
         wizard.proc.wait(15)
     finally:
