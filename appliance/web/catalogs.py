@@ -28,14 +28,15 @@ def _run(argv: list[str]) -> None:
     CommandLineInterface().run(["pybabel", "-q", *argv])
 
 
-def extract(out: Path = TEMPLATE) -> Path:
-    """All marked strings of the wizard and the admin UI as a ``.pot`` file at ``out``."""
+def extract(out: Path = TEMPLATE, root: Path = REPO) -> Path:
+    """All marked strings of the wizard and the admin UI under ``root`` (the repository;
+    the tests give a scratch tree) as a ``.pot`` file at ``out``."""
     argv = ["extract", "-F", str(MAPPING), "-o", str(out), "--no-location", "--omit-header",
             "--sort-output"]
     for keyword in KEYWORDS:
         argv += ["-k", keyword]
     out.parent.mkdir(parents=True, exist_ok=True)
-    _run([*argv, str(REPO)])
+    _run([*argv, str(root)])
     return out
 
 
