@@ -62,7 +62,8 @@ def _publisher(args: argparse.Namespace) -> ddns.Publisher | None:
 def cmd_run(args: argparse.Namespace) -> int:
     wants = [Want(p, args.port, args.external_port or args.port) for p in ("tcp", "udp")]
     manager = MappingManager(wants, _factories(args.only, args.gateway), args.lan_address,
-                             lifetime=args.lifetime, check_every=args.check_every)
+                             lifetime=args.lifetime, check_every=args.check_every,
+                             probe_target=args.probe_target)
     publisher = _publisher(args)
     status_file = Path(args.status_file) if args.status_file else None
 
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--lifetime", type=int, default=3600)
     run.add_argument("--check-every", type=float, default=30.0)
     run.add_argument("--status-file", default="")
+    run.add_argument("--probe-target", default="",
+                     help="an Internet address for the hop probe (CGNAT, double NAT)")
     run.add_argument("--once", action="store_true", help="one pass, print the status")
     run.add_argument("--keep", action="store_true", help="leave the mappings on exit")
     run.add_argument("--ddns", choices=("rfc2136", "dyndns2", "duckdns"), default="")

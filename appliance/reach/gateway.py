@@ -51,7 +51,10 @@ def exchange(gateway: ipaddress.IPv4Address, port: int, request: bytes,
         sock.connect((str(gateway), port))
         wait = first_wait
         for _ in range(tries):
-            sock.send(request)
+            try:
+                sock.send(request)
+            except ConnectionRefusedError:
+                raise NoAnswer(f"{gateway}:{port} refused (ICMP port unreachable)") from None
             deadline = time.monotonic() + wait
             while (left := deadline - time.monotonic()) > 0:
                 sock.settimeout(left)

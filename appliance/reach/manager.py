@@ -31,7 +31,7 @@ class Want:
 class MappingManager:
     def __init__(self, wants: Sequence[Want], factories: Sequence[tuple[str, Callable[[],
                  Mapper]]], lan_address: str, *, lifetime: int = 3600,
-                 check_every: float = 30.0) -> None:
+                 check_every: float = 30.0, probe_target: str = "") -> None:
         self.wants = list(wants)
         self.factories = list(factories)
         self.lan_address = lan_address
@@ -42,6 +42,8 @@ class MappingManager:
         self.external_address = ""
         self.status: status.Reachability | None = None
         self.last_check = 0.0
+        self.probe_target = probe_target  # an Internet address for the hop probe (hops.py)
+        self.upstream_hop = ""
 
     # ------------------------------------------------------------------ one pass
     def refresh(self) -> float:
@@ -115,6 +117,7 @@ class MappingManager:
             self._learn_address(mapper)
             self._classify(name, (*answered, name), tuple(failures))
             return
+        self._probe_upstream()
         self._classify("", tuple(answered), tuple(failures))
         log.warning("reach status kind=%s external_address=%s", self.status.kind if self.status
                     else "?", self.external_address or "-")
@@ -161,6 +164,20 @@ class MappingManager:
         if address:
             self.external_address = address
 
+    def _probe_upstream(self) -> None:
+        """Without a mapping the router may hide its WAN address: ask the hop behind it."""
+        if not self.probe_target or status.address_kind(self.external_address) == "public":
+            return
+        from .hops import hop
+
+        try:
+            self.upstream_hop = hop(self.probe_target, 2) or ""
+        except OSError as exc:
+            log.info("reach probe target=%s result=error reason=%r", self.probe_target, str(exc))
+            return
+        log.info("reach probe target=%s hop=2 address=%s", self.probe_target,
+                 self.upstream_hop or "-")
+
     def _classify(self, via: str, answered: tuple[str, ...], failures: tuple[str, ...]) -> None:
         rules = tuple(status.PortRule(w.protocol, self.leases[(w.protocol, w.internal_port)]
                                       .external_port if (w.protocol, w.internal_port)
@@ -168,7 +185,8 @@ class MappingManager:
                                       w.internal_port) for w in self.wants)
         self.status = status.classify(lan_address=self.lan_address, rules=rules,
                                       mapped_via=via, external_address=self.external_address,
-                                      answered=answered, failures=failures)
+                                      answered=answered, failures=failures,
+                                      upstream_hop=self.upstream_hop)
 
     # ------------------------------------------------------------------ client-facing port
     def external_port(self, protocol: str, internal_port: int) -> int | None:

@@ -58,6 +58,12 @@ def address_kind(address: str) -> str:
     return "public"
 
 
+def _where(external_address: str, hop: str) -> str:
+    if external_address:
+        return f"The router's Internet address {external_address}"
+    return f"The next router on the way out ({hop})"
+
+
 def manual_rule(lan_address: str, rules: tuple[PortRule, ...]) -> str:
     parts = [f"{r.protocol.upper()} port {r.external_port} to {lan_address} port "
              f"{r.internal_port}" for r in rules]
@@ -66,17 +72,23 @@ def manual_rule(lan_address: str, rules: tuple[PortRule, ...]) -> str:
 
 def classify(*, lan_address: str, rules: tuple[PortRule, ...], mapped_via: str,
              external_address: str, answered: tuple[str, ...],
-             failures: tuple[str, ...]) -> Reachability:
+             failures: tuple[str, ...], upstream_hop: str = "") -> Reachability:
     """Decide the status from one mapping attempt.
 
     ``mapped_via`` names the protocol that holds every mapping ("" when none does);
-    ``answered`` the protocols the gateway spoke at all; ``failures`` their refusals."""
+    ``answered`` the protocols the gateway spoke at all; ``failures`` their refusals;
+    ``upstream_hop`` the router after ours (hops.py), the evidence when the router keeps its
+    WAN address to itself."""
     kind = address_kind(external_address)
+    if kind != "public" and not mapped_via and address_kind(upstream_hop) in ("cgnat",
+                                                                               "private"):
+        kind, external_address = address_kind(upstream_hop), external_address or ""
+        failures = (*failures, f"the router after yours is {upstream_hop}")
     rule = manual_rule(lan_address, rules)
     if kind == "cgnat":
         return Reachability(
             CGNAT_KIND, "Your Internet provider uses carrier-grade NAT",
-            f"The router's Internet address {external_address} is in the shared range "
+            f"{_where(external_address, upstream_hop)} is in the shared range "
             "100.64.0.0/10: the provider puts many customers behind one public address, so "
             "no rule on your router can bring connections from the Internet to this device. "
             "The VPN works inside your home network only. Ask the provider for a public "
@@ -85,7 +97,7 @@ def classify(*, lan_address: str, rules: tuple[PortRule, ...], mapped_via: str,
     if kind == "private":
         return Reachability(
             DOUBLE_NAT, "Your router is behind another router (double NAT)",
-            f"The router's Internet address {external_address} is a private address: another "
+            f"{_where(external_address, upstream_hop)} is a private address: another "
             "router (often the provider's box) sits between it and the Internet. Mapping on "
             "your router is not enough; forward the same ports on the outer router to your "
             "router's Internet address, or put the outer box in bridge mode.",

@@ -32,7 +32,11 @@ class UpnpMapper:
             raise RuntimeError(f"the miniupnpc Python module is missing: {exc}") from exc
         self.u: Any = miniupnpc.UPnP()
         self.u.discoverdelay = discover_ms
-        if self.u.discover() < 1:
+        try:
+            found = self.u.discover()
+        except Exception as exc:  # raised when nothing answered, with errno's text
+            raise NoAnswer(f"no UPnP IGD answered the SSDP search ({exc})") from exc
+        if found < 1:
             raise NoAnswer("no UPnP IGD answered the SSDP search")
         try:
             self.u.selectigd()
