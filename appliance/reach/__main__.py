@@ -99,6 +99,15 @@ def cmd_cert(args: argparse.Namespace) -> int:
 
     http01 = challenges.HttpChallenges()
     server = challenges.serve_http01(http01, args.http01_address, args.http01_port)
+    port80 = None
+    if args.map_http01:  # port 80 is mapped only while the challenge needs it
+        port80 = MappingManager([Want("tcp", args.http01_port, 80)],
+                                _factories("auto", args.gateway), args.lan_address,
+                                lifetime=600)
+        port80.refresh()
+        if port80.status is None or not port80.status.reachable:
+            log.warning("reach acme http-01 port 80 not mapped: %s",
+                        port80.status.headline if port80.status else "?")
     try:
         issuer = acmecert.AcmeIssuer(args.directory, Path(args.state), email=args.email,
                                      ca_bundle=args.ca_bundle or True, http01=http01)
@@ -106,6 +115,8 @@ def cmd_cert(args: argparse.Namespace) -> int:
     finally:
         server.shutdown()
         server.server_close()
+        if port80 is not None:
+            port80.stop()
     acmecert.install(issued, Path(args.cert), Path(args.key))
     print(json.dumps({"not_before": issued.not_before.isoformat(),
                       "not_after": issued.not_after.isoformat(),
@@ -148,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     cert.add_argument("--ca-bundle", default="")
     cert.add_argument("--http01-address", default="")
     cert.add_argument("--http01-port", type=int, default=80)
+    cert.add_argument("--map-http01", action="store_true",
+                      help="map TCP port 80 on the router while the challenge runs")
+    cert.add_argument("--lan-address", default="")
+    cert.add_argument("--gateway", default="")
     cert.set_defaults(func=cmd_cert)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -244,7 +244,10 @@ deny 0-65535 0.0.0.0/0 0-65535
         self._spawn("miniupnpd", self.router, [self.tools["miniupnpd"], "-d", "-f",
                                                str(d / "miniupnpd.conf"),
                                                "-P", str(d / "miniupnpd.pid")])
-        _wait("miniupnpd", lambda: "5351" in self.router.run(["ss", "-Hlun"]).stdout)
+        if pmp == "yes":
+            _wait("miniupnpd", lambda: ":5351 " in self.router.run(["ss", "-Hlun"]).stdout)
+        if upnp == "yes":
+            _wait("miniupnpd", lambda: ":5000 " in self.router.run(["ss", "-Hltn"]).stdout)
 
     def stop(self, name: str) -> None:
         proc = self.procs.pop(name, None)
