@@ -71,6 +71,10 @@ class MappingManager:
         mapper = self.active
         assert mapper is not None
         lost = [k for k, lease in self.leases.items() if not mapper.still_there(lease)]
+        if lost and hasattr(mapper, "epoch"):
+            # NAT-PMP/PCP: a reset epoch means the gateway restarted and forgot every mapping,
+            # and the watch reports it once: re-map them all, not only the first one checked
+            lost = list(self.leases)
         for key, lease in list(self.leases.items()):
             elapsed = time.monotonic() - lease.granted_at
             renew = lease.lifetime and elapsed >= lease.lifetime / 2

@@ -267,8 +267,8 @@ deny 0-65535 0.0.0.0/0 0-65535
 
     def change_wan(self) -> None:
         """The provider hands the router another address: the old one is gone."""
-        self.router.ip("addr", "add", f"{ROUTER_WAN2}/24", "dev", "wan")
         self.router.ip("addr", "del", f"{ROUTER_WAN}/24", "dev", "wan")
+        self.router.ip("addr", "add", f"{ROUTER_WAN2}/24", "dev", "wan")
         self.router.ip("route", "replace", "default", "via", INET_WAN)
         self.wan = ROUTER_WAN2
         self.router.run(["conntrack", "-F"], check=False)
