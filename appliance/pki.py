@@ -13,7 +13,7 @@ the other side computes them:
   over the SubjectPublicKeyInfo), so a client can trust a self-signed appliance
   without a CA file;
 * :func:`sha1_fingerprint_hex` is the ``sh:`` value ocserv puts in its
-  ``webvpnc`` cookie (protocol.md §2.4.4).
+  ``webvpnc`` cookie (docs/protocol.md §2.4.4).
 """
 
 from __future__ import annotations

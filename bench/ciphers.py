@@ -18,8 +18,8 @@ import subprocess
 import sys
 import time
 
-from appliance.vpn.protocol.dtls import DtlsKeys, DtlsRecordLayer
-from appliance.vpn.tlsrecord import cipher_info
+from appliance.vpn.protocol.dtls.record import DtlsKeys, DtlsRecordLayer
+from appliance.vpn.protocol.tls.record import cipher_info
 
 SUITES = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
 NO_AESNI = "~0x200000200000000"  # AES-NI and PCLMULQDQ (GHASH) hidden from OpenSSL

@@ -6,9 +6,9 @@ import argparse
 import logging
 import sys
 
+from .auth.radius.auth import check_radius_files
+from .auth.radius.conf import RadiusConfError
 from .config import ConfigError, load_config
-from .radius import check_radius_files
-from .radiusconf import RadiusConfError
 
 DEFAULT_CONFIG = "/etc/ocserv/ocserv.conf"
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print("OCGate VPN server (ocserv 1.1.6 compatible)")
         return 0
     setup_logging(args.debug)
-    log = logging.getLogger("ocgate.main")
+    log = logging.getLogger(__name__)
     try:
         cfg = load_config(args.config)
         check_radius_files(cfg)
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.test_config:
         print(f"{args.config}: configuration is valid")
         return 0
-    from .main import Main
+    from .main.server import Main
     return Main(cfg, args.config).run()
 
 

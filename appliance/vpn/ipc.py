@@ -18,7 +18,7 @@ import os
 import socket
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, dataclass_transform
 
 from . import wire
 
@@ -46,8 +46,10 @@ class BadMessage(IpcError):
     unknown or unexpected type, a missing, extra or ill-typed field, too big)."""
 
 
+@dataclass_transform(frozen_default=True)
 def message(cls: type[T]) -> type[T]:
-    """Class decorator: a frozen dataclass that can travel over IPC."""
+    """Class decorator: a frozen dataclass that can travel over IPC (mypy sees the fields
+    through dataclass_transform, so a wrong field or type is a type error)."""
     cls = dataclass(frozen=True)(cls)
     if cls.__name__ in _REGISTRY:
         raise TypeError(f"message {cls.__name__} registered twice")
@@ -188,7 +190,7 @@ class AuthReply:
 class ConnectCertCheck:
     """worker → sec-mod before CONNECT: does this connection's certificate (if the rule
     needs one) belong to the cookie's user? The sec-mod answers Ack and remembers a yes
-    for the SessionOpen main sends next (protocol.md §2.6, cisco-client-compat)."""
+    for the SessionOpen main sends next (docs/protocol.md §2.6, cisco-client-compat)."""
     cookie: str
 
 
@@ -260,7 +262,7 @@ class SessionInfo:
     groupname: str = ""
     started: float = 0.0  # session start (first authentication), for session-timeout
     reason: str = ""
-    # back-end session attributes: {"radius": SessionAttrs as a dict} (radius.py)
+    # back-end session attributes: {"radius": SessionAttrs as a dict} (auth/radius/auth.py)
     extra: dict[str, dict[str, str | int | bool | list[str] | None]] = field(
         default_factory=dict)
 
@@ -363,7 +365,7 @@ class SessionSettings:
     tx_per_sec: int = field(default=0, metadata=COUNTER)
     base_mtu: int = field(default=0, metadata=MTU)
     mtu: int = field(default=0, metadata=MTU)
-    vnet_hdr: bool = False  # the TUN carries virtio-net headers (gro.py)
+    vnet_hdr: bool = False  # the TUN carries virtio-net headers (worker/gro.py)
 
 
 @message
@@ -378,7 +380,7 @@ class ConnectGrant:
     ipv4: str = ""
     ipv4_local: str = ""
     ipv4_netmask: str = ""
-    ipv6: str = ""  # the client's IPv6 address ("" without an IPv6 pool), see ipv6.py
+    ipv6: str = ""  # the client's IPv6 address ("" without an IPv6 pool), see main/ipv6.py
     ipv6_prefix: int = 0
     ipv6_withheld: bool = False  # data MTU below 1280: no IPv6 in the CONNECT reply
     session_started: float = 0.0

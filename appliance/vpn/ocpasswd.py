@@ -1,4 +1,4 @@
-"""``ocpasswd``-compatible tool for the plain password file (protocol.md §10.8).
+"""``ocpasswd``-compatible tool for the plain password file (docs/protocol.md §10.8).
 
 Same options, messages, exit codes and file handling as ocserv 1.1.6's ocpasswd, so
 existing provisioning scripts keep working: options are parsed GNU-getopt style

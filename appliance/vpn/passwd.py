@@ -1,4 +1,4 @@
-"""The ocpasswd "plain" password file (protocol.md §10.8).
+"""The ocpasswd "plain" password file (docs/protocol.md §10.8).
 
 Format: ``username:group[,group2…]:HASH`` per line, exactly as ocserv's plain auth
 module reads it, so an existing ``/etc/ocserv/ocpasswd`` keeps working unchanged.

@@ -1,6 +1,6 @@
 """The web UI's typed view of the VPN server's control socket (docs/control-protocol.md).
 
-The admin UI may only talk to the VPN through this socket (DESIGN.md, "Web and wizard").
+The admin UI may only talk to the VPN through this socket (docs/architecture.md, "Web and wizard").
 occtl already owns the wire code (:class:`appliance.vpn.occtl.ControlClient`); this module
 adds what a web page needs on top of it: one short-lived connection per call (a page never
 holds the server's control slot), decoded dataclass records instead of dicts, and a single

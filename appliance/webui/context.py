@@ -3,7 +3,7 @@
 Tests build a context with a fake VPN control and a temporary state folder; the command
 line builds one for the device.  Nothing here talks to the VPN except through ``vpn``
 (the control socket client) and nothing edits files except through the config module,
-the passwd module and the helpers built on them (DESIGN.md, "Web and wizard").
+the passwd module and the helpers built on them (docs/architecture.md, "Web and wizard").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Is the VPN's user database a RADIUS server?  What the Users and Sessions pages need.
 
-With ``auth = radius[config=/etc/radcli/radiusclient.conf,...]`` (protocol.md §10.2) the
+With ``auth = radius[config=/etc/radcli/radiusclient.conf,...]`` (docs/protocol.md §10.2) the
 accounts live in the RADIUS server: a local add/edit/delete/password change would do
 nothing (or, worse, look as if it did).  The pages therefore ask this module and show
 where users are managed instead.  The check reads the raw ``auth`` lines through
@@ -17,8 +17,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..vpn.auth.radius.conf import AUTH_PORT, RadiusConfError, parse_keyvalues, split_host
 from ..vpn.config import ConfigDocument, ConfigError, parse_auth_method
-from ..vpn.radiusconf import AUTH_PORT, RadiusConfError, parse_keyvalues, split_host
 
 log = logging.getLogger(__name__)
 

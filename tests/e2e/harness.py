@@ -64,7 +64,7 @@ OCGATE_OCCTL = "{python} -m appliance.vpn.occtl -n -s {sock}"
 
 DEFAULT_BANNER = "OCGate end-to-end test server"
 DEFAULT_DOMAIN = "e2e.test"
-#: ocserv's sample priorities without TLS 1.3, as cisco-client-compat does (protocol.md §10.4).
+#: ocserv's sample priorities without TLS 1.3, as cisco-client-compat does (docs/protocol.md §10.4).
 TLS_PRIORITIES = (
     "NORMAL:%SERVER_PRECEDENCE:%COMPAT:-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1:-VERS-TLS1.3"
 )

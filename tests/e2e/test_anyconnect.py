@@ -1,4 +1,4 @@
-"""AnyConnect / Secure Client behaviour end to end (protocol.md §2.4.4, §2.6, §2.9, §7.6,
+"""AnyConnect / Secure Client behaviour end to end (docs/protocol.md §2.4.4, §2.6, §2.9, §7.6,
 §11 items 21-27): the user-profile download, logout, BYE 0x91 versus 0xb0 and the
 certificate rule on CONNECT with and without cisco-client-compat.
 

@@ -1,5 +1,5 @@
 """Issue #4 end to end: certificate, certificate+password, PAM and group selection with the
-real openconnect client (protocol.md §2.4.3, §2.6, §2.7).
+real openconnect client (docs/protocol.md §2.4.3, §2.6, §2.7).
 
 Every test runs its own server: the authentication set-up is the thing under test. Client
 certificates are made by the server's throwaway CA (harness.make_server_files writes it);
@@ -186,7 +186,7 @@ CA_LINES = ("ca-cert = {ca}", f"cert-user-oid = {UID_OID}")
 def test_certificate_only(workdir: Path, users: dict[str, str],
                           opened: list[Client]) -> None:
     """auth = certificate: the init POST is answered with ``complete``; no cert or a cert
-    from another CA gets 401 (protocol.md §2.6, §2.7)."""
+    from another CA gets 401 (docs/protocol.md §2.6, §2.7)."""
     with auth_rig(workdir, users, ["auth = certificate", *CA_LINES]) as rig:
         client = rig.client("cert")
         opened.append(client)
@@ -461,7 +461,7 @@ def test_pam_two_step_conversation(workdir: Path, users: dict[str, str],
                                    opened: list[Client], unix_user: UnixUser,
                                    pam_service: Callable[[Sequence[str]], str]) -> None:
     """pam_unix, then a second module asking "Verification code:": each PAM prompt is
-    relayed as its own form step (protocol.md §2.4.3), the second as secondary_password."""
+    relayed as its own form step (docs/protocol.md §2.4.3), the second as secondary_password."""
     code = str(secrets.randbelow(10**6)).zfill(6)
     module = otp_module(workdir)
     service = pam_service(["auth requisite pam_unix.so", f"auth required {module} code={code}"])
@@ -501,7 +501,7 @@ def test_pam_gid_min_refuses_low_primary_group(workdir: Path, users: dict[str, s
 def test_select_group_rules(workdir: Path, users: dict[str, str],
                             opened: list[Client]) -> None:
     """select-group with friendly names, default-select-group and auto-select-group
-    (protocol.md §2.4.3, §11 items 12 and 26) through openconnect's --authgroup."""
+    (docs/protocol.md §2.4.3, §11 items 12 and 26) through openconnect's --authgroup."""
 
     def groups(files: ServerFiles) -> None:
         harness.write_passwd(files.passwd, users, {"alice": "staff,admins", "bob": "ops"})
@@ -535,7 +535,7 @@ def test_select_group_rules(workdir: Path, users: dict[str, str],
 
 def test_select_group_by_url(workdir: Path, users: dict[str, str],
                              opened: list[Client]) -> None:
-    """select-group-by-url (protocol.md §10.2): https://server/GROUP picks the group and
+    """select-group-by-url (docs/protocol.md §10.2): https://server/GROUP picks the group and
     hides the group list, as AnyConnect profiles with per-group URLs expect."""
 
     def groups(files: ServerFiles) -> None:

@@ -2,9 +2,9 @@
 
 openconnect always offers PSK-NEGOTIATE, so the legacy modes show up only when the server
 turns PSK off (``dtls-psk = false``: Cisco DTLS 1.2 resumption from X-DTLS12-CipherSuite,
-protocol.md 5.5) or when the client is told to offer only legacy names with
+docs/protocol.md 5.5) or when the client is told to offer only legacy names with
 ``--dtls-ciphers`` / ``--dtls12-ciphers`` (then no PSK-NEGOTIATE is sent at all, and a
-``AES*-SHA`` name selects Cisco's pre-standard DTLS 0.9, protocol.md 5.4). openconnect's
+``AES*-SHA`` name selects Cisco's pre-standard DTLS 0.9, docs/protocol.md 5.4). openconnect's
 "AnyConnect" user agent does not change these headers, so it needs no case of its own.
 
 What moved where is read from counters (the nftables ``Wire`` and /proc/net/snmp of

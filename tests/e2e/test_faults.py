@@ -30,7 +30,7 @@ from tests.soak.nsock import connect_in
 from tests.soak.probe import ping_all
 from tests.unit.test_webui_support import build_ui, post, sign_in
 
-DPD = 2  # seconds; a silent client is ended after 3 x dpd (datapath.py)
+DPD = 2  # seconds; a silent client is ended after 3 x dpd (worker/datapath.py)
 
 #: ocserv.conf lines per test (later lines win over the harness's).
 CONF: dict[str, list[str]] = {

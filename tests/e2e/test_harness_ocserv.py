@@ -2,7 +2,7 @@
 
 If these pass, a failure of the same checks against OCGate is OCGate's
 fault, not the harness's.  Expected values come from the vpnrig anchor run
-(shared/rig/ANCHOR.md, "Functional results").
+(measured against ocserv 1.1.6 in the same test).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def test_two_clients_at_once_get_different_addresses(
 def test_sighup_keeps_the_cookie_and_sigint_kills_it(
     server: Server, client: Client, server_files: ServerFiles
 ) -> None:
-    """The session semantics the anchor documents (ANCHOR.md "Cookie")."""
+    """The session semantics ocserv 1.1.6 shows (docs/protocol.md §7.6)."""
     cookie = client.authenticate("alice", server_files.users["alice"])["COOKIE"]
     assert client.connect_with_cookie(cookie), client.log
     client.disconnect(signal.SIGHUP)

@@ -1,6 +1,6 @@
 """Issue #10 end to end: IPv6 inside the tunnel and IPv6 as transport, with openconnect 9.01.
 
-protocol.md §3.3 (X-CSTP-Address-IP6, -IP6 routes), §3.4 and §11 item 18 (no IPv6 below a
+docs/protocol.md §3.3 (X-CSTP-Address-IP6, -IP6 routes), §3.4 and §11 item 18 (no IPv6 below a
 1280 data MTU), §8.2 (leases), §8.3 (IPV6_* script variables), §9 (occtl "IPv6").
 
 The namespaces get IPv6 (``TestNet(ipv6=True)``): 2001:db8:1:…::/64 on the client links and

@@ -1,7 +1,7 @@
 """Issue #5 end to end: occtl against the live server while real openconnect clients run.
 
 What scripts written for ocserv's occtl read must be there with the same names: this is
-checked against the fields ocserv 1.1.6 prints (../shared/rig/ANCHOR.md, "occtl").
+checked against the fields ocserv 1.1.6 prints (docs/protocol.md §9).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_disconnect_user_ends_client_fast_and_frees_the_cookie(server, make_clie
     elapsed = time.monotonic() - started
     assert code is not None and elapsed < 1.5, f"client exited after {elapsed:.2f} s"
     assert "Session terminated by server" in client.log or "server disconnect" in client.log
-    # ocserv invalidates the cookie on an admin disconnect (ANCHOR.md)
+    # ocserv invalidates the cookie on an admin disconnect (docs/protocol.md §7.6)
     assert not client.connect_with_cookie(cookie)
     assert _json(server, "show", "users") == []
     # the lease went back: a fresh login gets an address again and works

@@ -106,7 +106,7 @@ def test_occtl_json_keys_match_ocserv(net, workdir):
 
 
 # ocserv 1.1.6 says "Session-Timeout: 0" plus "-Remaining: 0" when there is no limit;
-# later releases (and we) say "none" without -Remaining (protocol.md §3.3, §11 item 35)
+# later releases (and we) say "none" without -Remaining (docs/protocol.md §3.3, §11 item 35)
 OCSERV_116_ONLY = {"X-CSTP-Session-Timeout-Remaining"}
 _HEADER_LINE = re.compile(r"^[A-Za-z0-9-]+: ")
 ANYCONNECT_ARGS = ("--useragent", "AnyConnect Windows 4.10.07061", "--os", "win",

@@ -184,7 +184,7 @@ def test_totp_code_reused_is_refused(rig: Rig, users: dict[str, str], keys: Keys
 def test_otp_only_user(rig: Rig, keys: Keys, opened: list[InteractiveClient]) -> None:
     """carol has no password hash: the one-time password is the only answer.  (It goes
     into the first form's password field: ocserv 1.1.6 asks for it in a form of its own
-    after the username, OCGate's combined first form is ocserv master's, protocol.md
+    after the username, OCGate's combined first form is ocserv master's, docs/protocol.md
     §2.4.2.)"""
     client = Login(rig, opened, "carol", "carol", [keys.totp_carol()])
     assert client.ok, client.log

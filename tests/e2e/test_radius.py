@@ -1,5 +1,5 @@
 """Issue #12 (part 1) end to end: RADIUS authentication and accounting against Debian's
-FreeRADIUS, with the real openconnect client (protocol.md §10.2, §10.7, §2.4.3).
+FreeRADIUS, with the real openconnect client (docs/protocol.md §10.2, §10.7, §2.4.3).
 
 FreeRADIUS runs in the foreground (``freeradius -f``) on 127.0.0.1 inside the server's
 namespace, from a configuration generated into the test's temp dir: a ``users`` file with

@@ -1,4 +1,5 @@
-"""Issue #3 end to end: OCGate's DTLS channel (PSK-NEGOTIATE, protocol.md 5.3) with openconnect.
+"""Issue #3 end to end: OCGate's DTLS channel (PSK-NEGOTIATE, docs/protocol.md 5.3) with
+openconnect.
 
 Every client here runs openconnect with its default options, so it negotiates DTLS and
 moves its data over UDP once the handshake is done.  What travels where is read from real
@@ -49,7 +50,7 @@ from tests.e2e.test_vpn_tls import BackgroundPing, Clients, Rig, running_rig, wa
 POOL = ipaddress.ip_network("203.0.113.0/24")
 MB = 1_000_000
 DTLS_PORT = harness.HTTPS_PORT
-#: MTU for base MTU 1500 over IPv4 with AES-256-GCM (protocol.md 3.4): 1500 - 28 - 38.
+#: MTU for base MTU 1500 over IPv4 with AES-256-GCM (docs/protocol.md 3.4): 1500 - 28 - 38.
 DTLS_MTU = 1434
 USER_NAMES = ("alice", "bob", "carol", "dave")
 #: Control traffic the TLS channel may carry while DTLS moves the data (DPD, keepalives).
@@ -350,7 +351,7 @@ def test_default_options_use_dtls_for_50mb_each_way(
     assert int(headers.get("X-DTLS-DPD", "0")) > 0, headers
     assert "X-DTLS-Keepalive" in headers, headers
 
-    # No MTU collapse: the client's DPD probe was echoed at full size (protocol.md 5.6).
+    # No MTU collapse: the client's DPD probe was echoed at full size (docs/protocol.md 5.6).
     assert client.cstp_headers().get("X-CSTP-Base-MTU") == "1500"
     assert client.env()["INTERNAL_IP4_MTU"] == str(DTLS_MTU)
     assert f"No change in MTU after detection (was {DTLS_MTU})" in log, log
@@ -379,7 +380,7 @@ def test_blocked_udp_falls_back_to_tls_and_dtls_returns(
     """DTLS dies mid-transfer; the transfer finishes over TLS; DTLS comes back on its own.
 
     ``dpd = 2`` makes openconnect declare DTLS dead 4-5 s after the last datagram
-    (2 x X-DTLS-DPD, protocol.md 7.2).  It then starts a new DTLS handshake at once and
+    (2 x X-DTLS-DPD, docs/protocol.md 7.2).  It then starts a new DTLS handshake at once and
     keeps retransmitting the ClientHello (after 1, 3 and 7 s) for 12 s before it sleeps
     for a minute, so UDP is unblocked within 5 s of the dead-peer verdict.
     """
@@ -468,7 +469,7 @@ def test_nat_rebinding_keeps_the_session_on_dtls(
 ) -> None:
     """The client's public UDP port changes twice mid-session; DTLS follows it.
 
-    The server accepts data from the new port once it decrypts (protocol.md 5.7, 11.30).
+    The server accepts data from the new port once it decrypts (docs/protocol.md §5.7, §11 item 30).
     Like ocserv it re-forwards one session's traffic at most every 3 s, so the first
     rebinding, right after the handshake, may lose up to 3 s of traffic; the second one,
     later, must lose (almost) nothing.
@@ -568,7 +569,7 @@ FLOOD_KINDS = (
 def client_hello(app_id: bytes, *, zero_random: bool = False) -> bytes:
     """A DTLS 1.2 ClientHello the way openconnect's GnuTLS sends it for PSK-NEGOTIATE.
 
-    The App-ID travels as the session id and there are no extensions (protocol.md 5.3).
+    The App-ID travels as the session id and there are no extensions (docs/protocol.md 5.3).
     """
     random_bytes = bytes(32) if zero_random else os.urandom(32)
     suites = bytes.fromhex("00a9ccab00a8")  # PSK AES-256-GCM, ChaCha20-Poly1305, AES-128-GCM
@@ -673,7 +674,7 @@ def test_datagram_flood_does_not_disturb_a_live_dtls_session(
     ClientHello with it from another address may start a new handshake, but the
     established DTLS session must keep working until such a handshake completes,
     which a forger without the PSK never achieves (ocserv runs the two in parallel,
-    protocol.md 5.7).
+    docs/protocol.md 5.7).
     """
     count, seconds = 20_000, 5.0
     rig = make_rig("flood")

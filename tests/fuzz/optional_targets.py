@@ -46,7 +46,7 @@ _RADIUS_CONF_SEED = (b"authserver 198.51.100.9:1812\nacctserver 198.51.100.9\n"
 
 
 def _run_radius_conf(data: bytes) -> object:
-    from appliance.vpn import radiusconf
+    from appliance.vpn.auth.radius import conf as radiusconf
 
     conf, _, servers = data.partition(b"\x00\x00")
     # as radiusconf._read hands them over: UTF-8 with replacement characters
@@ -57,7 +57,7 @@ def _run_radius_conf(data: bytes) -> object:
 def _radius_seeds() -> list[bytes]:
     from pyrad import packet as rpacket
 
-    from appliance.vpn import radius
+    from appliance.vpn.auth.radius import auth as radius
 
     req = rpacket.AuthPacket(code=rpacket.AccessRequest, secret=b"s", dict=radius.dictionary())
     reply = req.CreateReply()
@@ -76,7 +76,7 @@ def _radius_seeds() -> list[bytes]:
 def _run_radius_reply(data: bytes) -> object:
     from pyrad import packet as rpacket
 
-    from appliance.vpn import radius
+    from appliance.vpn.auth.radius import auth as radius
 
     req = rpacket.AuthPacket(code=rpacket.AccessRequest, secret=b"s", dict=radius.dictionary())
     reply = req.CreateReply(packet=data)
@@ -86,7 +86,7 @@ def _run_radius_reply(data: bytes) -> object:
 def _radius_reply_allowed() -> tuple[type[BaseException], ...]:
     from pyrad import packet as rpacket
 
-    from appliance.vpn.radius import RadiusError
+    from appliance.vpn.auth.radius.auth import RadiusError
 
     return (RadiusError, rpacket.PacketError)
 
@@ -110,7 +110,7 @@ def _run_anyconnect(data: bytes) -> object:
 
 
 def _run_priorities(data: bytes) -> object:
-    from appliance.vpn import tlspriorities
+    from appliance.vpn.protocol.tls import priorities as tlspriorities
 
     return tlspriorities.parse_priorities(_text(data), aes_hw=bool(len(data) & 1))
 
@@ -131,33 +131,33 @@ def specs(spec: Callable[..., Any]) -> list[Any]:
                                           _V2_SIG, b"\x21\x11", b"\x21\x21"),
              1024, "protocol/proxyproto.py parse (v1 and v2)"),
         spec("radius_conf", _run_radius_conf,
-             _allowed("appliance.vpn.radiusconf", "RadiusConfError"),
+             _allowed("appliance.vpn.auth.radius.conf", "RadiusConfError"),
              lambda: [_RADIUS_CONF_SEED], (b"authserver", b"acctserver", b":",
                                            b"\n", b"[", b"]", b"radius_timeout"),
-             4096, "radiusconf.py parse_radius_conf (+ servers file)"),
+             4096, "auth/radius/conf.py parse_radius_conf (+ servers file)"),
         spec("radius_reply", _run_radius_reply, _radius_reply_allowed,
-             _radius_seeds, (), 4096, "radius.py: pyrad reply decoding + parse_accept"),
+             _radius_seeds, (), 4096, "auth/radius/auth.py: pyrad reply decoding + parse_accept"),
         spec("anyconnect_url", _run_anyconnect,
              _allowed("appliance.vpn.protocol.anyconnect", "AnyConnectError"),
              lambda: [b"\x00/staff?x=1", b"\x00/%41%ff", b"\x01abc123",
                       b"\x02/profiles%2Fprofile.xml"], (b"%", b"/", b"?"), 1024,
              "protocol/anyconnect.py group_from_url, session_cookie"),
         spec("tls_priorities", _run_priorities,
-             _allowed("appliance.vpn.tlspriorities", "PriorityError"),
+             _allowed("appliance.vpn.protocol.tls.priorities", "PriorityError"),
              lambda: [b"NORMAL:%SERVER_PRECEDENCE:%COMPAT:-VERS-SSL3.0",
                       b"SECURE256:+SECURE128:-VERS-ALL:+VERS-TLS1.2:-RSA",
                       b"PERFORMANCE:-CIPHER-ALL:+AES-128-GCM"],
              (b":", b"+", b"-", b"!", b"%", b"VERS-", b"CIPHER-ALL"), 1024,
-             "tlspriorities.py parse_priorities (tls-priorities option)"),
+             "protocol/tls/priorities.py parse_priorities (tls-priorities option)"),
         spec("dtls_legacy_hello", _run_legacy_hello,
-             _allowed("appliance.vpn.protocol.dtlslegacy", "LegacyDtlsError"),
+             _allowed("appliance.vpn.protocol.dtls.legacy", "LegacyDtlsError"),
              _legacy_hello_seeds, (b"\x01\x00", b"\xfe\xfd", b"\x01\x00\x00"), 1024,
-             "protocol/dtlslegacy.py parse_client_hello (resumption ClientHello)"),
+             "protocol/dtls/legacy.py parse_client_hello (resumption ClientHello)"),
     ]
 
 
 def _run_legacy_hello(data: bytes) -> object:
-    from appliance.vpn.protocol import dtlslegacy
+    from appliance.vpn.protocol.dtls import legacy as dtlslegacy
 
     return dtlslegacy.parse_client_hello(data)
 

@@ -20,16 +20,18 @@ instrument those modules when it imports them through ``load_targets()``.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import io
 import re
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TRANSCRIPT = Path("/work/shared/rig/ocserv-transcript.txt")
+TRANSCRIPT = Path(__file__).resolve().parent.parent / "unit" / "data" / "ocserv-transcript.txt"
 
 
 class ContractViolation(AssertionError):
@@ -68,7 +70,7 @@ _CHUNK_SIZES = (1 << 30, 1, 2, 3, 7, 64, 512, 1 << 30)
 
 @functools.cache
 def _transcript_requests() -> list[bytes]:
-    """The client's HTTP requests in the anchor transcript (§1 of protocol.md)."""
+    """The client's HTTP requests in the anchor transcript (§1 of docs/protocol.md)."""
     if not TRANSCRIPT.exists():
         return []
     requests: list[bytes] = []
@@ -220,15 +222,15 @@ _DTLS_KEY = b"k" * 32
 
 @functools.cache
 def _dtls_keys() -> object:
-    from appliance.vpn.protocol.dtls import DtlsKeys
-    from appliance.vpn.tlsrecord import CipherInfo
+    from appliance.vpn.protocol.dtls.record import DtlsKeys
+    from appliance.vpn.protocol.tls.record import CipherInfo
 
     return DtlsKeys(CipherInfo("AES-256-GCM", 32, "sha384"), _DTLS_KEY, b"salt",
                     _DTLS_KEY, b"salt")
 
 
 def _dtls_seeds() -> list[bytes]:
-    from appliance.vpn.protocol import dtls
+    from appliance.vpn.protocol.dtls import record as dtls
 
     layer = dtls.DtlsRecordLayer(_dtls_keys())  # type: ignore[arg-type]
     records = [layer.seal(dtls.encode_payload(t, d)) for t, d in
@@ -238,7 +240,7 @@ def _dtls_seeds() -> list[bytes]:
 
 
 def _run_dtls_records(data: bytes) -> object:
-    from appliance.vpn.protocol import dtls
+    from appliance.vpn.protocol.dtls import record as dtls
 
     layer = dtls.DtlsRecordLayer(_dtls_keys(), final_flight=[b"flight"])  # type: ignore[arg-type]
     for plain in layer.open(data):
@@ -268,7 +270,7 @@ def _hello_seeds() -> list[bytes]:
 
 
 def _run_client_hello(data: bytes) -> object:
-    from appliance.vpn.protocol import dtls
+    from appliance.vpn.protocol.dtls import record as dtls
 
     info = dtls.peek_client_hello(data)
     if info is not None:
@@ -281,14 +283,14 @@ def _run_client_hello(data: bytes) -> object:
 
 @functools.cache
 def _tls_keys() -> object:
-    from appliance.vpn.tlsrecord import CipherInfo, TrafficKeys
+    from appliance.vpn.protocol.tls.record import CipherInfo, TrafficKeys
 
     return TrafficKeys(0x0303, CipherInfo("AES-256-GCM", 32, "sha384"), _DTLS_KEY, b"salt",
                        _DTLS_KEY, b"salt", 1, 1)
 
 
 def _tls_seeds() -> list[bytes]:
-    from appliance.vpn.tlsrecord import RecordLayer
+    from appliance.vpn.protocol.tls.record import RecordLayer
 
     layer = RecordLayer(_tls_keys())  # type: ignore[arg-type]
     return [layer.seal(b"GET / HTTP/1.1\r\n\r\n"), layer.seal(b"x" * 300) + layer.seal(b"y"),
@@ -296,7 +298,7 @@ def _tls_seeds() -> list[bytes]:
 
 
 def _run_tls_records(data: bytes) -> object:
-    from appliance.vpn.tlsrecord import RecordLayer
+    from appliance.vpn.protocol.tls.record import RecordLayer
 
     size = _CHUNK_SIZES[data[0] % len(_CHUNK_SIZES)] if data else 1
     layer = RecordLayer(_tls_keys())  # type: ignore[arg-type]
@@ -488,7 +490,7 @@ _OTP_NOW = 1_700_000_000.0
 
 def _run_otp(data: bytes) -> object:
     """``file \\0 answer``; the promise: a code accepted once is refused the next time."""
-    from appliance.vpn import otp
+    from appliance.vpn.auth import otp
 
     text, _, answer = _text(data).partition("\0")
     verified = bool(data[:1]) and data[0] & 1 == 1
@@ -690,12 +692,20 @@ def _forms_allowed() -> tuple[type[BaseException], ...]:
 # ------------------------------------------------------------------------------ backups
 
 
+def _scratch_dir(prefix: str) -> Path:
+    """A temporary folder removed when the process exits (the samples are cached for the
+    whole run, so a with-block cannot own them)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 @functools.cache
 def _backup_layout() -> object:
     """A throw-away state folder; plan_restore only computes paths inside it."""
     from appliance.state import StateLayout
 
-    return StateLayout.at(tempfile.mkdtemp(prefix="ocg-fuzz-backup-"))
+    return StateLayout.at(_scratch_dir("ocg-fuzz-backup-"))
 
 
 @functools.cache
@@ -705,7 +715,7 @@ def _backup_sample() -> bytes:
     from appliance.vpn.passwd import hash_password
     from appliance.webui.backup import make_backup
 
-    src = Path(tempfile.mkdtemp(prefix="ocg-fuzz-src-"))
+    src = _scratch_dir("ocg-fuzz-src-")
     from appliance.state import StateLayout
 
     src_layout = StateLayout.at(src)
@@ -825,17 +835,17 @@ _SPECS: list[_Spec] = [
           lambda: [b"\x00" + s for s in _cstp_seeds()], (b"STF\x01",), 8192,
           "protocol/cstp.py FrameDecoder.feed, parse_bye"),
     _Spec("dtls_records", _run_dtls_records,
-          _allowed("appliance.vpn.protocol.dtls", "DtlsError", "DtlsClosed"), _dtls_seeds,
+          _allowed("appliance.vpn.protocol.dtls.record", "DtlsError", "DtlsClosed"), _dtls_seeds,
           (b"\x17\xfe\xfd", b"\x15\xfe\xfd", b"\x16\xfe\xfd", b"\x00\x01"), 4096,
-          "protocol/dtls.py DtlsRecordLayer.open, iter_records, decode_payload"),
+          "protocol/dtls/record.py DtlsRecordLayer.open, iter_records, decode_payload"),
     _Spec("dtls_client_hello", _run_client_hello,
-          _allowed("appliance.vpn.protocol.dtls", "DtlsError"), _hello_seeds,
+          _allowed("appliance.vpn.protocol.dtls.record", "DtlsError"), _hello_seeds,
           (b"\x16\xfe\xfd", b"\x16\xfe\xff", b"\xbb\x92", b"\x00\x17"), 2048,
-          "protocol/dtls.py peek_client_hello (dtlshandshake.py routing peek)"),
+          "protocol/dtls/record.py peek_client_hello (protocol/dtls/handshake.py routing peek)"),
     _Spec("tls_records", _run_tls_records,
-          _allowed("appliance.vpn.tlsrecord", "TlsRecordError", "TlsClosed"),
+          _allowed("appliance.vpn.protocol.tls.record", "TlsRecordError", "TlsClosed"),
           lambda: [b"\x00" + s for s in _tls_seeds()], (b"\x17\x03\x03", b"\x15\x03\x03"), 8192,
-          "tlsrecord.py RecordLayer.feed (worker's TLS after hand-over)"),
+          "protocol/tls/record.py RecordLayer.feed (worker's TLS after hand-over)"),
     _Spec("lzs", _decompressor("lzs"), _allowed("appliance.vpn.protocol.lzs", "LzsError"),
           _lzs_seeds, (), 4096, "protocol/lzs.py decompress, output <= max_out"),
     _Spec("lz4", _decompressor("lz4"), _allowed("appliance.vpn.protocol.lz4", "Lz4Error"),
@@ -854,7 +864,7 @@ _SPECS: list[_Spec] = [
     _Spec("otp_usersfile", _run_otp, lambda: (), _static(_OTP_SEEDS),
           (b"HOTP", b"/T30", b"/T60", b"/E", b"/8", b" alice ", b" - ", b" + ", b"\t",
            b"\0", b"2023-10-29T02:30:00L", _OTP_KEY.encode()), 4096,
-          "otp.py parse_usersfile, check (a code is never accepted twice)"),
+          "auth/otp.py parse_usersfile, check (a code is never accepted twice)"),
     _Spec("control_request", _run_control, _allowed("appliance.vpn.control", "ControlError"),
           _static(_CONTROL_SEEDS), _JSON_WORDS, 4096, "control.py parse_request"),
     _Spec("ipc_decode", _run_ipc, _allowed("appliance.vpn.ipc", "IpcError"), _ipc_seeds,

@@ -1,4 +1,4 @@
-"""AnyConnect specifics with bytes: the profile manifest and webvpnc cookie (protocol.md
+"""AnyConnect specifics with bytes: the profile manifest and webvpnc cookie (docs/protocol.md
 §2.4.4), profile/logout/group URLs (§2.9, §11 items 21, 27), and the sec-mod's verdicts
 (CONNECT certificate rule §2.6, profile download, logout)."""
 
@@ -14,13 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.vpn import ipc
-from appliance.vpn.anyconnectsec import (
-    APPROVAL_TTL,
-    CertGate,
-    ProfileCache,
-    connect_needs_cert,
-    profile_answer,
-)
 from appliance.vpn.config import parse_config
 from appliance.vpn.protocol import anyconnect, auth, http
 from appliance.vpn.protocol.anyconnect import (
@@ -32,7 +25,14 @@ from appliance.vpn.protocol.anyconnect import (
     session_cookie,
     with_profile_cookie,
 )
-from appliance.vpn.secmod import SessionStore
+from appliance.vpn.secmod.anyconnect import (
+    APPROVAL_TTL,
+    CertGate,
+    ProfileCache,
+    connect_needs_cert,
+    profile_answer,
+)
+from appliance.vpn.secmod.server import SessionStore
 
 PROFILE = b'<?xml version="1.0" encoding="UTF-8"?>\n<AnyConnectProfile></AnyConnectProfile>\n'
 CERT_SHA1 = "ab" * 20

@@ -27,27 +27,25 @@ from hypothesis import strategies as st
 
 from appliance import pki
 from appliance.vpn import ipc
-from appliance.vpn.authbackends import (
+from appliance.vpn.auth.base import (
     OTP_PROMPT,
     PASSWORD_PROMPT,
     AuthConfigError,
     CertError,
-    CertIdentity,
     Event,
     GroupError,
-    GroupPolicy,
-    OtpFile,
-    PamAuth,
-    PlainAuth,
     Prompt,
     Verdict,
-    cert_identity,
-    make_setup,
 )
+from appliance.vpn.auth.cert import CertIdentity, cert_identity
+from appliance.vpn.auth.groups import GroupPolicy
+from appliance.vpn.auth.otp import hotp
+from appliance.vpn.auth.pam import PamAuth
+from appliance.vpn.auth.plain import OtpFile, PlainAuth
+from appliance.vpn.auth.registry import make_setup
 from appliance.vpn.config import AuthMethod, parse_config
-from appliance.vpn.otp import hotp
-from appliance.vpn.secmod import AuthState, SecMod
-from appliance.vpn.tlshandshake import ServerHandshake, make_server_context
+from appliance.vpn.protocol.tls.handshake import ServerHandshake, make_server_context
+from appliance.vpn.secmod.server import AuthState, SecMod
 from tests.e2e.harness import write_passwd
 from tests.prereqs import require_root
 
@@ -374,7 +372,7 @@ def test_otp_file_problems_refuse(tmp_path: Path) -> None:
 
 def test_otp_write_failure_refuses(tmp_path: Path, monkeypatch) -> None:
     pw, oath = otp_files(tmp_path)
-    from appliance.vpn import authbackends
+    from appliance.vpn.auth import plain as authbackends
 
     def fail(*_args, **_kw):
         raise OSError(28, "No space left on device")
@@ -401,7 +399,7 @@ def test_otp_file_is_reopened_after_a_concurrent_rewrite(tmp_path: Path) -> None
     time.sleep(0.1)
     text = oath.read_text()
     # play "the first check": record counter 0 as used, then release the old inode
-    from appliance.vpn import otp as otp_mod
+    from appliance.vpn.auth import otp as otp_mod
 
     done = otp_mod.check(otp_mod.parse_usersfile(text), "alice", hotp(KEY, 0), time.time(),
                          password_verified=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.vpn.bans import MAX_ENTRIES, BanSettings, BanTable
+from appliance.vpn.main.bans import MAX_ENTRIES, BanSettings, BanTable
 
 S = BanSettings(max_score=30, ban_time=300, reset_time=1200, points_wrong_password=10,
                 points_connection=1)

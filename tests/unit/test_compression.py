@@ -1,4 +1,4 @@
-"""Compression negotiation and per-packet rules (protocol.md §6.1, §6.2, §10.6)."""
+"""Compression negotiation and per-packet rules (docs/protocol.md §6.1, §6.2, §10.6)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.vpn.cpufeatures import aes_in_cpuinfo, openssl_hides_aesni
-from appliance.vpn.tlspriorities import parse_priorities
+from appliance.vpn.protocol.tls.cpu import aes_in_cpuinfo, openssl_hides_aesni
+from appliance.vpn.protocol.tls.priorities import parse_priorities
 
 X86 = "processor\t: 0\nflags\t\t: fpu vme sse2 aes avx pclmulqdq\n"
 PI4 = ("processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"

@@ -36,15 +36,15 @@ from hypothesis import strategies as st
 from OpenSSL import SSL
 from OpenSSL._util import ffi, lib
 
-from appliance.vpn.dtlshandshake import (
+from appliance.vpn.protocol.cstp import PacketType
+from appliance.vpn.protocol.dtls.handshake import (
     DTLS_PSK_CIPHERS,
     DtlsHandshakeError,
     DtlsServerHandshake,
     _check_own_finished,
     make_dtls_context,
 )
-from appliance.vpn.protocol.cstp import PacketType
-from appliance.vpn.protocol.dtls import (
+from appliance.vpn.protocol.dtls.record import (
     TLS_EXT_APP_ID,
     ClientHelloInfo,
     DtlsClosed,
@@ -58,7 +58,7 @@ from appliance.vpn.protocol.dtls import (
     peek_client_hello,
     record_overhead,
 )
-from appliance.vpn.tlsrecord import CipherInfo, cipher_info
+from appliance.vpn.protocol.tls.record import CipherInfo, cipher_info
 from tests.prereqs import needs, needs_command, require_library
 
 PRIO_BASE = "NORMAL:-VERS-TLS-ALL:+VERS-DTLS-ALL:-KX-ALL:+PSK"  # openconnect's (§5.3)
@@ -310,7 +310,8 @@ def _openssl_session(psk: bytes, ciphers: str = DTLS_PSK_CIPHERS):
 
 
 def test_cffi_psk_symbols_present():
-    """dtlshandshake.py reaches past pyOpenSSL into cryptography's cffi bindings; if any of
+    """protocol/dtls/handshake.py reaches past pyOpenSSL into cryptography's cffi bindings; if any
+    of
     these disappear (a cryptography or pyOpenSSL upgrade), DTLS-PSK is gone: fail loudly."""
     for name in ("SSL_CTX_set_psk_server_callback", "SSL_set_mtu", "SSL_set_options",
                  "SSL_OP_NO_QUERY_MTU", "SSL_OP_COOKIE_EXCHANGE", "DTLSv1_handle_timeout"):

@@ -1,4 +1,4 @@
-"""Legacy (non-PSK) DTLS, sans-IO (appliance/vpn/protocol/dtlslegacy.py).
+"""Legacy (non-PSK) DTLS, sans-IO (appliance/vpn/protocol/dtls/legacy.py).
 
 Two independent references, neither of them our own code:
 
@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 from OpenSSL import SSL
 from OpenSSL._util import ffi, lib
 
-from appliance.vpn.legacydtls import LegacyHandshakeDriver, legacy_offer
-from appliance.vpn.protocol import dtlslegacy as L
 from appliance.vpn.protocol.cstp import ConnectRequest
-from appliance.vpn.protocol.dtls import DTLS_BAD_VER, DtlsClosed, iter_records
+from appliance.vpn.protocol.dtls import legacy as L
+from appliance.vpn.protocol.dtls.record import DTLS_BAD_VER, DtlsClosed, iter_records
+from appliance.vpn.worker.legacydtls import LegacyHandshakeDriver, legacy_offer
 
 CAPTURE = json.loads((Path(__file__).parent / "data" / "dtls_legacy_capture.json").read_text())
 CAPTURED = [("dtls12-aes256-gcm", L.DTLS12_SUITES["AES256-GCM-SHA384"]),
@@ -265,7 +265,7 @@ def test_legacy_offer_only_without_psk() -> None:
 
 
 def test_driver_drops_junk_but_fails_on_a_hello_without_the_suite() -> None:
-    from appliance.vpn.dtlshandshake import DtlsHandshakeError
+    from appliance.vpn.protocol.dtls.handshake import DtlsHandshakeError
     suite, sid, master = L.LEGACY_SUITES["AES128-SHA"], os.urandom(32), os.urandom(48)
     drv = LegacyHandshakeDriver(L.LegacyServerHandshake(suite, sid, master))
     assert drv.feed(b"\x16\x01\x00junk") == [] and drv.dropped == 1

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.vpn.firewall import FirewallError, parse_ports, removal, ruleset
+from appliance.vpn.main.firewall import FirewallError, parse_ports, removal, ruleset
 from tests.prereqs import needs_command
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.vpn import secmod
 from appliance.vpn.config import parse_config
+from appliance.vpn.secmod import server as secmod
 from appliance.web.server import WebServer
 from appliance.web.tlsserver import HttpsWebServer
 from tests.unit.test_webui_support import make_state

@@ -7,7 +7,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.vpn.gro import PLAIN, VNET_HDR_LEN, coalesce
+from appliance.vpn.worker.gro import PLAIN, VNET_HDR_LEN, coalesce
 
 
 def _csum(data: bytes) -> int:

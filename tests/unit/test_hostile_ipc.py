@@ -18,11 +18,11 @@ import pytest
 
 from appliance import pki
 from appliance.vpn import ipc
-from appliance.vpn import main as main_mod
 from appliance.vpn.config import parse_config
-from appliance.vpn.main import Conn, Main
+from appliance.vpn.main import server as main_mod
+from appliance.vpn.main.server import Conn, Main
 from appliance.vpn.passwd import hash_password
-from appliance.vpn.secmod import AuthState, SecMod
+from appliance.vpn.secmod.server import AuthState, SecMod
 from tests.fuzz.ipc_variants import SECRET, sample_named, variants
 
 VARIANTS = variants(nested=True)

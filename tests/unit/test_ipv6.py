@@ -1,6 +1,6 @@
 """IPv6 in the tunnel (issue #10): leases, the MTU rule, CONNECT headers, GRO, scripts, occtl.
 
-protocol.md §3.3, §8.2, §8.3, §9, §11 item 18.
+docs/protocol.md §3.3, §8.2, §8.3, §9, §11 item 18.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.vpn import ipc
-from appliance.vpn.bans import BanSettings, BanTable
 from appliance.vpn.config import parse_config, parse_user_config
-from appliance.vpn.gro import PLAIN, coalesce
-from appliance.vpn.ipv6 import (
+from appliance.vpn.main.bans import BanSettings, BanTable
+from appliance.vpn.main.ipv6 import (
     Ipv6Lease,
     Ipv6Leases,
     agent_kind,
@@ -33,11 +32,12 @@ from appliance.vpn.ipv6 import (
     script_ipv6,
     tun_ipv6,
 )
-from appliance.vpn.leases import Ipv6LeasePool, LeaseError
-from appliance.vpn.main import effective_settings
+from appliance.vpn.main.leases import Ipv6LeasePool, LeaseError
+from appliance.vpn.main.scripts import script_env
+from appliance.vpn.main.server import effective_settings
 from appliance.vpn.protocol import cstp
-from appliance.vpn.scripts import script_env
-from appliance.vpn.worker import connect_params
+from appliance.vpn.worker.dialogue import connect_params
+from appliance.vpn.worker.gro import PLAIN, coalesce
 from tests.prereqs import needs, needs_command, require_tun
 from tests.unit.test_tun import run_in
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.vpn.leases import (
+from appliance.vpn.main.leases import (
     Ipv4LeasePool,
     Ipv6LeasePool,
     LeaseError,

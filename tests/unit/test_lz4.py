@@ -1,4 +1,4 @@
-"""oc-lz4 (protocol.md §6.4): bare LZ4 blocks, bounded decompression, round trips."""
+"""oc-lz4 (docs/protocol.md §6.4): bare LZ4 blocks, bounded decompression, round trips."""
 
 from __future__ import annotations
 

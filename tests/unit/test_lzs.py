@@ -1,4 +1,4 @@
-"""Stac LZS codec (protocol.md §6.3): hand-derived vectors, malformed streams, round trips.
+"""Stac LZS codec (docs/protocol.md §6.3): hand-derived vectors, malformed streams, round trips.
 
 The expected streams below are written bit by bit from the §6.3 token table (with
 ``_bits`` only packing them), not produced by the encoder under test.

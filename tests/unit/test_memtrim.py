@@ -1,4 +1,4 @@
-"""appliance/vpn/memtrim.py: the sec-mod's periodic heap trim."""
+"""appliance/vpn/secmod/memtrim.py: the sec-mod's periodic heap trim."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import platform
 
 import psutil
 
-from appliance.vpn import memtrim
+from appliance.vpn.secmod import memtrim
 
 
 def test_glibc_has_malloc_trim() -> None:

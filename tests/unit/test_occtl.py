@@ -31,7 +31,8 @@ NOW = float(calendar.timegm((2026, 11, 28, 18, 5, 30)))
 UA = "Open AnyConnect VPN Agent v9.01-3"
 TLS = "(TLS1.2)-(ECDHE-SECP256R1)-(ECDSA-SHA256)-(AES-256-GCM)"
 
-#: `occtl -j show users` keys of a DTLS session with compression (shared/rig/ANCHOR.md).
+#: `occtl -j show users` keys of a DTLS session with compression, as ocserv 1.1.6 prints
+#: them (docs/protocol.md §9).
 ANCHOR_FIELDS = [
     "ID", "Username", "Groupname", "State", "vhost", "Device", "MTU", "Remote IP", "Location",
     "Local Device IP", "IPv4", "P-t-P IPv4", "User-Agent", "RX", "TX", "_RX", "_TX",

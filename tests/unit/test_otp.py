@@ -1,6 +1,6 @@
-"""otp.py: RFC 4226/6238 vectors, liboath's users-file format, window, replay and PINs.
+"""auth/otp.py: RFC 4226/6238 vectors, liboath's users-file format, window, replay and PINs.
 
-The last tests hand the same file back and forth between otp.py and the real liboath
+The last tests hand the same file back and forth between auth/otp.py and the real liboath
 (Debian's liboath0, which ocserv uses): each must read what the other wrote, and neither
 may accept a code the other already used.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.vpn import otp
-from appliance.vpn.otp import check, hotp, local_epoch, parse_usersfile, totp
+from appliance.vpn.auth import otp
+from appliance.vpn.auth.otp import check, hotp, local_epoch, parse_usersfile, totp
 
 RFC_KEY = b"12345678901234567890"
 KEY_HEX = RFC_KEY.hex()

@@ -1,4 +1,4 @@
-"""Main's PROXY header intake (appliance.vpn.proxyintake) on real socket pairs."""
+"""Main's PROXY header intake (appliance.vpn.main.proxyintake) on real socket pairs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from appliance.vpn.main.proxyintake import ProxyIntake
 from appliance.vpn.protocol.proxyproto import build_v1, build_v2
-from appliance.vpn.proxyintake import ProxyIntake
 
 HELLO = b"\x16\x03\x01\x00\x10" + b"h" * 16
 

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from pyrad import packet as rpacket
 
-from appliance.vpn import radius, radiusacct
-from appliance.vpn.authbackends import Prompt, Verdict
-from appliance.vpn.radiusconf import (
+from appliance.vpn.auth.base import Prompt, Verdict
+from appliance.vpn.auth.radius import acct as radiusacct
+from appliance.vpn.auth.radius import auth as radius
+from appliance.vpn.auth.radius.conf import (
     RadiusConf,
     RadiusConfError,
     RadiusServer,

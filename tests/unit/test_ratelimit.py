@@ -1,7 +1,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.vpn.ratelimit import TokenBucket
+from appliance.vpn.worker.bandwidth import TokenBucket
 
 
 def test_long_run_rate_matches_the_limit():

@@ -28,8 +28,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from appliance.vpn import sandbox
-from appliance.vpn.sandbox import (
+from appliance.vpn.main import sandbox
+from appliance.vpn.main.sandbox import (
     ERRNO_SYSCALLS,
     MAX_OPEN_FILES,
     ArgCheck,
@@ -425,7 +425,7 @@ def test_sandbox_error_is_logged(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(sandbox, "_seccomp", None)
     monkeypatch.setattr(sandbox, "no_new_privs", lambda: None)
     monkeypatch.setattr(sandbox, "limit_resources", lambda: None)
-    with caplog.at_level(logging.ERROR, logger="ocgate.sandbox"), \
+    with caplog.at_level(logging.ERROR, logger="appliance.vpn.main.sandbox"), \
             pytest.raises(SandboxError):
         apply_worker_sandbox(ISOLATED)
     assert any("cannot apply the sandbox (isolate-workers = true)" in r.getMessage()
@@ -439,7 +439,7 @@ def test_sandbox_error_is_logged(monkeypatch: pytest.MonkeyPatch,
 def test_tls13_key_update_runs_under_the_filter(suite: str) -> None:
     """A client's KeyUpdate makes the worker derive keys (hashlib/HMAC, a fresh AEAD) at run
     time: a path the e2e client never takes, so it is checked here."""
-    from appliance.vpn.tlsrecord import (
+    from appliance.vpn.protocol.tls.record import (
         CT_HANDSHAKE,
         HS_KEY_UPDATE,
         RecordLayer,

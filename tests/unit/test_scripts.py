@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.vpn.scripts import ScriptError, ScriptJob, format_route, script_env
+from appliance.vpn.main.scripts import ScriptError, ScriptJob, format_route, script_env
 
 
 def make_script(tmp_path: Path, body: str, name: str = "hook.sh") -> str:

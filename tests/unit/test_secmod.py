@@ -1,8 +1,8 @@
-"""Cookie validity rules of protocol.md 7.6, with a clock we control."""
+"""Cookie validity rules of docs/protocol.md 7.6, with a clock we control."""
 
 from __future__ import annotations
 
-from appliance.vpn.secmod import AUTH_SLACK, SessionStore
+from appliance.vpn.secmod.server import AUTH_SLACK, SessionStore
 
 
 def test_cookie_valid_for_active_session_plus_timeout():

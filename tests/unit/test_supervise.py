@@ -1,11 +1,11 @@
-"""The sec-mod restart budget (appliance/vpn/supervise.py)."""
+"""The sec-mod restart budget (appliance/vpn/main/supervise.py)."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.vpn.supervise import RestartBudget
+from appliance.vpn.main.supervise import RestartBudget
 
 
 def test_restarts_within_the_limit_then_gives_up() -> None:

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from appliance.vpn.tlshandshake import ServerHandshake, make_server_context
-from appliance.vpn.tlsrecord import RecordLayer, TlsClosed, TlsRecordError, TrafficKeys
+from appliance.vpn.protocol.tls.handshake import ServerHandshake, make_server_context
+from appliance.vpn.protocol.tls.record import RecordLayer, TlsClosed, TlsRecordError, TrafficKeys
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_records_interoperate_with_openssl(certfiles, version, ciphers):
     assert rl2.feed(cout.read()) == [b"after"]
     cin.write(rl2.seal(b"back"))
     assert client.read(100) == b"back"
-    # the exporter is there for DTLS (protocol.md 5.3)
+    # the exporter is there for DTLS (docs/protocol.md 5.3)
     assert len(hs.result.psk) == 32
 
 
@@ -159,7 +159,7 @@ def test_handshake_leftover_is_first_application_data(certfiles):
 
 
 def test_garbage_handshake_fails_cleanly(certfiles):
-    from appliance.vpn.tlshandshake import HandshakeError
+    from appliance.vpn.protocol.tls.handshake import HandshakeError
     hs = ServerHandshake(make_server_context(*certfiles))
     with pytest.raises(HandshakeError):
         hs.feed(b"\x16\x03\x01\x00\x05hello" + b"GET / HTTP/1.1\r\n")

@@ -21,8 +21,12 @@ from typing import IO
 import pytest
 
 from appliance import pki
-from appliance.vpn.tlshandshake import HandshakeResult, ServerHandshake, make_server_context
-from appliance.vpn.tlsrecord import TLS12, TLS13, RecordLayer, TlsClosed
+from appliance.vpn.protocol.tls.handshake import (
+    HandshakeResult,
+    ServerHandshake,
+    make_server_context,
+)
+from appliance.vpn.protocol.tls.record import TLS12, TLS13, RecordLayer, TlsClosed
 from tests.prereqs import require_command
 
 # Each step (a handshake, an echo, the client's exit) is bounded by this; a healthy run

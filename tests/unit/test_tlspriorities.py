@@ -10,8 +10,12 @@ from hypothesis import strategies as st
 from OpenSSL._util import lib
 
 from appliance.vpn.config import ConfigError, parse_config
-from appliance.vpn.tlshandshake import HandshakeError, ServerHandshake, make_server_context
-from appliance.vpn.tlspriorities import TLS12, TLS13, PriorityError, parse_priorities
+from appliance.vpn.protocol.tls.handshake import (
+    HandshakeError,
+    ServerHandshake,
+    make_server_context,
+)
+from appliance.vpn.protocol.tls.priorities import TLS12, TLS13, PriorityError, parse_priorities
 from tests.unit.test_tls import _pump, certfiles  # noqa: F401 - fixture
 
 

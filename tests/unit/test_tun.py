@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from appliance.vpn.tun import TunNameError, open_tun
+from appliance.vpn.main.tun import TunNameError, open_tun
 from tests.prereqs import needs, needs_command, require_tun
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def run_in(ns: str, code: str) -> Any:
 SETUP = """
 import fcntl, json, os, select, socket, struct, subprocess
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
-from appliance.vpn.tun import configure_tun, link_exists, open_tun, remove_tun, set_mtu
+from appliance.vpn.main.tun import configure_tun, link_exists, open_tun, remove_tun, set_mtu
 
 def ip_json(*args):
     out = subprocess.run(["ip", "-j", *args], check=True, capture_output=True, text=True)

@@ -2,7 +2,7 @@
 
 What lives here is the part of ocserv's behaviour that only Cisco's client (and
 openconnect's profile download, ``-x FILE``) depends on: the ``user-profile`` manifest in
-the ``complete`` answer and in the ``webvpnc`` cookie (protocol.md §2.4.4), recognising the
+the ``complete`` answer and in the ``webvpnc`` cookie (docs/protocol.md §2.4.4), recognising the
 profile download and logout requests (§2.9, §11 item 27) and the group named by the URL
 (``select-group-by-url``, https://server/GROUP).  Bytes and strings in, values out: the
 worker does the I/O, the sec-mod decides who may have what.

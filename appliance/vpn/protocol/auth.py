@@ -1,6 +1,6 @@
 """The XML ("aggregate auth") and legacy form authentication exchange, sans-IO.
 
-Documents are produced byte for byte like ocserv 1.1.6 (protocol.md §2.4, §2.9 and
+Documents are produced byte for byte like ocserv 1.1.6 (docs/protocol.md §2.4, §2.9 and
 the rig transcript) because openconnect and AnyConnect were only ever tested against
 those exact shapes.  Client replies are read as laxly as ocserv reads them (§2.4.3):
 substring extraction rather than an XML parser, which also means no DTD processing,

@@ -1,4 +1,4 @@
-"""Compression negotiation and sending rules, as ocserv applies them (protocol.md §6).
+"""Compression negotiation and sending rules, as ocserv applies them (docs/protocol.md §6).
 
 Sans-IO, pure functions plus one small per-channel object:
 

@@ -1,4 +1,4 @@
-"""CSTP: the CONNECT exchange and the 8-byte frames that follow it (protocol.md §3, §4).
+"""CSTP: the CONNECT exchange and the 8-byte frames that follow it (docs/protocol.md §3, §4).
 
 Sans-IO.  Three independent pieces live here:
 

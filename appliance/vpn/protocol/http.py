@@ -1,4 +1,4 @@
-"""Sans-IO HTTP/1.1 server side for the VPN worker (protocol.md §2.2, §3.1).
+"""Sans-IO HTTP/1.1 server side for the VPN worker (docs/protocol.md §2.2, §3.1).
 
 The worker only ever needs a small, strict subset of HTTP: request line, plain
 header fields, bodies framed by ``Content-Length`` and the switch to raw CSTP

@@ -1,4 +1,4 @@
-"""The "oc-lz4" packet compression: one raw LZ4 block per packet (protocol.md §6.4).
+"""The "oc-lz4" packet compression: one raw LZ4 block per packet (docs/protocol.md §6.4).
 
 Sans-IO.  The payload is exactly what ``LZ4_compress_default`` produces and
 ``LZ4_decompress_safe`` consumes: no frame header, no size prefix, no checksum.  The

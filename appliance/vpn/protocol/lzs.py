@@ -1,4 +1,4 @@
-"""Stac LZS, the stateless per-packet "lzs" compression of CSTP/DTLS (protocol.md §6.3).
+"""Stac LZS, the stateless per-packet "lzs" compression of CSTP/DTLS (docs/protocol.md §6.3).
 
 Sans-IO and pure Python.  Each packet is an independent LZS stream: tokens packed
 MSB-first, a 9-bit end marker, zero padding to the byte boundary.  There is no

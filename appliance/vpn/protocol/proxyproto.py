@@ -1,7 +1,7 @@
 """PROXY protocol v1 and v2 headers (HAProxy ``send-proxy`` / ``send-proxy-v2``), sans-IO.
 
 With ``listen-proxy-proto = true`` a load balancer prepends one header to every TCP
-connection it forwards, naming the client it came from (protocol.md 10.3). The header is
+connection it forwards, naming the client it came from (docs/protocol.md 10.3). The header is
 the only way to learn that address: bans, logs, leases and scripts must use it, so a
 connection whose first bytes are not a valid header is refused rather than served under
 the balancer's address.

@@ -1,0 +1,1 @@
+"""Authentication back ends (plain, PAM, certificate, RADIUS), run by sec-mod."""

@@ -1,0 +1,1 @@
+"""RADIUS: the radiusclient configuration, authentication and accounting."""

@@ -1,0 +1,724 @@
+"""The security module: the only process that reads credentials and owns the cookie store.
+
+Workers ask it to authenticate a user (one answer at a time) and get back a cookie; main
+asks it whether a cookie names a live session. Everything it answers is a verdict, so a
+compromised worker learns nothing it could not learn by trying passwords over the network.
+
+It also runs every TLS handshake (the private key lives only here), so it is the one that
+sees a client certificate verified: the identity it carries is kept in the state of the
+worker connection that asked for the handshake and is never taken from a worker's word.
+Password back-ends run as conversations (auth/base.py); PAM's run in threads, so a
+worker waiting for PAM gets its answer later, when the conversation produces it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import secrets
+import select
+import selectors
+import socket
+import struct
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from .. import ipc
+from ..auth.base import PASSWORD_PROMPT, CertError, Conversation, GroupError, Prompt, Verdict
+from ..auth.cert import CertIdentity, cert_identity
+from ..auth.groups import group_policy
+from ..auth.registry import AuthSetup, make_setup
+from ..config import Config
+from ..protocol.tls.handshake import (
+    HandshakeError,
+    HandshakeResult,
+    ServerHandshake,
+    make_server_context,
+)
+from .anyconnect import CertGate, ProfileCache, connect_needs_cert, profile_answer
+from .memtrim import release_memory
+
+log = logging.getLogger(__name__)
+
+MAX_PASSWORD_TRIES = 3
+HANDSHAKE_TIMEOUT = 20.0  # seconds a client has to complete the TLS handshake
+MAX_HANDSHAKES = 512  # concurrent handshakes; beyond that new ones are refused at once
+AUTH_SLACK = 15  # seconds of grace ocserv adds to cookie validity (docs/protocol.md 7.6)
+BACKEND_WAIT = 60.0  # seconds a worker may wait for a back-end (PAM) to say something
+MAX_USERNAME = 255
+_PEERCRED = struct.Struct("3i")
+
+
+@dataclass
+class Session:
+    cookie_hash: bytes
+    sid: str
+    username: str
+    groupname: str
+    remote_ip: str
+    created: float
+    expires: float | None  # None while a connection uses it
+    in_use: int = 0
+    extra: dict = field(default_factory=dict)  # back-end session attributes (RADIUS)
+
+
+@dataclass
+class Handshake:
+    """A TLS handshake the sec-mod runs for a worker on the worker's client socket."""
+    worker: socket.socket
+    sock: socket.socket
+    hs: ServerHandshake
+    deadline: float
+    out: bytes = b""  # handshake bytes the socket could not take yet
+    remote_ip: str = ""
+
+
+@dataclass
+class AuthState:
+    """One worker connection: the certificate its handshake verified, and the login in
+    progress on it."""
+    cert: CertIdentity | None = None  # set only by a handshake this sec-mod ran
+    cert_problem: str = "No certificate"  # the 401 reason when a certificate is required
+    handshakes: int = 0
+    username: str = ""
+    requested: str | None = None  # canonical group asked for; None = the user's default
+    group_given: bool = False  # the client named a group (or the default entry)
+    remote_ip: str = ""
+    user_agent: str = ""
+    tries: int = 0
+    answers: int = 0  # answers given in this attempt: the 2nd..nth input gets a counter
+    retry_note: str = ""  # "Login failed." before the next prompt after a wrong answer
+    conv: Conversation | None = None
+    waiting_since: float | None = None  # a worker awaits our reply since (monotonic)
+    context: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
+    pid: int = 0  # the worker's, from SO_PEERCRED (the kernel's word, not the worker's)
+
+
+def _hash_cookie(cookie: str) -> bytes:
+    """Sessions are keyed by a hash so that even a memory dump of the store holds no cookie."""
+    return hashlib.sha256(cookie.encode()).digest()
+
+
+class SessionStore:
+    """Cookies and their validity: the active session plus cookie-timeout (docs/protocol.md 7.6)."""
+
+    def __init__(self, cookie_timeout: int) -> None:
+        self.cookie_timeout = cookie_timeout
+        self._by_hash: dict[bytes, Session] = {}
+
+    def create(self, username: str, groupname: str, remote_ip: str,
+               now: float, extra: dict | None = None) -> tuple[str, Session]:
+        cookie = base64.b64encode(secrets.token_bytes(32)).decode()
+        session = Session(_hash_cookie(cookie), secrets.token_hex(16), username, groupname,
+                          remote_ip, now, now + self.cookie_timeout + AUTH_SLACK,
+                          extra=extra or {})
+        self._by_hash[session.cookie_hash] = session
+        return cookie, session
+
+    def open(self, cookie: str, now: float) -> Session | None:
+        session = self._by_hash.get(_hash_cookie(cookie))
+        if session is None or (session.expires is not None and session.expires < now):
+            return None
+        session.in_use += 1
+        session.expires = None
+        return session
+
+    def close(self, sid: str, invalidate: bool, now: float) -> None:
+        for key, session in list(self._by_hash.items()):
+            if session.sid != sid:
+                continue
+            session.in_use = max(0, session.in_use - 1)
+            if invalidate:
+                del self._by_hash[key]
+            elif session.in_use == 0:
+                session.expires = now + self.cookie_timeout + AUTH_SLACK
+
+    def peek(self, cookie: str, now: float) -> Session | None:
+        """The live session a cookie names, without counting a connection on it."""
+        session = self._by_hash.get(_hash_cookie(cookie))
+        if session is None or (session.expires is not None and session.expires < now):
+            return None
+        return session
+
+    def revoke(self, cookie: str) -> Session | None:
+        """Logout: the cookie stops working at once (docs/protocol.md §7.6, §11 item 27)."""
+        return self._by_hash.pop(_hash_cookie(cookie), None)
+
+    def expire(self, now: float) -> list[str]:
+        gone = [k for k, s in self._by_hash.items() if s.expires is not None and s.expires < now]
+        sids = [self._by_hash[k].sid for k in gone]
+        for key in gone:
+            del self._by_hash[key]
+        return sids
+
+    def listing(self) -> list[ipc.SessionEntry]:
+        return [ipc.SessionEntry(s.sid, s.username, s.groupname, s.remote_ip, s.created,
+                                 s.expires, s.in_use) for s in self._by_hash.values()]
+
+
+def make_auth_setup(cfg: Config) -> AuthSetup:
+    """The configured back-ends; AuthConfigError explains an impossible combination."""
+    policy = group_policy(cfg.select_groups, cfg.default_select_group, cfg.auto_select_group)
+    return make_setup(cfg.auth, cfg.enable_auth, cfg.ca_cert, cfg.cert_user_oid, policy,
+                      answer_timeout=float(max(cfg.auth_timeout, 30)))
+
+
+def _crl_stamp(path: str | None) -> tuple[int, int] | None:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+class SecMod:
+    def __init__(self, cfg: Config, listen_path: str, main_chan: socket.socket,
+                 events: socket.socket | None = None) -> None:
+        self.cfg = cfg
+        self.events = events  # one-way notifications to main (ban points)
+        self.setup = make_auth_setup(cfg)
+        self.store = SessionStore(cfg.cookie_timeout)
+        self.cert_gate = CertGate()  # CONNECTs whose certificate check passed
+        self.profiles = ProfileCache()
+        self.main_chan = main_chan
+        self.sel = selectors.DefaultSelector()
+        if os.path.exists(listen_path):
+            os.unlink(listen_path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        old = os.umask(0o077)
+        try:
+            self.listener.bind(listen_path)
+        finally:
+            os.umask(old)
+        self.listener.listen(128)
+        self.listen_path = listen_path
+        self.workers: dict[socket.socket, AuthState] = {}
+        self.auth_failures = 0
+        # the private key is loaded here, after the fork from main, and nowhere else
+        self.crl_stamp = _crl_stamp(cfg.crl)
+        self.tls_ctx = self._make_tls_context()
+        self.handshakes: dict[int, Handshake] = {}  # by client socket fd
+        # PAM threads wake the loop through this pipe when a conversation has news
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def _make_tls_context(self) -> SSL.Context:
+        cfg = self.cfg
+        return make_server_context(cfg.server_cert, cfg.server_key, cfg.tls_priorities,
+                                   cfg.ca_cert, client_certs=self.setup.wants_cert,
+                                   crl_file=cfg.crl if self.setup.wants_cert else None)
+
+    def _refresh_crl(self) -> None:
+        """ocserv re-reads the CRL when the file changes; a new context picks it up."""
+        if not (self.setup.wants_cert and self.cfg.crl):
+            return
+        stamp = _crl_stamp(self.cfg.crl)
+        if stamp == self.crl_stamp:
+            return
+        try:
+            self.tls_ctx = self._make_tls_context()
+        except (OSError, ValueError, SSL.Error) as exc:
+            log.error("cannot reload CRL %s (keeping the old one): %s", self.cfg.crl, exc)
+            return
+        self.crl_stamp = stamp
+        log.info("reloaded CRL %s", self.cfg.crl)
+
+    def run(self) -> None:
+        self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
+        self.sel.register(self.main_chan, selectors.EVENT_READ, self._from_main)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_wake)
+        log.info("sec-mod started (pid %d)", os.getpid())
+        last_sweep = time.monotonic()
+        while True:
+            for key, _ in self.sel.select(timeout=1.0):
+                key.data(key.fileobj)
+            now = time.monotonic()
+            self._expire_handshakes(now)
+            self._expire_waits(now)
+            if now - last_sweep >= 5.0:
+                last_sweep = now
+                for sid in self.store.expire(time.time()):
+                    log.info("session %s expired", sid[:8])
+                release_memory()  # else RSS creeps with every handshake (secmod/memtrim.py)
+
+    # --- main ---------------------------------------------------------------------------------
+
+    def _from_main(self, chan: socket.socket) -> None:
+        try:
+            msg, fds = ipc.recv(chan)
+        except ipc.BadMessage as exc:
+            log.error("main sent a bad message (%s)", exc)
+            ipc.send(chan, ipc.Ack(ok=False, reason="bad message"))
+            return
+        except ipc.IpcError:
+            log.info("main process went away; sec-mod exits")
+            raise SystemExit(0) from None
+        for fd in fds:
+            os.close(fd)
+        try:
+            ipc.send(chan, self._main_request(msg))
+        except ipc.IpcError as exc:  # e.g. a session list too big for one message
+            log.error("cannot answer main's %s: %s", type(msg).__name__, exc)
+            ipc.send(chan, ipc.Ack(ok=False, reason="answer too large"))
+
+    def _main_request(self, msg: object) -> object:
+        now = time.time()
+        if isinstance(msg, ipc.SessionOpen) and not self.cert_gate.admit(
+                msg.cookie, connect_needs_cert(self.cfg, self.setup.cert_required), now):
+            reply = ipc.SessionInfo(ok=False, reason="no certificate check for this CONNECT")
+        elif isinstance(msg, ipc.SessionOpen):
+            session = self.store.open(msg.cookie, now)
+            if session is None:
+                reply = ipc.SessionInfo(ok=False, reason="cookie is not valid")
+            else:
+                reply = ipc.SessionInfo(ok=True, sid=session.sid, username=session.username,
+                                        groupname=session.groupname, started=session.created,
+                                        extra=session.extra)
+        elif isinstance(msg, ipc.SessionClose):
+            self.store.close(msg.sid, msg.invalidate, now)
+            reply = ipc.Ack()
+        elif isinstance(msg, ipc.SessionsQuery):
+            reply = ipc.SessionsList(self.store.listing(), self.auth_failures)
+        else:
+            reply = ipc.Ack(ok=False, reason=f"unexpected {type(msg).__name__}")
+        return reply
+
+    # --- workers ------------------------------------------------------------------------------
+
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            conn, _ = listener.accept()
+            pid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                   _PEERCRED.size))[0]
+        except OSError:
+            return
+        self.workers[conn] = AuthState(pid=pid)
+        self.sel.register(conn, selectors.EVENT_READ, self._from_worker)
+
+    def _drop(self, conn: socket.socket) -> None:
+        self.sel.unregister(conn)
+        state = self.workers.pop(conn, None)
+        if state is not None:
+            self._end_attempt(state)
+        for h in [h for h in self.handshakes.values() if h.worker is conn]:
+            self._end_handshake(h, None)
+        conn.close()
+
+    def _from_worker(self, conn: socket.socket) -> None:
+        """One request of a worker. A worker may be hostile: what is not a request a worker
+        sends ends that worker (main kills it on our word), never the sec-mod."""
+        try:
+            msg, fds = ipc.recv(conn, accept=ipc.WORKER_TO_SECMOD)
+        except ipc.BadMessage as exc:
+            self._bad_worker(conn, str(exc))
+            return
+        except (ipc.IpcError, OSError):
+            self._drop(conn)
+            return
+        try:
+            self._worker_request(conn, msg, fds)
+        except Exception as exc:  # noqa: BLE001 - a worker's request must never end the sec-mod
+            # where it failed, not the exception's text: that may quote a password
+            log.error("handling %s from worker %d failed (%s), at:\n%s", type(msg).__name__,
+                      self.workers[conn].pid if conn in self.workers else 0,
+                      type(exc).__name__,
+                      "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+            if conn in self.workers:
+                self._bad_worker(conn, "its request could not be handled")
+
+    def _worker_request(self, conn: socket.socket, msg: object, fds: list[int]) -> None:
+        state = self.workers[conn]
+        if isinstance(msg, ipc.TlsHandshake):
+            self._start_handshake(conn, msg, fds)
+            return
+        for fd in fds:
+            os.close(fd)
+        if isinstance(msg, ipc.ConnectCertCheck | ipc.ProfileFetch | ipc.SessionLogout):
+            self._send_worker(conn, self._anyconnect(state, msg))
+            return
+        reply: ipc.AuthReply | None
+        if isinstance(msg, ipc.AuthInit):
+            reply = self._auth_init(state, msg)
+        elif isinstance(msg, ipc.AuthCont):
+            reply = self._auth_cont(state, msg.password)
+        else:
+            reply = ipc.AuthReply(status="error", message="unexpected request")
+        if reply is not None:  # None: a back-end is still thinking; _on_wake answers later
+            self._send_worker(conn, reply)
+
+    def _bad_worker(self, conn: socket.socket, why: str) -> None:
+        """Drop the worker's connection and have main end its session; main logs it (once,
+        with the pid), because main is the one that kills the worker."""
+        state = self.workers.get(conn)
+        if state is not None and state.pid:
+            self._notify(ipc.BadWorker(state.pid, why[:512]))
+        else:
+            log.warning("a worker sent a bad message (%s); dropping it", why)
+        self._drop(conn)
+
+    def _send_worker(self, conn: socket.socket, reply: object) -> None:
+        try:
+            ipc.send(conn, reply)
+        except (OSError, ipc.IpcError):
+            self._drop(conn)
+
+    # --- TLS handshakes ---------------------------------------------------------------------
+
+    def _start_handshake(self, worker: socket.socket, msg: ipc.TlsHandshake,
+                         fds: list[int]) -> None:
+        for fd in fds[1:]:
+            os.close(fd)
+        state = self.workers[worker]
+        # One handshake per worker connection: the certificate identity it yields belongs
+        # to that connection, and a second one could only be an attempt to swap it.
+        refusal = ("one handshake per connection" if state.handshakes
+                   else "too many handshakes" if len(self.handshakes) >= MAX_HANDSHAKES
+                   else "no socket" if not fds else "")
+        if refusal:
+            if fds:
+                os.close(fds[0])
+            self._reply(worker, ipc.TlsResult(ok=False, reason=refusal))
+            return
+        state.handshakes += 1
+        self._refresh_crl()
+        try:
+            sock = socket.socket(fileno=fds[0])
+        except OSError:  # not a socket (a hostile worker's pipe, say)
+            os.close(fds[0])
+            self._reply(worker, ipc.TlsResult(ok=False, reason="no usable socket"))
+            return
+        if sock.type != socket.SOCK_STREAM:
+            sock.close()
+            self._reply(worker, ipc.TlsResult(ok=False, reason="no usable socket"))
+            return
+        sock.setblocking(False)
+        h = Handshake(worker, sock, ServerHandshake(self.tls_ctx),
+                      time.monotonic() + handshake_timeout(self.cfg), remote_ip=msg.remote_ip)
+        self.handshakes[sock.fileno()] = h
+        self.sel.register(sock, selectors.EVENT_READ, self._handshake_readable)
+
+    def _handshake_readable(self, sock: socket.socket) -> None:
+        h = self.handshakes.get(sock.fileno())
+        if h is None:
+            return
+        try:
+            data = sock.recv(16384)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._end_handshake(h, ipc.TlsResult(ok=False, reason=str(exc)))
+            return
+        if not data:
+            self._end_handshake(h, ipc.TlsResult(ok=False, reason="client closed"))
+            return
+        try:
+            h.out += h.hs.feed(data)
+        except HandshakeError as exc:
+            self._end_handshake(h, ipc.TlsResult(ok=False, reason=str(exc)))
+            return
+        self._flush_handshake(h)
+        if h.hs.done and not h.out:
+            r = h.hs.result
+            assert r is not None
+            self._note_certificate(h, r)
+            self._end_handshake(h, ipc.TlsResult(
+                ok=True, keys=r.keys.to_wire(), psk=r.psk.hex(), description=r.description,
+                sni=r.sni or "", leftover=h.hs.leftover.hex()))
+
+    def _flush_handshake(self, h: Handshake) -> None:
+        """Send what we can; a handshake flight is small, so waiting for room is rare."""
+        deadline = time.monotonic() + 2.0
+        while h.out and time.monotonic() < deadline:
+            try:
+                sent = h.sock.send(h.out)
+            except BlockingIOError:
+                select_wait(h.sock)
+                continue
+            except OSError:
+                h.out = b""
+                return
+            h.out = h.out[sent:]
+
+    def _end_handshake(self, h: Handshake, result: ipc.TlsResult | None) -> None:
+        self.handshakes.pop(h.sock.fileno(), None)
+        try:
+            self.sel.unregister(h.sock)
+        except (KeyError, ValueError):
+            pass
+        h.sock.close()  # only our copy: the worker keeps the connection
+        if result is not None:
+            if not result.ok:
+                log.debug("TLS handshake failed: %s", result.reason)
+            self._reply(h.worker, result)
+
+    def _expire_handshakes(self, now: float) -> None:
+        for h in [h for h in self.handshakes.values() if h.deadline < now]:
+            self._end_handshake(h, ipc.TlsResult(ok=False, reason="handshake timed out"))
+
+    def _notify(self, msg: object) -> None:
+        if self.events is not None:
+            try:
+                ipc.send(self.events, msg)
+            except (OSError, ipc.IpcError) as exc:
+                log.warning("cannot notify main: %s", exc)
+
+    def _reply(self, worker: socket.socket, msg: object) -> None:
+        try:
+            ipc.send(worker, msg)
+        except (OSError, ipc.IpcError):
+            pass
+
+    # --- certificates -----------------------------------------------------------------------
+
+    def _note_certificate(self, h: Handshake, result: HandshakeResult) -> None:
+        """Remember who the verified certificate names, on the connection that asked for
+        the handshake; any problem becomes the 401 reason should a certificate be needed."""
+        state = self.workers.get(h.worker)
+        if state is None or not self.setup.wants_cert:
+            return
+        if result.client_cert is None:
+            state.cert_problem = "No certificate"
+            return
+        if not result.client_cert_verified:
+            log.info("client certificate from %s not accepted: %s", h.remote_ip,
+                     result.client_cert_problem)
+            state.cert_problem = "No certificate"  # as ocserv: the cert did not verify
+            return
+        try:
+            cert = x509.load_der_x509_certificate(result.client_cert)
+            state.cert = cert_identity(cert, self.cfg.cert_user_oid or "",
+                                       self.cfg.cert_group_oid)
+        except (CertError, ValueError) as exc:
+            log.info("client certificate from %s unusable: %s", h.remote_ip, exc)
+            state.cert_problem = "Could not read certificate"
+            return
+        log.debug("client certificate from %s names '%s'", h.remote_ip, state.cert.username)
+
+    # --- the login dialogue -----------------------------------------------------------------
+
+    def _auth_init(self, state: AuthState, msg: ipc.AuthInit) -> ipc.AuthReply | None:
+        """A new login on this connection (the client's init, or a posted username)."""
+        self._end_attempt(state)
+        state.remote_ip = msg.remote_ip
+        state.user_agent = msg.user_agent
+        state.tries = 0
+        state.retry_note = ""
+        state.group_given = bool(msg.group)
+        state.requested = self.setup.groups.requested(msg.group)
+        setup = self.setup
+        if len(msg.username.encode()) > MAX_USERNAME or any(ord(c) < 32 for c in msg.username):
+            return self._fail(state, "Authentication failed")
+        if setup.cert_required and state.cert is None:
+            log.info("no usable client certificate from %s: %s", state.remote_ip,
+                     state.cert_problem)
+            return self._fail(state, state.cert_problem)
+        if state.cert is not None and setup.cert_sufficient:
+            return self._cert_login(state)
+        if setup.password is None:
+            return self._fail(state, state.cert_problem)
+        if not msg.username:
+            return self._login_form(state)
+        if state.cert is not None and setup.cert_required \
+                and msg.username != state.cert.username:
+            log.info("user '%s' from %s presented a certificate of '%s'", msg.username,
+                     state.remote_ip, state.cert.username)
+            return self._fail(state, "Authentication failed")
+        state.username = msg.username
+        return self._begin(state)
+
+    def _auth_cont(self, state: AuthState, answer: str) -> ipc.AuthReply | None:
+        if state.conv is None or state.waiting_since is not None:
+            return self._fail(state, "Authentication failed")  # no question was asked
+        state.conv.answer(answer)
+        state.answers += 1
+        state.waiting_since = time.monotonic()
+        return self._pump(state)
+
+    def _login_form(self, state: AuthState) -> ipc.AuthReply:
+        policy = self.setup.groups
+        extra: list[str] = list(state.cert.groups) if state.cert is not None else []
+        if policy.auto and self.setup.password is not None:
+            extra += self.setup.password.all_groups()
+        options = policy.options(state.requested, extra) \
+            if (policy.choices or policy.default_label or extra) else []
+        return ipc.AuthReply(status="continue", form="login", context=state.context,
+                             message="Please enter your username and password.",
+                             groups=[list(o) for o in options])
+
+    def _cert_login(self, state: AuthState) -> ipc.AuthReply:
+        """The certificate alone logs in (auth = certificate, or enable-auth)."""
+        assert state.cert is not None
+        groups = state.cert.groups
+        if len(groups) > 1 and not state.group_given:
+            options = self.setup.groups.options(None, groups)
+            return ipc.AuthReply(status="continue", form="group", context=state.context,
+                                 message="Please select your group.",
+                                 groups=[list(o) for o in options])
+        return self._login_as(state, state.cert.username, groups)
+
+    def _begin(self, state: AuthState) -> ipc.AuthReply | None:
+        assert self.setup.password is not None
+        state.conv = self.setup.password.start(state.username, state.remote_ip, self._wake)
+        state.answers = 0
+        state.waiting_since = time.monotonic()
+        return self._pump(state)
+
+    def _pump(self, state: AuthState) -> ipc.AuthReply | None:
+        """The reply for the back-end's next event, or None while it has none yet."""
+        while state.conv is not None:
+            event = state.conv.poll()
+            if event is None:
+                return None
+            state.waiting_since = None
+            if isinstance(event, Prompt):
+                return self._prompt(state, event)
+            reply = self._verdict(state, event)
+            if reply is not None:
+                return reply
+        return self._fail(state, "Authentication failed")
+
+    def _prompt(self, state: AuthState, prompt: Prompt) -> ipc.AuthReply:
+        """A back-end question as a form step (docs/protocol.md §2.4.3): PAM's plain
+        "Password:" reads as ocserv's sentence; the 2nd..nth answer is numbered."""
+        text = prompt.text.strip()
+        if not text or text.lower().startswith("password:"):
+            text = PASSWORD_PROMPT
+        message, state.retry_note = state.retry_note + text, ""
+        first = state.answers == 0 or not prompt.numbered
+        return ipc.AuthReply(
+            status="continue", form="password", context=state.context, message=message,
+            input_name="password" if first else "secondary_password",
+            input_label="Password:" if first else f"Password{state.answers}:",
+            echo=prompt.echo)
+
+    def _verdict(self, state: AuthState, verdict: Verdict) -> ipc.AuthReply | None:
+        """Success, a hard failure, or None after starting the next try."""
+        self._end_attempt(state)
+        if verdict.error:  # e.g. RADIUS unreachable: not the user's fault, no retry
+            log.error("authentication of '%s' from %s failed: %s", state.username,
+                      state.remote_ip, verdict.reason or verdict.error)
+            return self._fail(state, verdict.error)
+        if verdict.ok:
+            groups = verdict.groups
+            if state.cert is not None and state.cert.groups:  # cert AND password
+                groups = tuple(g for g in groups if g in state.cert.groups) if groups \
+                    else state.cert.groups
+            return self._login_as(state, state.username, groups, verdict.extra)
+        state.tries += 1
+        self.auth_failures += 1
+        log.info("failed authentication for '%s' from %s (try %d)%s", state.username,
+                 state.remote_ip, state.tries, f": {verdict.reason}" if verdict.reason else "")
+        self._notify(ipc.BanPoints(state.remote_ip, self.cfg.ban_points_wrong_password,
+                                   "wrong password", pid=state.pid))
+        if state.tries >= MAX_PASSWORD_TRIES or not verdict.retry:
+            return self._fail(state, "Authentication failed")
+        state.retry_note = "Login failed.\n"
+        assert self.setup.password is not None
+        state.conv = self.setup.password.start(state.username, state.remote_ip, self._wake)
+        state.answers = 0
+        state.waiting_since = time.monotonic()
+        return None
+
+    def _login_as(self, state: AuthState, username: str,
+                  member_of: tuple[str, ...], extra: dict | None = None) -> ipc.AuthReply:
+        try:
+            group = self.setup.groups.choose(state.requested, member_of)
+        except GroupError as exc:
+            log.info("refusing '%s' from %s: %s", username, state.remote_ip, exc)
+            return self._fail(state, "Authentication failed")
+        cookie, session = self.store.create(username, group, state.remote_ip, time.time(),
+                                            extra)
+        log.info("user '%s' authenticated from %s%s (session %s)", username, state.remote_ip,
+                 f" in group '{group}'" if group else "", session.sid[:8])
+        self._end_attempt(state)
+        state.username = ""
+        advert = self.profiles.advert(self.cfg.user_profile)
+        return ipc.AuthReply(status="ok", cookie=cookie, context=state.context,
+                             profile=advert.name if advert else "",
+                             profile_sha1=advert.sha1 if advert else "")
+
+    def _anyconnect(self, state: AuthState, msg: object) -> object:
+        """CONNECT certificate rule, profile download and logout (secmod/anyconnect.py)."""
+        now = time.time()
+        if isinstance(msg, ipc.ProfileFetch):
+            return profile_answer(self.cfg, self.store.peek(msg.cookie, now))
+        if isinstance(msg, ipc.SessionLogout):
+            session = self.store.revoke(msg.cookie)
+            if session is not None:
+                log.info("user '%s' logged out (session %s)", session.username,
+                         session.sid[:8])
+                self._notify(ipc.SessionRevoked(session.sid))
+            return ipc.Ack(ok=session is not None)
+        assert isinstance(msg, ipc.ConnectCertCheck)
+        refusal = self.cert_gate.check(
+            msg.cookie, self.store.peek(msg.cookie, now),
+            state.cert.username if state.cert is not None else None,
+            connect_needs_cert(self.cfg, self.setup.cert_required), now)
+        if refusal:
+            log.info("CONNECT from %s refused: %s", state.remote_ip or "?", refusal)
+        return ipc.Ack(ok=not refusal, reason=refusal)
+
+    def _fail(self, state: AuthState, reason: str) -> ipc.AuthReply:
+        self._end_attempt(state)
+        state.username = ""
+        return ipc.AuthReply(status="fail", message=reason)
+
+    def _end_attempt(self, state: AuthState) -> None:
+        if state.conv is not None:
+            state.conv.close()
+        state.conv = None
+        state.waiting_since = None
+
+    # --- back-ends thinking in threads -----------------------------------------------------
+
+    def _wake(self) -> None:
+        """Called from PAM threads: nudge the loop (a full pipe already means "wake up")."""
+        try:
+            os.write(self.wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    def _on_wake(self, _fd: int) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        for conn, state in list(self.workers.items()):
+            if state.conv is not None and state.waiting_since is not None:
+                reply = self._pump(state)
+                if reply is not None:
+                    self._send_worker(conn, reply)
+
+    def _expire_waits(self, now: float) -> None:
+        for conn, state in list(self.workers.items()):
+            if state.waiting_since is not None and now - state.waiting_since > BACKEND_WAIT:
+                log.error("authentication back-end gave no answer for '%s' in %.0f s",
+                          state.username, BACKEND_WAIT)
+                self._send_worker(conn, self._fail(state, "Internal error"))
+
+
+def handshake_timeout(cfg: Config) -> float:
+    """A client that stalls its handshake (sends nothing, or half a ClientHello) is still
+    unauthenticated, so a shorter auth-timeout bounds it too (docs/protocol.md: auth-timeout)."""
+    return float(min(HANDSHAKE_TIMEOUT, max(cfg.auth_timeout, 1)))
+
+
+def select_wait(sock: socket.socket, timeout: float = 0.2) -> None:
+    select.select([], [sock], [], timeout)
+
+
+def run_secmod(cfg: Config, listen_path: str, main_chan: socket.socket,
+               events: socket.socket | None = None) -> None:
+    """Entry point in the forked sec-mod process."""
+    try:
+        SecMod(cfg, listen_path, main_chan, events).run()
+    except KeyboardInterrupt:
+        pass
