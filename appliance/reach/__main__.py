@@ -22,7 +22,7 @@ from . import credentials, ddns
 from .jobs import Job, Scheduler
 from .manager import MappingManager, Want, default_factories
 
-log = logging.getLogger("ocgate.reach")
+log = logging.getLogger(__name__)
 
 
 def _factories(only: str, gateway: str) -> list[Any]:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ..atomicfile import write_atomic
 from .challenges import AlpnChallengeStore, HttpChallenges
 
-log = logging.getLogger("ocgate.reach.acme")
+log = logging.getLogger(__name__)
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"

@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from ..atomicfile import write_atomic
 
-log = logging.getLogger("ocgate.reach.acme")
+log = logging.getLogger(__name__)
 
 ACME_TLS_ALPN = b"acme-tls/1"
 ID_PE_ACME_IDENTIFIER = ObjectIdentifier("1.3.6.1.5.5.7.1.31")

@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-log = logging.getLogger("ocgate.reach.ddns")
+log = logging.getLogger(__name__)
 USER_AGENT = "OCGate/0.1 ddns"
 HTTP_TIMEOUT = 15.0
 

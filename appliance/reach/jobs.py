@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-log = logging.getLogger("ocgate.reach.jobs")
+log = logging.getLogger(__name__)
 
 
 def backoff(attempt: int, *, base: float = 5.0, cap: float = 900.0,

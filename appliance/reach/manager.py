@@ -18,7 +18,7 @@ from . import status
 from .gateway import NoAnswer
 from .mappers import Lease, Mapper, MappingError
 
-log = logging.getLogger("ocgate.reach.mapping")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 from .gateway import NoAnswer
 from .mappers import Lease, MappingError
 
-log = logging.getLogger("ocgate.reach.upnp")
+log = logging.getLogger(__name__)
 
 DESCRIPTION = "OCGate VPN"
 ALTERNATIVE_TRIES = 8
