@@ -71,9 +71,10 @@ class WorkerFault(Exception):
 
 
 class Main:
-    def __init__(self, cfg: Config, config_path: str) -> None:
+    def __init__(self, cfg: Config, config_path: str, pid_file: str | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        self.pid_file = pid_file or cfg.pid_file  # -p on the command line wins, as in ocserv
         self.notifier = Notifier(None)  # systemd's, once run() starts (appliance.sdnotify)
         self.sel = selectors.DefaultSelector()
         self.conns: dict[int, Conn] = {}  # by pid
@@ -213,8 +214,8 @@ class Main:
             self.control = ControlServer(self.cfg.occtl_socket_file, self.mgmt)
             self.control.register(self.sel)
         self._signals()
-        if self.cfg.pid_file:
-            with open(self.cfg.pid_file, "w") as f:
+        if self.pid_file:
+            with open(self.pid_file, "w") as f:
                 f.write(f"{os.getpid()}\n")
         gc.collect()
         gc.freeze()  # workers share what is already here instead of copying it on write
@@ -977,7 +978,7 @@ class Main:
                 pass
         if self.control is not None:
             self.control.close()
-        for path in (self.secmod_path, self.cfg.pid_file):
+        for path in (self.secmod_path, self.pid_file):
             if path:
                 try:
                     os.unlink(path)
