@@ -124,3 +124,46 @@ def test_background_start_failure_is_the_exit_status(net, server_files, workdir)
     finally:
         blocker.kill()
         blocker.wait(5)
+
+
+#: Runs a command with setsockopt(SO_REUSEPORT) refused, as in a container whose seccomp
+#: profile forbids it.
+NO_REUSEPORT = """
+import errno, os, socket, sys
+import pyseccomp as sc
+f = sc.SyscallFilter(sc.ALLOW)
+f.add_rule(sc.ERRNO(errno.EPERM), "setsockopt", sc.Arg(1, sc.EQ, socket.SOL_SOCKET),
+           sc.Arg(2, sc.EQ, socket.SO_REUSEPORT))
+f.load()
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("kind", ["ocserv", "ocgate"])
+def test_refused_reuseport_does_not_stop_the_server(kind, net, server_files, make_client,
+                                                    users, workdir) -> None:
+    wrapper = workdir / "no-reuseport.py"
+    wrapper.write_text(NO_REUSEPORT)
+    command = {"ocserv": "ocserv -f -d 1 -c {conf}",
+               "ocgate": "{python} -m appliance.vpn -f -c {conf}"}[kind]
+    argv = [sys.executable, str(wrapper),
+            *shlex.split(command.format(conf=server_files.conf, python=sys.executable))]
+    log_path = workdir / "server.log"
+    with log_path.open("wb") as out:
+        server = net.server_ns.popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=_env())
+    try:
+        _wait("the listener", lambda: server.poll() is None and _listening(server.pid,
+                                                                           HTTPS_PORT)
+              or server.poll() is not None, 30)
+        assert server.poll() is None, log_path.read_text(errors="replace")
+        client = make_client()
+        assert client.connect("alice", users["alice"], no_dtls=False)
+        assert ping(client.ns, net.inside_ip, count=3).ok
+        client.disconnect()
+        assert server.poll() is None, log_path.read_text(errors="replace")
+        if kind == "ocgate":
+            assert "socket option SO_REUSEPORT refused" in log_path.read_text()
+    finally:
+        server.terminate()
+        server.wait(10)

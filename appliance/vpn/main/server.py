@@ -49,7 +49,7 @@ from .sandbox import apply_worker_sandbox
 from .scripts import ScriptJob, format_route, script_env
 from .supervise import RestartBudget
 from .tun import configure_tun, open_tun, remove_tun, tun_index
-from .udp import udp_socket_for
+from .udp import optional_sockopt, udp_socket_for
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,11 @@ class Main:
             for family, _, _, _, addr in socket.getaddrinfo(
                     host, self.cfg.tcp_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
                 sock = socket.socket(family, socket.SOCK_STREAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR, 1,
+                                 "SO_REUSEADDR")
                 if family == socket.AF_INET6 and host == "::":
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                    optional_sockopt(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0,
+                                     "IPV6_V6ONLY")
                 sock.bind(addr)
                 sock.listen(1024)
                 sock.setblocking(False)
@@ -135,10 +137,13 @@ class Main:
             for family, _, _, _, addr in socket.getaddrinfo(
                     host, self.cfg.udp_port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE):
                 sock = socket.socket(family, socket.SOCK_DGRAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR, 1,
+                                 "SO_REUSEADDR")
+                optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEPORT, 1,
+                                 "SO_REUSEPORT")
                 if family == socket.AF_INET6 and host == "::":
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                    optional_sockopt(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0,
+                                     "IPV6_V6ONLY")
                 sock.bind(addr)
                 sock.setblocking(False)
                 self.udp_sockets.append(sock)

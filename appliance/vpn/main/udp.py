@@ -7,16 +7,35 @@ to that one client, made here.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+
+log = logging.getLogger(__name__)
+_missing: set[str] = set()  # options already reported, so a busy server logs each once
+
+
+def optional_sockopt(sock: socket.socket, level: int, option: int, value: int,
+                     name: str) -> bool:
+    """Set an option the server can live without (SO_REUSEPORT in a restricted container,
+    IPV6_V6ONLY on a host without IPv6): a refusal is logged once, never fatal."""
+    try:
+        sock.setsockopt(level, option, value)
+    except OSError as exc:
+        if name not in _missing:
+            _missing.add(name)
+            log.warning("socket option %s refused (%s); continuing without it", name,
+                        exc.strerror or exc)
+        return False
+    return True
 
 
 def udp_socket_for(local: tuple, peer: tuple, family: int, pmtu_discovery: bool = False) -> int:
     """A UDP socket on our DTLS port connected to one client (main uses it)."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR, 1, "SO_REUSEADDR")
+        optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEPORT, 1, "SO_REUSEPORT")
         if pmtu_discovery:  # try-mtu-discovery: set DF, let the kernel learn the path MTU
             for level, opt, value in ((socket.IPPROTO_IP, socket.IP_MTU_DISCOVER,
                                        socket.IP_PMTUDISC_DO),
