@@ -17,8 +17,14 @@ import time
 
 import pytest
 
-from tests.e2e.harness import HTTPS_PORT, REPO_ROOT, _listening, ping
+from tests.e2e.harness import HTTPS_PORT, REPO_ROOT, Client, _listening, make_server_files, ping
+from tests.e2e.netns import TestNet
 
+FOREGROUND = {
+    "ocserv": "ocserv -f -d 1 -c {conf}",
+    "ocgate": "{python} -m appliance.vpn -f -c {conf}",
+}
+OCCTL = {"ocserv": "occtl -s {sock}", "ocgate": "{python} -m appliance.vpn.occtl -n -s {sock}"}
 BACKGROUND = {
     "ocserv": "ocserv -c {conf}",
     "ocgate": "{python} -m appliance.vpn -c {conf}",
@@ -41,6 +47,29 @@ def _wait(what: str, check, timeout: float) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _foreground(kind: str, net: TestNet, conf, cwd, log_path, prefix=()) -> subprocess.Popen:
+    """The server in the foreground in ``net``'s server namespace, started from ``cwd``;
+    returns once it listens (the test fails with its log if it exits first)."""
+    argv = [*prefix, *shlex.split(FOREGROUND[kind].format(conf=conf, python=sys.executable))]
+    with open(log_path, "wb") as out:
+        proc = net.server_ns.popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, cwd=cwd, env=_env())
+    _wait("the listener", lambda: proc.poll() is not None or _listening(proc.pid, HTTPS_PORT),
+          30)
+    if proc.poll() is not None:
+        raise AssertionError(f"server exited: {open(log_path, errors='replace').read()}")
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def _env() -> dict[str, str]:
@@ -144,19 +173,10 @@ def test_refused_reuseport_does_not_stop_the_server(kind, net, server_files, mak
                                                     users, workdir) -> None:
     wrapper = workdir / "no-reuseport.py"
     wrapper.write_text(NO_REUSEPORT)
-    command = {"ocserv": "ocserv -f -d 1 -c {conf}",
-               "ocgate": "{python} -m appliance.vpn -f -c {conf}"}[kind]
-    argv = [sys.executable, str(wrapper),
-            *shlex.split(command.format(conf=server_files.conf, python=sys.executable))]
     log_path = workdir / "server.log"
-    with log_path.open("wb") as out:
-        server = net.server_ns.popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=_env())
+    server = _foreground(kind, net, server_files.conf, REPO_ROOT, log_path,
+                         prefix=[sys.executable, str(wrapper)])
     try:
-        _wait("the listener", lambda: server.poll() is None and _listening(server.pid,
-                                                                           HTTPS_PORT)
-              or server.poll() is not None, 30)
-        assert server.poll() is None, log_path.read_text(errors="replace")
         client = make_client()
         assert client.connect("alice", users["alice"], no_dtls=False)
         assert ping(client.ns, net.inside_ip, count=3).ok
@@ -165,5 +185,46 @@ def test_refused_reuseport_does_not_stop_the_server(kind, net, server_files, mak
         if kind == "ocgate":
             assert "socket option SO_REUSEPORT refused" in log_path.read_text()
     finally:
-        server.terminate()
-        server.wait(10)
+        _stop(server)
+
+
+def _with_sockets(conf, socket_file: str, occtl_socket: str) -> None:
+    lines = [line for line in conf.read_text().splitlines()
+             if not line.startswith(("socket-file", "occtl-socket-file"))]
+    conf.write_text("\n".join([*lines, f"socket-file = {socket_file}",
+                               f"occtl-socket-file = {occtl_socket}"]) + "\n")
+
+
+@pytest.mark.parametrize("kind", ["ocserv", "ocgate"])
+def test_shared_socket_file_and_a_deep_working_directory(kind, net, server_files, users,
+                                                         make_client, workdir) -> None:
+    """Two servers started with the same relative socket-file from the same (deep) folder
+    both keep serving logins, and occtl reaches each through its relative path."""
+    deep = workdir.joinpath(*["a-rather-long-folder-name"] * 5)
+    deep.mkdir(parents=True)
+    os.chmod(workdir, 0o755)
+    assert len(str(deep / "vpn.socket")) > 108, "deeper than AF_UNIX's sun_path"
+    _with_sockets(server_files.conf, "vpn.socket", "occtl-a.socket")
+    procs = []
+    with TestNet() as net_b:
+        files_b = make_server_files(workdir / "b", net_b, users=users)
+        _with_sockets(files_b.conf, "vpn.socket", "occtl-b.socket")
+        try:
+            procs.append(_foreground(kind, net, server_files.conf, deep, workdir / "a.log"))
+            procs.append(_foreground(kind, net_b, files_b.conf, deep, workdir / "b.log"))
+            # a login on the first after the second started: its sec-mod socket survived
+            clients = [make_client(), Client(net_b, files_b, link=net_b.primary, name="b")]
+            try:
+                for client, n in zip(clients, (net, net_b), strict=True):
+                    assert client.connect("alice", users["alice"])
+                    assert ping(client.ns, n.inside_ip, count=2).ok
+                for n, sock in ((net, "occtl-a.socket"), (net_b, "occtl-b.socket")):
+                    argv = shlex.split(OCCTL[kind].format(sock=sock, python=sys.executable))
+                    done = n.server_ns.run([*argv, "show", "users"], check=False, timeout=15,
+                                           cwd=deep, env=_env())
+                    assert done.returncode == 0 and "alice" in done.stdout, done
+            finally:
+                clients[1].close()
+        finally:
+            for proc in procs:
+                _stop(proc)

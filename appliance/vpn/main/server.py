@@ -26,7 +26,7 @@ from typing import Any
 
 from ...pki import load_cert, sha1_fingerprint_hex
 from ...sdnotify import Notifier
-from .. import ipc
+from .. import ipc, unixpath
 from ..auth.radius.acct import make_accounting
 from ..auth.radius.auth import radius_user_config
 from ..config import OPTIONS, Config, ConfigError, load_config, load_user_config
@@ -106,7 +106,8 @@ class Main:
         self.accept_paused_until = 0.0  # rate-limit-ms
         self.proxy_intake = ProxyIntake(self.sel, self._admit, _plain_ip) \
             if cfg.listen_proxy_proto else None  # restart-only: bound to the listeners
-        self.secmod_path = (cfg.socket_file or "/run/ocgate-socket") + ".sec"
+        # per instance, as ocserv derives its own: two servers sharing socket-file coexist
+        self.secmod_path = f"{cfg.socket_file or '/run/ocgate-socket'}.{self.pid:x}.sec"
         self.worker_ids = worker_identity(cfg)  # resolved here: a chrooted worker has no /etc
         self.acct = make_accounting(cfg)  # RADIUS accounting hooks; no-ops without 'acct'
         self._wake_r, self._wake_w = socket.socketpair()
@@ -382,7 +383,7 @@ class Main:
                 self._close_in_child()
                 _reset_signals()
                 secmod = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-                secmod.connect(self.secmod_path)
+                unixpath.connect(secmod, self.secmod_path)
                 enter_chroot(self.cfg.chroot_dir)
                 drop_privileges(self.worker_ids)
                 apply_worker_sandbox(self.cfg)

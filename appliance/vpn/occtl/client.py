@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+from .. import unixpath
 from ..control import (
     PROTOCOL_VERSION,
 )
@@ -40,7 +41,7 @@ class ControlClient:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         try:
-            self.sock.connect(self.path)
+            unixpath.connect(self.sock, self.path)
         except OSError as exc:
             self.sock.close()
             raise ConnectFailed(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from OpenSSL import SSL
 
-from .. import ipc
+from .. import ipc, unixpath
 from ..auth.base import PASSWORD_PROMPT, CertError, Conversation, GroupError, Prompt, Verdict
 from ..auth.cert import CertIdentity, cert_identity
 from ..auth.groups import group_policy
@@ -195,7 +195,7 @@ class SecMod:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         old = os.umask(0o077)
         try:
-            self.listener.bind(listen_path)
+            unixpath.bind(self.listener, listen_path)
         finally:
             os.umask(old)
         self.listener.listen(128)
