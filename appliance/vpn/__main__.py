@@ -6,8 +6,7 @@ import argparse
 import logging
 import sys
 
-from .auth.radius.auth import check_radius_files
-from .auth.radius.conf import RadiusConfError
+from .auth.radius.conf import RadiusConfError, check_radius_files
 from .config import ConfigError, load_config
 
 DEFAULT_CONFIG = "/etc/ocserv/ocserv.conf"

@@ -27,8 +27,8 @@ from typing import Any
 from ...pki import load_cert, sha1_fingerprint_hex
 from ...sdnotify import Notifier
 from .. import ipc
-from ..auth.radius.acct import make_accounting
-from ..auth.radius.auth import radius_user_config
+from ..auth.accounting import NullAccounting
+from ..auth.radius.supconfig import radius_user_config
 from ..config import OPTIONS, Config, ConfigError, load_config, load_user_config
 from ..control import ControlServer, make_event
 from ..protocol import cstp
@@ -107,7 +107,7 @@ class Main:
             if cfg.listen_proxy_proto else None  # restart-only: bound to the listeners
         self.secmod_path = (cfg.socket_file or "/run/ocgate-socket") + ".sec"
         self.worker_ids = worker_identity(cfg)  # resolved here: a chrooted worker has no /etc
-        self.acct = make_accounting(cfg)  # RADIUS accounting hooks; no-ops without 'acct'
+        self.acct = accounting_for(cfg)
         self._wake_r, self._wake_w = socket.socketpair()
 
     # --- start-up -----------------------------------------------------------------------------
@@ -1042,6 +1042,16 @@ def restrict(device: str, settings: ipc.SessionSettings) -> None:
     firewall.apply(firewall.ruleset(
         device, settings.routes, settings.dns, settings.restrict_routes,
         firewall.parse_ports(ports) if ports else None))
+
+
+def accounting_for(cfg: Config) -> NullAccounting:
+    """The accounting hooks main calls: no-ops without an ``acct`` line.  RADIUS accounting
+    is imported only when configured, so a server without it never loads pyrad."""
+    if cfg.acct is None:
+        return NullAccounting()
+    from ..auth.radius.acct import make_accounting  # imports pyrad
+
+    return make_accounting(cfg)
 
 
 def worker_identity(cfg: Config) -> tuple[int, int] | None:
