@@ -119,7 +119,8 @@ ALLOWED_ACROSS = {
     ("main.server", "auth.radius.supconfig"),  # per-user settings a RADIUS Accept carried
     ("main.server", "control"),             # main serves the occtl socket
     ("main.management", "control"),         # ... with these records
-    ("occtl.client", "control"), ("occtl.commands", "control"), ("occtl.format", "control"),
+    ("occtl", "control.client"), ("occtl.commands", "control"),
+    ("occtl.commands", "control.client"), ("occtl.format", "control"),
     ("worker.dialogue", "main.ipv6"),       # the CONNECT answer's IPv6 fields, main's rules
     ("secmod.server", "auth.base"), ("secmod.server", "auth.cert"),
     ("secmod.server", "auth.groups"), ("secmod.server", "auth.registry"),
