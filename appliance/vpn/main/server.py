@@ -66,7 +66,7 @@ RESTART_ONLY = {"ipv4-network", "ipv4-netmask", "ipv6-network", "ipv6-subnet-pre
 
 
 class WorkerFault(Exception):
-    """A well-formed message that no honest worker sends in its state (main.py's own
+    """A well-formed message that no honest worker sends in its state (main's own
     checks, beyond the types ipc.py checks)."""
 
 
