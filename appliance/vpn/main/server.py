@@ -88,6 +88,8 @@ class Main:
         self.exit_code = 0  # non-zero: systemd's Restart=on-failure should start us again
         self.secmod_restarts = RestartBudget()
         self.reload_requested = False
+        if cfg.server_cert is None or cfg.ipv4_network is None:  # load_config checks the pool
+            raise ConfigError("'server-cert' and 'ipv4-network' must be set")
         self.cert_sha1 = sha1_fingerprint_hex(load_cert(cfg.server_cert))
         self.pool = Ipv4LeasePool(cfg.ipv4_network, predictable=cfg.predictable_ips)
         # config-per-user/group may give a user another ipv4-network: one pool per network
@@ -266,16 +268,19 @@ class Main:
             return f"reload failed: {exc}"
         for warning in cfg.warnings:
             log.warning("%s", warning)
-        restart = [spec.name for spec in OPTIONS.values()
-                   if (not spec.reloadable or spec.name in RESTART_ONLY)
-                   and getattr(cfg, spec.attr, None) != getattr(self.cfg, spec.attr, None)]
-        for name in restart:
-            setattr(cfg, OPTIONS[name].attr, getattr(self.cfg, OPTIONS[name].attr))
+        # (name, attribute) of the options whose new value waits for a restart; ignored
+        # options feed no attribute
+        restart = [(spec.name, attr) for spec in OPTIONS.values()
+                   if (attr := spec.attr) is not None
+                   and (not spec.reloadable or spec.name in RESTART_ONLY)
+                   and getattr(cfg, attr, None) != getattr(self.cfg, attr, None)]
+        for _name, attr in restart:
+            setattr(cfg, attr, getattr(self.cfg, attr))
         self.cfg = cfg
         self.bans.settings = BanSettings.from_config(cfg)
         message = f"configuration reloaded from {self.config_path}"
         if restart:
-            message += "; needs a restart to change: " + ", ".join(restart)
+            message += "; needs a restart to change: " + ", ".join(n for n, _a in restart)
         log.info("%s", message)
         return message
 
@@ -794,7 +799,7 @@ class Main:
             return self.lease_pool[sid]
         if not network:
             return self.pool
-        net = ipaddress.ip_network(str(network), strict=False)
+        net = ipaddress.IPv4Network(str(network), strict=False)
         if net not in self.pools:
             self.pools[net] = Ipv4LeasePool(net, predictable=self.cfg.predictable_ips)
         return self.pools[net]
