@@ -12,8 +12,7 @@ import os
 import sys
 from importlib import metadata
 
-from .auth.radius.auth import check_radius_files
-from .auth.radius.conf import RadiusConfError
+from .auth.radius.conf import RadiusConfError, check_radius_files
 from .config import ConfigError, load_config
 
 DEFAULT_CONFIG = "/etc/ocserv/ocserv.conf"

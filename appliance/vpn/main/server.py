@@ -27,8 +27,8 @@ from typing import Any
 from ...pki import load_cert, sha1_fingerprint_hex
 from ...sdnotify import Notifier
 from .. import ipc, unixpath
-from ..auth.radius.acct import make_accounting
-from ..auth.radius.auth import radius_user_config
+from ..auth.accounting import NullAccounting
+from ..auth.radius.supconfig import radius_user_config
 from ..config import OPTIONS, Config, ConfigError, load_config, load_user_config
 from ..control import ControlServer, make_event
 from ..protocol import cstp
@@ -66,7 +66,7 @@ RESTART_ONLY = {"ipv4-network", "ipv4-netmask", "ipv6-network", "ipv6-subnet-pre
 
 
 class WorkerFault(Exception):
-    """A well-formed message that no honest worker sends in its state (main.py's own
+    """A well-formed message that no honest worker sends in its state (main's own
     checks, beyond the types ipc.py checks)."""
 
 
@@ -89,6 +89,8 @@ class Main:
         self.exit_code = 0  # non-zero: systemd's Restart=on-failure should start us again
         self.secmod_restarts = RestartBudget()
         self.reload_requested = False
+        if cfg.server_cert is None or cfg.ipv4_network is None:  # load_config checks the pool
+            raise ConfigError("'server-cert' and 'ipv4-network' must be set")
         self.cert_sha1 = sha1_fingerprint_hex(load_cert(cfg.server_cert))
         self.pool = Ipv4LeasePool(cfg.ipv4_network, predictable=cfg.predictable_ips)
         # config-per-user/group may give a user another ipv4-network: one pool per network
@@ -109,7 +111,7 @@ class Main:
         # per instance, as ocserv derives its own: two servers sharing socket-file coexist
         self.secmod_path = f"{cfg.socket_file or '/run/ocgate-socket'}.{self.pid:x}.sec"
         self.worker_ids = worker_identity(cfg)  # resolved here: a chrooted worker has no /etc
-        self.acct = make_accounting(cfg)  # RADIUS accounting hooks; no-ops without 'acct'
+        self.acct = accounting_for(cfg)
         self._wake_r, self._wake_w = socket.socketpair()
 
     # --- start-up -----------------------------------------------------------------------------
@@ -273,16 +275,19 @@ class Main:
             return f"reload failed: {exc}"
         for warning in cfg.warnings:
             log.warning("%s", warning)
-        restart = [spec.name for spec in OPTIONS.values()
-                   if (not spec.reloadable or spec.name in RESTART_ONLY)
-                   and getattr(cfg, spec.attr, None) != getattr(self.cfg, spec.attr, None)]
-        for name in restart:
-            setattr(cfg, OPTIONS[name].attr, getattr(self.cfg, OPTIONS[name].attr))
+        # (name, attribute) of the options whose new value waits for a restart; ignored
+        # options feed no attribute
+        restart = [(spec.name, attr) for spec in OPTIONS.values()
+                   if (attr := spec.attr) is not None
+                   and (not spec.reloadable or spec.name in RESTART_ONLY)
+                   and getattr(cfg, attr, None) != getattr(self.cfg, attr, None)]
+        for _name, attr in restart:
+            setattr(cfg, attr, getattr(self.cfg, attr))
         self.cfg = cfg
         self.bans.settings = BanSettings.from_config(cfg)
         message = f"configuration reloaded from {self.config_path}"
         if restart:
-            message += "; needs a restart to change: " + ", ".join(restart)
+            message += "; needs a restart to change: " + ", ".join(n for n, _a in restart)
         log.info("%s", message)
         return message
 
@@ -801,7 +806,7 @@ class Main:
             return self.lease_pool[sid]
         if not network:
             return self.pool
-        net = ipaddress.ip_network(str(network), strict=False)
+        net = ipaddress.IPv4Network(str(network), strict=False)
         if net not in self.pools:
             self.pools[net] = Ipv4LeasePool(net, predictable=self.cfg.predictable_ips)
         return self.pools[net]
@@ -1049,6 +1054,16 @@ def restrict(device: str, settings: ipc.SessionSettings) -> None:
     firewall.apply(firewall.ruleset(
         device, settings.routes, settings.dns, settings.restrict_routes,
         firewall.parse_ports(ports) if ports else None))
+
+
+def accounting_for(cfg: Config) -> NullAccounting:
+    """The accounting hooks main calls: no-ops without an ``acct`` line.  RADIUS accounting
+    is imported only when configured, so a server without it never loads pyrad."""
+    if cfg.acct is None:
+        return NullAccounting()
+    from ..auth.radius.acct import make_accounting  # imports pyrad
+
+    return make_accounting(cfg)
 
 
 def worker_identity(cfg: Config) -> tuple[int, int] | None:
