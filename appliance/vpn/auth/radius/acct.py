@@ -295,7 +295,8 @@ def make_accounting(cfg: Any) -> NullAccounting:
         log.warning("acct = %s is not supported; no accounting", method.name)
         return NullAccounting()
     conf = load_radius_conf(method.params.get("config") or DEFAULT_RADCLI)
-    auth_params = next((m.params for m in getattr(cfg, "auth", []) if m.name == "radius"), {})
+    auth_params: dict[str, str] = next(
+        (m.params for m in getattr(cfg, "auth", []) if m.name == "radius"), {})
     nas_identifier = method.params.get("nas-identifier") or auth_params.get("nas-identifier")
     return RadiusAccounting(conf, getattr(cfg, "stats_report_time", None),
                             nas_identifier=nas_identifier or "")
