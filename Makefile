@@ -50,6 +50,7 @@ run: deps
 
 test: deps
 	$(PYTHON) -m ruff check appliance tests bench image
+	$(PYTHON) -m mypy appliance
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
 
 unit: deps
