@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import josepy as jose
 from acme import challenges, client, crypto_util, messages
@@ -90,8 +91,10 @@ class AcmeIssuer:
         self.alpn = alpn
         self.timeout = timeout
         self.key = _account_key(self.state_dir / "acme-account.key")
-        self.net = client.ClientNetwork(self.key, user_agent=USER_AGENT, verify_ssl=ca_bundle,
-                                        alg=jose.ES256)
+        # acme hands verify_ssl to requests, which takes a CA bundle path as well as a bool;
+        # the library's annotation says only bool
+        self.net = client.ClientNetwork(self.key, user_agent=USER_AGENT,
+                                        verify_ssl=cast(bool, ca_bundle), alg=jose.ES256)
         self.client = client.ClientV2(client.ClientV2.get_directory(directory_url, self.net),
                                       self.net)
         self._register()

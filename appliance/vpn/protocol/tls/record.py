@@ -89,8 +89,8 @@ class TrafficKeys:
     read_secret: bytes = b""
     write_secret: bytes = b""
 
-    def to_wire(self) -> dict[str, object]:
-        """A JSON-able form for IPC between processes."""
+    def to_wire(self) -> dict[str, str | int | list[str | int]]:
+        """A JSON-able form for IPC between processes (ipc.TlsResult.keys)."""
         return {
             "version": self.version,
             "cipher": [self.cipher.aead, self.cipher.key_len, self.cipher.hash_name],
