@@ -9,7 +9,7 @@ APT_PACKAGES = openconnect ocserv vpnc-scripts iproute2 iputils-ping nftables ip
 	gnutls-bin libgnutls30 openssl ca-certificates chromium libseccomp2 \
 	haproxy freeradius oathtool gcc libc6-dev libpam0g libpam0g-dev libpam-modules libcrypt1 \
 	passwd util-linux mount systemd genimage mtools dosfstools fdisk e2fsprogs \
-	python3-pip
+	python3-pip bind9 bind9-utils bind9-dnsutils pebble miniupnpd-nftables coturn conntrack
 STAMP = .deps.stamp
 
 .PHONY: run test deps apt-deps unit e2e lint bench clean
@@ -35,6 +35,8 @@ $(STAMP): pyproject.toml Makefile
 	@-systemctl disable --now haproxy.service >/dev/null 2>&1; true
 	@# nor freeradius: the RADIUS tests run their own in the server's namespace
 	@-systemctl disable --now freeradius.service >/dev/null 2>&1; true
+	@# nor bind9, coturn or miniupnpd: the reachability tests run their own in namespaces
+	@-systemctl disable --now named.service coturn.service miniupnpd.service >/dev/null 2>&1; true
 	@# Debian 12's own python3 is "externally managed"; this appliance's root installs into it
 	PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install -q --disable-pip-version-check \
 		-e '.[test]'
@@ -57,6 +59,7 @@ run: deps translations
 
 test: deps translations
 	$(PYTHON) -m ruff check appliance tests bench image
+	$(PYTHON) -m mypy appliance
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
 
 unit: deps translations

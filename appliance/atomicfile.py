@@ -49,7 +49,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int, *,
     when we may set it), written, fsynced, renamed over ``path``, directory fsynced.
 
     ``before_replace`` runs once the new content is safely on disk and before the rename
-    (config.py keeps its ``.bak`` there), so a failed write leaves nothing behind."""
+    (config/document.py keeps its ``.bak`` there), so a failed write leaves nothing behind."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

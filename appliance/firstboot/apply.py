@@ -157,17 +157,20 @@ def apply_plan(plan: SetupPlan, layout: StateLayout, *,
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o700)
     files = _fill_passwd(plan_files(plan, layout), plan, layout, staging)
-    entries = []
+    entries: list[dict[str, object]] = []
+    paths: list[str] = []
     for f in files:
         write_atomic(staging / "files" / f.relpath, f.data, 0o600)
+        paths.append(f.relpath)
         entries.append({"path": f.relpath, "mode": f.mode, "sha256": _sha256(f.data)})
         checkpoint(f"stage:{f.relpath}")
-    manifest = {"version": MARKER_VERSION, "files": entries, "marker": marker_data(plan)}
+    marker = marker_data(plan)
+    manifest: dict[str, object] = {"version": MARKER_VERSION, "files": entries, "marker": marker}
     write_atomic(staging / MANIFEST, json.dumps(manifest, indent=1).encode(), 0o600)
     checkpoint("commit")
     _roll_forward(layout, manifest, checkpoint)
     log.info("setup applied: %d files written to %s", len(entries), layout.root)
-    return ApplyResult([e["path"] for e in entries], manifest["marker"], recovered)
+    return ApplyResult(paths, marker, recovered)
 
 
 def _load_manifest(layout: StateLayout) -> dict[str, object] | None:

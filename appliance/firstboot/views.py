@@ -67,7 +67,7 @@ ViewResult = str | WerkzeugResponse | tuple[str, int]
 
 
 def ctx() -> WizardContext:
-    return current_app.extensions["ocgate_wizard"]  # type: ignore[no-any-return]
+    return current_app.extensions["ocgate_wizard"]
 
 
 def _draft() -> Draft | None:
@@ -364,8 +364,9 @@ def subnet(draft: Draft) -> ViewResult:
 @needs("certs")
 def certs(draft: Draft) -> ViewResult:
     assert draft.network is not None
-    page = {"key_types": KEY_TYPES, "ca_days": CA_DAYS, "server_days": SERVER_DAYS,
-            "network": draft.network}
+    # the template context, as loose as _page's **values
+    page: dict[str, Any] = {"key_types": KEY_TYPES, "ca_days": CA_DAYS,
+                            "server_days": SERVER_DAYS, "network": draft.network}
     if request.method == "GET":
         current = draft.certs.key_type if draft.certs else "ec"
         return _page("wizard/certs.html", "certs", draft, key_type=current, **page)
@@ -398,12 +399,13 @@ def user(draft: Draft) -> ViewResult:
         return _page("wizard/user.html", "user", draft, rules=RULES_TEXT, values=values,
                      client_days=CLIENT_DAYS)
     form = request.form
-    values = {"username": form.get("username", "")[:64],
+    username_text = form.get("username", "")[:64]
+    values = {"username": username_text,
               "method": "certificate" if form.get("method") == "certificate" else "password",
               "legacy": form.get("legacy") == "on"}
     errors: list[str] = []
     try:
-        username = parse_username(values["username"])
+        username = parse_username(username_text)
     except FormError as exc:
         errors.append(str(exc))
         username = ""

@@ -46,7 +46,7 @@ class BadMessage(IpcError):
     unknown or unexpected type, a missing, extra or ill-typed field, too big)."""
 
 
-@dataclass_transform(frozen_default=True)
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def message(cls: type[T]) -> type[T]:
     """Class decorator: a frozen dataclass that can travel over IPC (mypy sees the fields
     through dataclass_transform, so a wrong field or type is a type error)."""

@@ -351,4 +351,4 @@ def _libcrypt() -> Callable[[bytes, bytes, ctypes.Array[ctypes.c_char], int], by
         return None
     function.restype = ctypes.c_char_p
     function.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
-    return function  # type: ignore[no-any-return]
+    return function

@@ -262,7 +262,8 @@ def _convert(hint: Any, value: Any, b: Bounds, at: _Where) -> Any:
 
 def _build(cls: type[T], obj: dict[str, Any], owner: str, prefix: str,
            ignore_unknown: bool) -> T:
-    fields = fields_of(cls)
+    klass: type = cls  # functools.cache wants a Hashable argument; a class is one
+    fields = fields_of(klass)
     if not ignore_unknown:
         names = {f.name for f in fields}
         unknown = sum(1 for key in obj if key not in names)

@@ -1,11 +1,11 @@
 """The web UI's typed view of the VPN server's control socket (docs/control-protocol.md).
 
 The admin UI may only talk to the VPN through this socket (docs/architecture.md, "Web and wizard").
-occtl already owns the wire code (:class:`appliance.vpn.occtl.ControlClient`); this module
-adds what a web page needs on top of it: one short-lived connection per call (a page never
-holds the server's control slot), decoded dataclass records instead of dicts, and a single
-exception type, :class:`VpnUnavailable`, so that a stopped server renders as "offline"
-instead of an error page.
+The wire code is shared with occtl (:class:`appliance.vpn.control.client.ControlClient`);
+this module adds what a web page needs on top of it: one short-lived connection per call (a
+page never holds the server's control slot), decoded dataclass records instead of dicts, and
+a single exception type, :class:`VpnUnavailable`, so that a stopped server renders as
+"offline" instead of an error page.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..vpn.control import BanInfo, ControlError, SessionInfo, StatusInfo, UserInfo, from_wire
-from ..vpn.occtl import ConnectFailed, ControlClient, ServerError, Unreachable
+from ..vpn.control.client import ConnectFailed, ControlClient, ServerError, Unreachable
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from .app import create_app
 from .context import WebUIContext
 from .logsource import LogSource
 
-log = logging.getLogger("ocgate.webui")
+log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")

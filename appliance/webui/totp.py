@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from cryptography.hazmat.primitives.hashes import SHA1, SHA256, SHA512, HashAlgorithm
+from cryptography.hazmat.primitives.hashes import SHA1, SHA256, SHA512
 from cryptography.hazmat.primitives.twofactor import InvalidToken
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 from flask_babel import gettext as _
@@ -45,8 +45,8 @@ SECRET_BYTES = 20  # 160 bits, what RFC 4226 recommends for HMAC-SHA1
 RECOVERY_CODES = 10
 RECOVERY_BYTES = 10  # 80 bits -> 16 base32 characters
 ISSUER = "OCGate"
-_ALGORITHMS: dict[str, type[HashAlgorithm]] = {"SHA1": SHA1, "SHA256": SHA256,
-                                               "SHA512": SHA512}
+_ALGORITHMS: dict[str, type[SHA1 | SHA256 | SHA512]] = {"SHA1": SHA1, "SHA256": SHA256,
+                                                      "SHA512": SHA512}
 
 
 class TotpError(ValueError):

@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,7 +180,7 @@ class UserStore:
             raise UserStoreError(_("Could not save the user file: %(reason)s",
                                    reason=exc)) from None
 
-    def add(self, username: str, password: str, groups: list[str]) -> None:
+    def add(self, username: str, password: str, groups: Sequence[str]) -> None:
         name = check_username(username)
         with self.lock:
             text = self._read_passwd()
@@ -189,7 +190,7 @@ class UserStore:
                                              hash_password(password)))
         log.info("VPN user %s added", name)
 
-    def set_groups(self, username: str, groups: list[str]) -> None:
+    def set_groups(self, username: str, groups: Sequence[str]) -> None:
         with self.lock:
             entry = self._require(username)
             text = self._read_passwd()

@@ -81,7 +81,7 @@ def steal(pid: int, main_pid: int, secmod_pid: int) -> Stolen | None:
     the other end, so a descriptor inherited from main can never be mistaken for one."""
     try:
         if not re.search(r"^Uid:\s+[1-9]", open(f"/proc/{pid}/status").read(), re.M):
-            return None  # still root: it has not finished setting up (main.py _fork_worker)
+            return None  # still root: it has not finished setting up (main/server.py _fork_worker)
         pidfd = os.pidfd_open(pid)
     except OSError:
         return None

@@ -8,7 +8,10 @@ appliance/ fails, and protocol/ stays sans-IO: it imports no process package.
 from __future__ import annotations
 
 import ast
+import os
 import pathlib
+import subprocess
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROCESS_PACKAGES = ("main", "secmod", "worker", "auth", "control", "occtl")
@@ -111,11 +114,13 @@ ALLOWED_ACROSS = {
     ("main.server", "secmod.server"),       # main forks sec-mod: run_secmod
     ("main.server", "worker.dialogue"),     # main forks a worker per client: run_worker
     ("main.server", "worker.errors"),       # ... and hands it the Peer
-    ("main.server", "auth.radius.acct"),    # RADIUS accounting is main's (as ocserv's)
-    ("main.server", "auth.radius.auth"),    # per-user settings a RADIUS Accept carried
+    ("main.server", "auth.radius.acct"),    # RADIUS accounting is main's (as ocserv's), lazily
+    ("main.server", "auth.accounting"),     # ... whose hooks are no-ops without 'acct'
+    ("main.server", "auth.radius.supconfig"),  # per-user settings a RADIUS Accept carried
     ("main.server", "control"),             # main serves the occtl socket
     ("main.management", "control"),         # ... with these records
-    ("occtl.client", "control"), ("occtl.commands", "control"), ("occtl.format", "control"),
+    ("occtl", "control.client"), ("occtl.commands", "control"),
+    ("occtl.commands", "control.client"), ("occtl.format", "control"),
     ("worker.dialogue", "main.ipv6"),       # the CONNECT answer's IPv6 fields, main's rules
     ("secmod.server", "auth.base"), ("secmod.server", "auth.cert"),
     ("secmod.server", "auth.groups"), ("secmod.server", "auth.registry"),
@@ -141,3 +146,16 @@ def test_process_packages_meet_only_where_allowed() -> None:
                     extra.add(pair)
     assert not extra, sorted(extra)
     assert not ALLOWED_ACROSS - seen, f"stale exceptions: {sorted(ALLOWED_ACROSS - seen)}"
+
+
+def test_process_entry_points_do_not_load_pyrad() -> None:
+    """pyrad is loaded only when RADIUS is configured: importing main, sec-mod and the
+    worker leaves it out (auth/radius/supconfig.py holds what main needs of RADIUS)."""
+    code = ("import sys, appliance.vpn.main.server, appliance.vpn.secmod.server, "
+            "appliance.vpn.worker.dialogue, appliance.vpn.__main__; "
+            "import appliance.vpn.auth.radius.supconfig; "
+            "print('pyrad' in sys.modules, 'appliance.vpn.main.server' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, cwd=ROOT, check=True, timeout=60).stdout.split()
+    assert out == ["False", "True"], out

@@ -22,6 +22,7 @@ from pyrad import packet as rpacket
 from appliance.vpn.auth.base import Prompt, Verdict
 from appliance.vpn.auth.radius import acct as radiusacct
 from appliance.vpn.auth.radius import auth as radius
+from appliance.vpn.auth.radius import supconfig
 from appliance.vpn.auth.radius.conf import (
     RadiusConf,
     RadiusConfError,
@@ -200,7 +201,7 @@ def test_accept_carries_attributes_and_groups(fake: Callable[..., FakeRadius]) -
     verdict = events[-1]
     assert isinstance(verdict, Verdict) and verdict.ok and not verdict.error
     assert verdict.groups == ("admins", "staff")
-    user = radius.radius_user_config(verdict.extra)
+    user = supconfig.radius_user_config(verdict.extra)
     assert user.explicit_ipv4 == ipaddress.IPv4Address("203.0.113.77")
     assert [str(r) for r in user.route] == ["198.51.100.0/24"]
     assert (user.session_timeout, user.idle_timeout, user.stats_report_time) == (600, 120, 30)
@@ -218,7 +219,7 @@ def test_without_groupconfig_settings_are_not_applied(fake: Callable[..., FakeRa
     events = drive(radius.RadiusAuth(conf_for(server.port)), ["x"])
     verdict = events[-1]
     assert isinstance(verdict, Verdict) and verdict.ok and verdict.groups == ("sales",)
-    assert radius.radius_user_config(verdict.extra) is None
+    assert supconfig.radius_user_config(verdict.extra) is None
 
 
 def test_challenge_echoes_state_and_prompts_reply_message(

@@ -8,6 +8,7 @@ import os
 import pwd
 import queue
 import threading
+import types
 from ctypes import POINTER, byref, c_char_p, c_void_p, cast, memmove, sizeof
 
 from .base import (
@@ -191,7 +192,7 @@ class PamConversation(ThreadedConversation):
             return None
 
 
-def _pam_internals():  # noqa: ANN202 - a module object
+def _pam_internals() -> types.ModuleType:
     """python-pam's ctypes structures and constants (its public names live there too)."""
     import importlib
 

@@ -45,7 +45,7 @@ def make_setup(auth: Sequence[AuthMethod], enable_auth: Sequence[AuthMethod],
     for method in enable_auth:
         if method.name == "certificate":
             setup.cert_sufficient = True
-        else:  # config.py refuses these already; never ignore an authentication setting
+        else:  # config/model.py refuses these already; never ignore an authentication setting
             raise AuthConfigError(f"enable-auth = {method.name} is not implemented")
     if setup.password is None and not setup.wants_cert:
         raise AuthConfigError("no usable authentication method configured")

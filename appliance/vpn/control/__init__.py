@@ -4,7 +4,7 @@ ocserv speaks protobuf over its occtl socket; nothing outside ocserv's own occtl
 so we use newline-delimited JSON instead (docs/control-protocol.md): one request line, one
 response line, and for ``show events`` a stream of event lines after the response. The wire
 carries raw values (bytes, epoch seconds, lists); presenting them the way ocserv's occtl does
-is the client's job (appliance/vpn/occtl.py), so the web UI gets the same data unformatted.
+is the client's job (appliance/vpn/occtl/), so the web UI gets the same data unformatted.
 
 The protocol core (parsing, framing, limits, dispatch) is sans-IO: bytes and ``now`` in,
 bytes out. :class:`ControlServer` is the thin shell that plugs it into main's single-threaded

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import unixpath
 from .protocol import ClientConn, Dispatcher, Limits, encode, error_reply, event_message
 from .schema import ControlProvider
 
@@ -52,7 +53,7 @@ def bind_socket(path: str, backlog: int = 16) -> tuple[socket.socket, tuple[int,
     try:
         old = os.umask(0o177)
         try:
-            sock.bind(tmp)
+            unixpath.bind(sock, tmp)
         finally:
             os.umask(old)
         try:

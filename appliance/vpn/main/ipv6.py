@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from ipaddress import IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv6Address, IPv6Network, ip_address
+from typing import TypedDict
 
 from ..protocol import cstp
 from .leases import Ipv6LeasePool, LeaseError
@@ -90,7 +91,7 @@ class Ipv6Leases:
         if network is None:
             return None
         prefix = getattr(user, "ipv6_subnet_prefix", None) or self._subnet_prefix
-        return self._pool(ip_network(str(network), strict=False), int(prefix))
+        return self._pool(IPv6Network(str(network), strict=False), int(prefix))
 
     def acquire(self, session_id: str, username: str, user: object = None) -> Ipv6Lease | None:
         """The session's IPv6 lease (kept across reconnects), or None without an IPv6 pool.
@@ -135,21 +136,44 @@ def offered_lease(lease: Ipv6Lease | None, data_mtu: int, username: str) -> Ipv6
     return lease
 
 
-def tun_ipv6(offered: Ipv6Lease | None) -> dict[str, object]:
+class TunIpv6(TypedDict, total=False):
+    """tun.configure_tun's IPv6 keyword arguments."""
+
+    ipv6_local: IPv6Address
+    ipv6_peer: IPv6Network
+
+
+class GrantIpv6(TypedDict, total=False):
+    """ipc.ConnectGrant's IPv6 keyword arguments."""
+
+    ipv6: str
+    ipv6_prefix: int
+    ipv6_withheld: bool
+
+
+class ScriptIpv6(TypedDict, total=False):
+    """scripts.script_env's IPv6 keyword arguments."""
+
+    ipv6_local: IPv6Address
+    ipv6_remote: IPv6Address
+    ipv6_prefix: int
+
+
+def tun_ipv6(offered: Ipv6Lease | None) -> TunIpv6:
     """tun.configure_tun's IPv6 arguments: the server's address and a route to the client."""
     if offered is None:
         return {}
     return {"ipv6_local": offered.local, "ipv6_peer": offered.subnet}
 
 
-def grant_ipv6(lease: Ipv6Lease | None, offered: Ipv6Lease | None) -> dict[str, object]:
+def grant_ipv6(lease: Ipv6Lease | None, offered: Ipv6Lease | None) -> GrantIpv6:
     """ipc.ConnectGrant's IPv6 fields."""
     if offered is None:
         return {"ipv6_withheld": lease is not None}
     return {"ipv6": str(offered.address), "ipv6_prefix": offered.prefix}
 
 
-def script_ipv6(offered: Ipv6Lease | None) -> dict[str, object]:
+def script_ipv6(offered: Ipv6Lease | None) -> ScriptIpv6:
     """scripts.script_env's IPV6_LOCAL / IPV6_REMOTE / IPV6_PREFIX (§8.3)."""
     if offered is None:
         return {}

@@ -27,7 +27,7 @@ import random
 import struct
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +114,15 @@ def _sha1_prefix(data: bytes, size: int) -> bytes:
     return hashlib.sha1(data, usedforsecurity=False).digest()[:size]
 
 
-class _SessionLeases:
+class _SessionLeases(Generic[_A]):
     """What both pools share: a lease per session id, movable to another id."""
 
-    _by_session: dict
+    _by_session: dict[str, _A]
 
-    def _take(self, session_id: str, addr):  # pragma: no cover - defined by each pool
+    def _take(self, session_id: str, addr: _A) -> _A:  # pragma: no cover - each pool's own
         raise NotImplementedError
 
-    def transfer(self, old_session: str, new_session: str):
+    def transfer(self, old_session: str, new_session: str) -> _A | None:
         """Move a lease to another session id (session take-over under a new key)."""
         if old_session == new_session:
             return self._by_session.get(old_session)
@@ -135,7 +135,7 @@ class _SessionLeases:
         return self._take(new_session, addr)
 
 
-class Ipv4LeasePool(_SessionLeases):
+class Ipv4LeasePool(_SessionLeases[IPv4Address]):
     """Leases of one IPv4 pool (``ipv4-network``); the server keeps one per distinct pool."""
 
     def __init__(
@@ -250,7 +250,7 @@ class Ipv4LeasePool(_SessionLeases):
 
 
 
-class Ipv6LeasePool(_SessionLeases):
+class Ipv6LeasePool(_SessionLeases[IPv6Address]):
     """Leases of ``ipv6-network`` in subnets of ``ipv6-subnet-prefix`` bits (§8.2).
 
     Candidates as ocserv: #1 is the first 16 bytes of SHA-1 of the username seed, #2-6

@@ -101,7 +101,7 @@ def user_info(main: MainView, conn: Conn) -> UserInfo:
 
 
 class Management:
-    """The ControlProvider (control.py) for main."""
+    """The ControlProvider (control/protocol.py) for main."""
 
     def __init__(self, main: MainView) -> None:
         self.main = main

@@ -26,9 +26,9 @@ from typing import Any
 
 from ...pki import load_cert, sha1_fingerprint_hex
 from ...sdnotify import Notifier
-from .. import ipc
-from ..auth.radius.acct import make_accounting
-from ..auth.radius.auth import radius_user_config
+from .. import ipc, unixpath
+from ..auth.accounting import NullAccounting
+from ..auth.radius.supconfig import radius_user_config
 from ..config import OPTIONS, Config, ConfigError, load_config, load_user_config
 from ..control import ControlServer, make_event
 from ..protocol import cstp
@@ -49,7 +49,7 @@ from .sandbox import apply_worker_sandbox
 from .scripts import ScriptJob, format_route, script_env
 from .supervise import RestartBudget
 from .tun import configure_tun, open_tun, remove_tun, tun_index
-from .udp import udp_socket_for
+from .udp import optional_sockopt, udp_socket_for
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,15 @@ RESTART_ONLY = {"ipv4-network", "ipv4-netmask", "ipv6-network", "ipv6-subnet-pre
 
 
 class WorkerFault(Exception):
-    """A well-formed message that no honest worker sends in its state (main.py's own
+    """A well-formed message that no honest worker sends in its state (main's own
     checks, beyond the types ipc.py checks)."""
 
 
 class Main:
-    def __init__(self, cfg: Config, config_path: str) -> None:
+    def __init__(self, cfg: Config, config_path: str, pid_file: str | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        self.pid_file = pid_file or cfg.pid_file  # -p on the command line wins, as in ocserv
         self.notifier = Notifier(None)  # systemd's, once run() starts (appliance.sdnotify)
         self.sel = selectors.DefaultSelector()
         self.conns: dict[int, Conn] = {}  # by pid
@@ -88,6 +89,8 @@ class Main:
         self.exit_code = 0  # non-zero: systemd's Restart=on-failure should start us again
         self.secmod_restarts = RestartBudget()
         self.reload_requested = False
+        if cfg.server_cert is None or cfg.ipv4_network is None:  # load_config checks the pool
+            raise ConfigError("'server-cert' and 'ipv4-network' must be set")
         self.cert_sha1 = sha1_fingerprint_hex(load_cert(cfg.server_cert))
         self.pool = Ipv4LeasePool(cfg.ipv4_network, predictable=cfg.predictable_ips)
         # config-per-user/group may give a user another ipv4-network: one pool per network
@@ -105,9 +108,10 @@ class Main:
         self.accept_paused_until = 0.0  # rate-limit-ms
         self.proxy_intake = ProxyIntake(self.sel, self._admit, _plain_ip) \
             if cfg.listen_proxy_proto else None  # restart-only: bound to the listeners
-        self.secmod_path = (cfg.socket_file or "/run/ocgate-socket") + ".sec"
+        # per instance, as ocserv derives its own: two servers sharing socket-file coexist
+        self.secmod_path = f"{cfg.socket_file or '/run/ocgate-socket'}.{self.pid:x}.sec"
         self.worker_ids = worker_identity(cfg)  # resolved here: a chrooted worker has no /etc
-        self.acct = make_accounting(cfg)  # RADIUS accounting hooks; no-ops without 'acct'
+        self.acct = accounting_for(cfg)
         self._wake_r, self._wake_w = socket.socketpair()
 
     # --- start-up -----------------------------------------------------------------------------
@@ -118,9 +122,11 @@ class Main:
             for family, _, _, _, addr in socket.getaddrinfo(
                     host, self.cfg.tcp_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
                 sock = socket.socket(family, socket.SOCK_STREAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR, 1,
+                                 "SO_REUSEADDR")
                 if family == socket.AF_INET6 and host == "::":
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                    optional_sockopt(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0,
+                                     "IPV6_V6ONLY")
                 sock.bind(addr)
                 sock.listen(1024)
                 sock.setblocking(False)
@@ -134,10 +140,13 @@ class Main:
             for family, _, _, _, addr in socket.getaddrinfo(
                     host, self.cfg.udp_port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE):
                 sock = socket.socket(family, socket.SOCK_DGRAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR, 1,
+                                 "SO_REUSEADDR")
+                optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEPORT, 1,
+                                 "SO_REUSEPORT")
                 if family == socket.AF_INET6 and host == "::":
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                    optional_sockopt(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0,
+                                     "IPV6_V6ONLY")
                 sock.bind(addr)
                 sock.setblocking(False)
                 self.udp_sockets.append(sock)
@@ -213,8 +222,8 @@ class Main:
             self.control = ControlServer(self.cfg.occtl_socket_file, self.mgmt)
             self.control.register(self.sel)
         self._signals()
-        if self.cfg.pid_file:
-            with open(self.cfg.pid_file, "w") as f:
+        if self.pid_file:
+            with open(self.pid_file, "w") as f:
                 f.write(f"{os.getpid()}\n")
         gc.collect()
         gc.freeze()  # workers share what is already here instead of copying it on write
@@ -266,16 +275,19 @@ class Main:
             return f"reload failed: {exc}"
         for warning in cfg.warnings:
             log.warning("%s", warning)
-        restart = [spec.name for spec in OPTIONS.values()
-                   if (not spec.reloadable or spec.name in RESTART_ONLY)
-                   and getattr(cfg, spec.attr, None) != getattr(self.cfg, spec.attr, None)]
-        for name in restart:
-            setattr(cfg, OPTIONS[name].attr, getattr(self.cfg, OPTIONS[name].attr))
+        # (name, attribute) of the options whose new value waits for a restart; ignored
+        # options feed no attribute
+        restart = [(spec.name, attr) for spec in OPTIONS.values()
+                   if (attr := spec.attr) is not None
+                   and (not spec.reloadable or spec.name in RESTART_ONLY)
+                   and getattr(cfg, attr, None) != getattr(self.cfg, attr, None)]
+        for _name, attr in restart:
+            setattr(cfg, attr, getattr(self.cfg, attr))
         self.cfg = cfg
         self.bans.settings = BanSettings.from_config(cfg)
         message = f"configuration reloaded from {self.config_path}"
         if restart:
-            message += "; needs a restart to change: " + ", ".join(restart)
+            message += "; needs a restart to change: " + ", ".join(n for n, _a in restart)
         log.info("%s", message)
         return message
 
@@ -376,7 +388,7 @@ class Main:
                 self._close_in_child()
                 _reset_signals()
                 secmod = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-                secmod.connect(self.secmod_path)
+                unixpath.connect(secmod, self.secmod_path)
                 enter_chroot(self.cfg.chroot_dir)
                 drop_privileges(self.worker_ids)
                 apply_worker_sandbox(self.cfg)
@@ -794,7 +806,7 @@ class Main:
             return self.lease_pool[sid]
         if not network:
             return self.pool
-        net = ipaddress.ip_network(str(network), strict=False)
+        net = ipaddress.IPv4Network(str(network), strict=False)
         if net not in self.pools:
             self.pools[net] = Ipv4LeasePool(net, predictable=self.cfg.predictable_ips)
         return self.pools[net]
@@ -977,7 +989,7 @@ class Main:
                 pass
         if self.control is not None:
             self.control.close()
-        for path in (self.secmod_path, self.cfg.pid_file):
+        for path in (self.secmod_path, self.pid_file):
             if path:
                 try:
                     os.unlink(path)
@@ -1042,6 +1054,16 @@ def restrict(device: str, settings: ipc.SessionSettings) -> None:
     firewall.apply(firewall.ruleset(
         device, settings.routes, settings.dns, settings.restrict_routes,
         firewall.parse_ports(ports) if ports else None))
+
+
+def accounting_for(cfg: Config) -> NullAccounting:
+    """The accounting hooks main calls: no-ops without an ``acct`` line.  RADIUS accounting
+    is imported only when configured, so a server without it never loads pyrad."""
+    if cfg.acct is None:
+        return NullAccounting()
+    from ..auth.radius.acct import make_accounting  # imports pyrad
+
+    return make_accounting(cfg)
 
 
 def worker_identity(cfg: Config) -> tuple[int, int] | None:

@@ -4,12 +4,13 @@ Admins script against occtl's output, so the text layout and the JSON keys, type
 follow what ocserv 1.1.6 prints (docs/protocol.md section 9, checked against the real tool). Where
 1.1.6 prints invalid JSON (``show sessions``, ``show iroutes``, duplicate keys), we print the
 valid JSON a parser would have wanted. The server side speaks the JSON-lines control protocol
-of appliance/vpn/control.py; this module only talks to it and formats.
+of appliance/vpn/control/ (whose client.py it shares with the web UI); this package only
+formats and runs commands.
 """
 
 from __future__ import annotations
 
-from .client import ConnectFailed, ControlClient, ServerError, Unreachable
+from ..control.client import ConnectFailed, ControlClient, ServerError, Unreachable
 from .commands import Completions, Context, run_line
 from .entry import default_socket, main
 from .format import (

@@ -21,12 +21,11 @@ from ..control import (
     UserInfo,
     from_wire,
 )
-from .client import ConnectFailed, ControlClient, ServerError, Unreachable
+from ..control.client import TIMEOUT, ConnectFailed, ControlClient, ServerError, Unreachable
 from .format import (
     ERR_SERVER_UNREACHABLE,
     EXIT,
     NO_USER,
-    TIMEOUT,
     bans_output,
     event_json,
     event_line,

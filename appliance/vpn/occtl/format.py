@@ -17,8 +17,6 @@ from ..control import (
 VERSION = "0.1.0"
 DEFAULT_CONFIG = "/etc/ocserv/ocserv.conf"
 DEFAULT_SOCKET = "/var/run/occtl.socket"
-TIMEOUT = 10.0  # occtl's DEFAULT_TIMEOUT
-MAX_REPLY = 64 * 1024 * 1024
 HISTORY_FILE = "~/.occtl_history"
 NO_USER = "(none)"
 ERR_SERVER_UNREACHABLE = (

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
+from typing import Literal, cast
 
 from appliance.vpn.protocol import lz4, lzs
 
@@ -56,7 +57,10 @@ _Codec = tuple[
     Callable[[bytes, int], bytes],
     type[ValueError],
 ]
-_CODECS: Mapping[str, _Codec] = MappingProxyType(
+#: a negotiated algorithm's canonical name (the keys of ALGORITHMS)
+Algorithm = Literal["oc-lz4", "lzs"]
+
+_CODECS: Mapping[Algorithm, _Codec] = MappingProxyType(
     {
         "oc-lz4": (lz4.compress, lz4.decompress, lz4.Lz4Error),
         "lzs": (lzs.compress, lzs.decompress, lzs.LzsError),
@@ -167,9 +171,9 @@ class Compressor:
         key = name.strip().lower()
         if key not in _CODECS:
             raise CompressionError(f"unknown compression algorithm {name!r}")
-        self.name = key
+        self.name = cast(Algorithm, key)  # checked against _CODECS just above
         self.no_compress_limit = max(no_compress_limit, MIN_NO_COMPRESS_LIMIT)
-        self._compress, self._decompress, self._error = _CODECS[key]
+        self._compress, self._decompress, self._error = _CODECS[self.name]
 
     def __repr__(self) -> str:
         return f"Compressor({self.name!r}, no_compress_limit={self.no_compress_limit})"

@@ -541,9 +541,9 @@ class ConnectParams:
     hostname: str | None = None
     dpd: int = 0
     default_domain: str | None = None
-    dns: list[IPAddr | str] = field(default_factory=list)
+    dns: Sequence[IPAddr | str] = field(default_factory=list)
     dns_ip6_header: bool = False  # AnyConnect wants IPv6 DNS as X-CSTP-DNS-IP6
-    nbns: list[IPAddr | str] = field(default_factory=list)
+    nbns: Sequence[IPAddr | str] = field(default_factory=list)
     split_dns: list[str] = field(default_factory=list)
     routes: list[IPNetwork] = field(default_factory=list)
     no_routes: list[IPNetwork] = field(default_factory=list)

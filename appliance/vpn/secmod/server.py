@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from OpenSSL import SSL
 
-from .. import ipc
+from .. import ipc, unixpath
 from ..auth.base import PASSWORD_PROMPT, CertError, Conversation, GroupError, Prompt, Verdict
 from ..auth.cert import CertIdentity, cert_identity
 from ..auth.groups import group_policy
 from ..auth.registry import AuthSetup, make_setup
-from ..config import Config
+from ..config import Config, ConfigError
 from ..protocol.tls.handshake import (
     HandshakeError,
     HandshakeResult,
@@ -195,7 +195,7 @@ class SecMod:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         old = os.umask(0o077)
         try:
-            self.listener.bind(listen_path)
+            unixpath.bind(self.listener, listen_path)
         finally:
             os.umask(old)
         self.listener.listen(128)
@@ -211,6 +211,8 @@ class SecMod:
 
     def _make_tls_context(self) -> SSL.Context:
         cfg = self.cfg
+        if cfg.server_cert is None or cfg.server_key is None:
+            raise ConfigError("'server-cert' and 'server-key' must be set")
         return make_server_context(cfg.server_cert, cfg.server_key, cfg.tls_priorities,
                                    cfg.ca_cert, client_certs=self.setup.wants_cert,
                                    crl_file=cfg.crl if self.setup.wants_cert else None)
@@ -268,8 +270,9 @@ class SecMod:
             log.error("cannot answer main's %s: %s", type(msg).__name__, exc)
             ipc.send(chan, ipc.Ack(ok=False, reason="answer too large"))
 
-    def _main_request(self, msg: object) -> object:
+    def _main_request(self, msg: object) -> ipc.SessionInfo | ipc.SessionsList | ipc.Ack:
         now = time.time()
+        reply: ipc.SessionInfo | ipc.SessionsList | ipc.Ack
         if isinstance(msg, ipc.SessionOpen) and not self.cert_gate.admit(
                 msg.cookie, connect_needs_cert(self.cfg, self.setup.cert_required), now):
             reply = ipc.SessionInfo(ok=False, reason="no certificate check for this CONNECT")

@@ -65,7 +65,7 @@ class Counters:
     bad_compressed: int = 0
 
 
-def _is_activity(packet: bytes) -> bool:
+def _is_activity(packet: bytes | memoryview) -> bool:
     if not packet:
         return False
     version = packet[0] >> 4
@@ -115,7 +115,7 @@ class CstpSession:
         self.last_rx = now
         self.last_activity = now
         self.last_dpd_sent = 0.0
-        self.reason = ""
+        self.reason: ipc.WorkerReason = ""
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -141,7 +141,7 @@ class CstpSession:
 
     def _tun_to_tls(self) -> None:
         """Drain the TUN (up to BATCH packets) and send them on the active channel."""
-        packets = []
+        packets: list[bytes | memoryview] = []  # memoryviews past the vnet header
         append = packets.append
         read = os.read
         tun = self.tun
@@ -165,12 +165,13 @@ class CstpSession:
                 self.tx_paused_until = now + wait
         if self.timers.idle_timeout is not None and any(map(_is_activity, packets)):
             self.last_activity = time.monotonic()
-        if self.use_udp:
+        dtls = self.dtls
+        if self.use_udp and dtls is not None:  # use_udp is set only while dtls is up
             c.udp_tx_packets += len(packets)
             if self.dtls_comp is not None:
-                self.dtls.send([self._compressed(self.dtls_comp, p, 1) for p in packets])
+                dtls.send([self._compressed(self.dtls_comp, p, 1) for p in packets])
             else:
-                self.dtls.send([b"\x00" + p for p in packets])  # DTLS: 1 type byte + packet
+                dtls.send([b"\x00" + p for p in packets])  # DTLS: 1 type byte + packet
             return
         if self.cstp_comp is not None:
             self._queue(self.rl.seal_many([self._compressed(self.cstp_comp, p, 8)
@@ -179,10 +180,10 @@ class CstpSession:
         pack = _FRAME_HDR.pack
         self._queue(self.rl.seal_many([pack(_MAGIC, len(p), 0, 0) + p for p in packets]))
 
-    def _compressed(self, comp: Compressor, packet: bytes, header: int) -> bytes:
+    def _compressed(self, comp: Compressor, packet: bytes | memoryview, header: int) -> bytes:
         """A packet with its DTLS (1-byte) or CSTP (8-byte) header, compressed only if that
         makes it smaller (docs/protocol.md 6.2)."""
-        data = comp.compress(bytes(packet))
+        data: bytes | memoryview | None = comp.compress(bytes(packet))
         ptype = PacketType.COMPRESSED if data is not None else PacketType.DATA
         if data is None:
             data = packet
@@ -315,18 +316,20 @@ class CstpSession:
                 self._udp[fd] = sock
                 if ep is not None:
                     ep.register(fd, self._masks[2])
-        up = dtls is not None and dtls.established
-        if up and dtls.rl is not self._dtls_rl:
-            self.use_udp = True
-            self.udp_last_rx = time.monotonic()
-            self._dtls_rl = dtls.rl
-            self._report()  # occtl shows the DTLS cipher at once
-        elif not up:
+        if dtls is not None and dtls.established:
+            if dtls.rl is not self._dtls_rl:
+                self.use_udp = True
+                self.udp_last_rx = time.monotonic()
+                self._dtls_rl = dtls.rl
+                self._report()  # occtl shows the DTLS cipher at once
+        else:
             self.use_udp = False
         self._dtls_rl = dtls.rl if dtls is not None else None
 
     def _udp_in(self, sock: socket.socket) -> None:
         dtls = self.dtls
+        if dtls is None:  # its sockets are polled only while the channel exists
+            return
         try:
             payloads = dtls.receive(sock)
         except DtlsClosed:

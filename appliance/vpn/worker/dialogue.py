@@ -8,6 +8,7 @@ one connection per process makes that the simplest correct design.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -19,7 +20,7 @@ from ..config import Config
 from ..main.ipv6 import apply_ipv6
 from ..protocol import auth, cstp, http
 from ..protocol.compression import CompressionError, Compressor, choose, parse_priority_option
-from ..protocol.dtls.handshake import DtlsContext
+from ..protocol.dtls.handshake import DtlsContext, DtlsServerHandshake
 from ..protocol.tls.handshake import HandshakeResult
 from ..protocol.tls.record import MAX_PLAINTEXT, RecordLayer, TlsClosed, TlsRecordError, TrafficKeys
 from . import anyconnect as anyconnect_hooks
@@ -313,13 +314,18 @@ class Worker:
         params.cstp_encoding, params.dtls_encoding = cstp_enc, dtls_enc
         dtls = None
         s = grant.settings
-        if offer_dtls:
-            params.dtls = cstp.DtlsParams(port=self.cfg.udp_port, dpd=s.dpd,
+        port = self.cfg.udp_port
+        if offer_dtls and port:  # both offers need the UDP port (above, legacy_offer)
+            params.dtls = cstp.DtlsParams(port=port, dpd=s.dpd,
                                           keepalive=s.keepalive, app_id=app_id.hex())
-            dtls = DtlsChannel(self.dtls_ctx, self.tls.psk, app_id, s.base_mtu - 28)
             if legacy is not None:
                 params.dtls = legacy.response_params(params.dtls)
-                dtls = legacy.channel(s.base_mtu - 28)
+                dtls = legacy.channel()
+            else:
+                ctx = self.dtls_ctx
+                assert ctx is not None  # a PSK offer needs it (above)
+                dtls = DtlsChannel(functools.partial(DtlsServerHandshake, ctx, self.tls.psk,
+                                                     app_id, mtu=s.base_mtu - 28))
         self._send_plain(cstp.build_connect_response(params))
         log.info("user '%s' connected from %s as %s on %s", grant.username,
                  self.peer.remote_ip, grant.ipv4, grant.device)

@@ -19,8 +19,10 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from ..protocol.dtls.handshake import DtlsContext, DtlsHandshakeError, DtlsServerHandshake
+from ..protocol.dtls.handshake import DtlsHandshakeError
+from ..protocol.dtls.legacy import CbcRecordLayer
 from ..protocol.dtls.record import DtlsClosed, DtlsError, DtlsRecordLayer, peek_client_hello
 
 log = logging.getLogger(__name__)
@@ -38,17 +40,35 @@ CT_CHANGE_CIPHER_SPEC = 20
 CT_HANDSHAKE = 22
 
 
-class DtlsChannel:
-    """DTLS for one session; ``established`` once a handshake completed."""
+#: the record layers a channel seals and opens with: PSK DTLS 1.2, or legacy CBC
+DatagramRecords = DtlsRecordLayer | CbcRecordLayer
 
-    def __init__(self, ctx: DtlsContext, psk: bytes, app_id: bytes, mtu: int) -> None:
-        self.ctx = ctx
-        self.psk = psk
-        self.app_id = app_id
-        self.mtu = mtu
+
+class Handshake(Protocol):
+    """What the channel drives: OpenSSL's PSK handshake (protocol/dtls/handshake.py) or
+    the legacy one (worker/legacydtls.py). ``feed``/``on_timeout`` raise
+    DtlsHandshakeError when the handshake failed."""
+
+    @property
+    def done(self) -> bool: ...
+    @property
+    def description(self) -> str: ...
+    def feed(self, datagram: bytes) -> list[bytes]: ...
+    def timeout(self) -> float | None: ...
+    def on_timeout(self) -> list[bytes]: ...
+    def close(self) -> None: ...
+    def record_layer(self) -> DatagramRecords: ...
+
+
+class DtlsChannel:
+    """DTLS for one session; ``established`` once a handshake completed.
+    ``new_handshake`` starts the server side of one handshake (each ClientHello)."""
+
+    def __init__(self, new_handshake: Callable[[], Handshake]) -> None:
+        self.new_handshake = new_handshake
         self.sock: socket.socket | None = None  # the established session's socket
-        self.rl: DtlsRecordLayer | None = None
-        self.hs: DtlsServerHandshake | None = None  # a handshake in progress ...
+        self.rl: DatagramRecords | None = None
+        self.hs: Handshake | None = None  # a handshake in progress ...
         self.hs_sock: socket.socket | None = None  # ... and the socket it runs on
         self.hs_deadline = 0.0
         self.description = ""
@@ -56,8 +76,6 @@ class DtlsChannel:
         self.rx_bytes = 0
         self.tx_bytes = 0
         self.pending_plain: list[bytes] = []  # authenticated records that came with a rebind
-        # legacy (non-PSK) DTLS puts its own handshake here (worker/legacydtls.py)
-        self.handshake_factory: Callable[[], DtlsServerHandshake] | None = None
 
     @property
     def established(self) -> bool:
@@ -104,8 +122,7 @@ class DtlsChannel:
 
     def _start_handshake(self, sock: socket.socket) -> None:
         self._drop_handshake()
-        self.hs = (self.handshake_factory() if self.handshake_factory is not None else
-                   DtlsServerHandshake(self.ctx, self.psk, self.app_id, mtu=self.mtu))
+        self.hs = self.new_handshake()
         self.hs_sock = sock
         self.hs_deadline = time.monotonic() + HANDSHAKE_DEADLINE
 

@@ -56,11 +56,9 @@ class LegacyOffer:
                                session_id=self.session_id.hex(),
                                dtls12=self.suite.dtls12_header)
 
-    def channel(self, mtu: int) -> DtlsChannel:
+    def channel(self) -> DtlsChannel:
         """A DtlsChannel whose handshakes are ours instead of OpenSSL's PSK one."""
-        chan = DtlsChannel(None, b"", self.session_id, mtu)  # type: ignore[arg-type]
-        chan.handshake_factory = self.handshake
-        return chan
+        return DtlsChannel(self.handshake)
 
     def handshake(self) -> LegacyHandshakeDriver:
         return LegacyHandshakeDriver(LegacyServerHandshake(self.suite, self.session_id,

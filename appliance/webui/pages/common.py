@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "ocgate_webui"
 T = TypeVar("T")
+D = TypeVar("D")
 
 #: Static files and templates of the admin UI (the shared ones come from appliance.web).
 ui = Blueprint("ui", __name__, static_folder=str(Path(__file__).resolve().parents[1] /
@@ -40,7 +41,7 @@ NAV: tuple[tuple[str, str], ...] = (
 
 
 def ctx() -> WebUIContext:
-    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+    return current_app.extensions[EXTENSION]
 
 
 def owner() -> str:
@@ -48,7 +49,7 @@ def owner() -> str:
     return str(g.get("sid", ""))
 
 
-def vpn_call(call: Callable[[], T], default: T) -> tuple[T, str | None]:
+def vpn_call(call: Callable[[], T], default: D) -> tuple[T | D, str | None]:
     """Run a control-socket call; (default, reason) when the server is not reachable."""
     try:
         return call(), None

@@ -163,9 +163,9 @@ def apply() -> WerkzeugResponse:
     if draft.restart:
         flash(_("These options take effect only after a restart of the VPN server: "
                 "%(options)s", options=", ".join(draft.restart)), "warning")
-    target = ("settings.raw", {}) if draft.origin == "raw" else (
-        "settings.group", {"slug": draft.origin})
-    return redirect(url_for(target[0], **target[1]), code=303)
+    if draft.origin == "raw":
+        return redirect(url_for("settings.raw"), code=303)
+    return redirect(url_for("settings.group", slug=draft.origin), code=303)
 
 
 @bp.post("/discard")

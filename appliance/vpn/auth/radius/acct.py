@@ -19,8 +19,10 @@ from typing import Any
 
 from pyrad import packet as rpacket
 
-from .auth import DEFAULT_RADCLI, SERVICE_FRAMED, SessionAttrs, dictionary
-from .conf import RadiusConf, RadiusConfError, RadiusServer, load_radius_conf
+from ..accounting import NullAccounting
+from .auth import SERVICE_FRAMED, dictionary
+from .conf import DEFAULT_RADCLI, RadiusConf, RadiusConfError, RadiusServer, load_radius_conf
+from .supconfig import SessionAttrs
 
 log = logging.getLogger(__name__)
 
@@ -105,28 +107,6 @@ class _Pending:
     sent: int  # sends to that server so far
     deadline: float
     what: str  # for the log
-
-
-class NullAccounting:
-    """No ``acct`` line: every hook is a no-op, so main's hooks need no conditions."""
-
-    def attach(self, sel: Any) -> None:
-        pass
-
-    def close_in_child(self) -> None:
-        pass
-
-    def started(self, conn: Any) -> None:
-        pass
-
-    def stats(self, conn: Any, msg: Any) -> None:
-        pass
-
-    def stopped(self, conn: Any, reason: str) -> None:
-        pass
-
-    def tick(self, now: float) -> None:
-        pass
 
 
 class RadiusAccounting(NullAccounting):
@@ -295,7 +275,8 @@ def make_accounting(cfg: Any) -> NullAccounting:
         log.warning("acct = %s is not supported; no accounting", method.name)
         return NullAccounting()
     conf = load_radius_conf(method.params.get("config") or DEFAULT_RADCLI)
-    auth_params = next((m.params for m in getattr(cfg, "auth", []) if m.name == "radius"), {})
+    auth_params: dict[str, str] = next(
+        (m.params for m in getattr(cfg, "auth", []) if m.name == "radius"), {})
     nas_identifier = method.params.get("nas-identifier") or auth_params.get("nas-identifier")
     return RadiusAccounting(conf, getattr(cfg, "stats_report_time", None),
                             nas_identifier=nas_identifier or "")

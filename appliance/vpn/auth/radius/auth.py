@@ -14,7 +14,8 @@ what the answers mean (docs/protocol.md §10.2, ocserv src/auth/radius.c, src/ac
   fallback) and, with ``groupconfig=true``, the per-user settings (Framed-IP-Address and
   -Netmask, Framed-IPv6-Address, Framed-Route, Framed-IPv6-Route, MS DNS servers,
   DNS-Server-IPv6-Address, Session-Timeout, Idle-Timeout, Acct-Interim-Interval) that
-  replace config-per-user/group files, as ocserv's radius sup-config does.
+  replace config-per-user/group files, as ocserv's radius sup-config does
+  (auth/radius/supconfig.py, which main reads without loading pyrad).
 
 The authentication exchange blocks, so each login runs it in a thread of its own, like PAM
 (auth/pam.py); the sec-mod loop only polls.
@@ -32,14 +33,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pyrad import packet as rpacket
 from pyrad.dictionary import Dictionary
 
 from ..base import PASSWORD_PROMPT, Prompt, ThreadedConversation, Verdict
-from .conf import RadiusConf, RadiusConfError, RadiusServer, load_radius_conf
+from .conf import DEFAULT_RADCLI, RadiusConf, RadiusConfError, RadiusServer, load_radius_conf
+from .supconfig import SessionAttrs
 
 log = logging.getLogger(__name__)
 
@@ -125,35 +127,6 @@ def dictionary() -> Dictionary:
 
 
 # --------------------------------------------------------------------------- attributes
-
-
-@dataclass
-class SessionAttrs:
-    """What an Access-Accept says about the session; travels sec-mod → main as a dict."""
-
-    groups: list[str] = field(default_factory=list)
-    classes: list[str] = field(default_factory=list)  # hex, echoed in accounting
-    groupconfig: bool = False  # the settings below replace config-per-user/group
-    framed_ip: str = ""
-    framed_netmask: str = ""
-    framed_ipv6: str = ""
-    routes: list[str] = field(default_factory=list)
-    dns: list[str] = field(default_factory=list)
-    session_timeout: int | None = None
-    idle_timeout: int | None = None
-    interim_interval: int | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"radius": asdict(self)}
-
-    @classmethod
-    def from_wire(cls, extra: dict | None) -> SessionAttrs | None:
-        """None when the session was not authenticated by RADIUS."""
-        data = (extra or {}).get("radius")
-        if not isinstance(data, dict):
-            return None
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 def _values(pkt: rpacket.Packet, name: str) -> list[Any]:
@@ -434,47 +407,3 @@ class RadiusConversation(ThreadedConversation):
             state = result.state
             self._emit(Prompt(result.message))
         return Verdict(False, reason=f"more than {MAX_CHALLENGES} Access-Challenges")
-
-
-# --------------------------------------------------------------------------- per-user settings
-
-
-def radius_user_config(extra: dict | None) -> Any:
-    """The UserConfig that replaces config-per-user/group files for a RADIUS session with
-    ``groupconfig=true`` (ocserv's radius sup-config); None otherwise."""
-    from ...config import UserConfig  # the sec-mod side never needs it
-
-    attrs = SessionAttrs.from_wire(extra)
-    if attrs is None or not attrs.groupconfig:
-        return None
-    user = UserConfig()
-    if attrs.framed_ip:
-        user.explicit_ipv4 = ipaddress.IPv4Address(attrs.framed_ip)
-        if attrs.framed_netmask:
-            net = ipaddress.IPv4Network(f"{attrs.framed_ip}/{attrs.framed_netmask}",
-                                        strict=False)
-            user.ipv4_network, user.ipv4_netmask = net, str(net.netmask)
-    if attrs.framed_ipv6:
-        user.explicit_ipv6 = ipaddress.IPv6Address(attrs.framed_ipv6)
-    if attrs.routes:
-        user.route = [ipaddress.ip_network(r, strict=False) for r in attrs.routes]
-    if attrs.dns:
-        user.dns = list(attrs.dns)
-    user.session_timeout = attrs.session_timeout or None
-    user.idle_timeout = attrs.idle_timeout or None
-    user.stats_report_time = attrs.interim_interval or None
-    return user
-
-
-DEFAULT_RADCLI = "/etc/radcli/radiusclient.conf"
-
-
-def check_radius_files(cfg: Any) -> None:
-    """Read every radcli file the config names, at start (and for ``-t``), so that a
-    broken one is a one-line error instead of a sec-mod that dies at each restart."""
-    methods = [*getattr(cfg, "auth", []), *getattr(cfg, "enable_auth", [])]
-    if getattr(cfg, "acct", None) is not None:
-        methods.append(cfg.acct)
-    for method in methods:
-        if method.name == "radius":
-            load_radius_conf(method.params.get("config") or DEFAULT_RADCLI)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +173,17 @@ def load_radius_conf(path: str) -> RadiusConf:
              ",".join(f"{s.host}:{s.port}" for s in conf.acct_servers) or "-",
              conf.timeout, conf.retries)
     return conf
+
+
+DEFAULT_RADCLI = "/etc/radcli/radiusclient.conf"
+
+
+def check_radius_files(cfg: Any) -> None:
+    """Read every radcli file the config names, at start (and for ``-t``), so that a
+    broken one is a one-line error instead of a sec-mod that dies at each restart."""
+    methods = [*getattr(cfg, "auth", []), *getattr(cfg, "enable_auth", [])]
+    if getattr(cfg, "acct", None) is not None:
+        methods.append(cfg.acct)
+    for method in methods:
+        if method.name == "radius":
+            load_radius_conf(method.params.get("config") or DEFAULT_RADCLI)

@@ -297,8 +297,12 @@ class DtlsServerHandshake:
             cipher = cipher_info(self.cipher_name)
         except TlsRecordError as exc:
             raise DtlsHandshakeError(str(exc)) from None
+        master, client_random, server_random = \
+            conn.master_key(), conn.client_random(), conn.server_random()
+        if master is None or client_random is None or server_random is None:
+            raise DtlsHandshakeError("OpenSSL kept no DTLS session secrets")
         client_key, server_key, client_iv, server_iv = _key_block(
-            cipher, conn.master_key(), conn.client_random(), conn.server_random())
+            cipher, master, client_random, server_random)
         if not self._epoch1_seqs:
             raise DtlsHandshakeError("OpenSSL finished without sending its Finished")
         # Records OpenSSL already sent under the new keys (its Finished) used up sequence

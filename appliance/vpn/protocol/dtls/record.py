@@ -171,7 +171,7 @@ def peek_client_hello(datagram: bytes) -> ClientHelloInfo | None:
 
 class HelloReader:
     """Bounds-checked cursor over a ClientHello; an overrun raises ``error`` naming the
-    field (DtlsError here, the legacy handshake's own error in dtlslegacy.py)."""
+    field (DtlsError here, the legacy handshake's own error in protocol/dtls/legacy.py)."""
 
     __slots__ = ("data", "error", "pos")
 

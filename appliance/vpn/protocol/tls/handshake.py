@@ -240,8 +240,11 @@ class ServerHandshake:
                 raise HandshakeError(f"keylog did not provide {exc}") from None
             final_flight = b""
         else:
-            keys = tls12_server_keys(cipher, conn.master_key(), conn.client_random(),
-                                     conn.server_random())
+            master, client_random, server_random = \
+                conn.master_key(), conn.client_random(), conn.server_random()
+            if master is None or client_random is None or server_random is None:
+                raise HandshakeError("OpenSSL kept no TLS 1.2 session secrets")
+            keys = tls12_server_keys(cipher, master, client_random, server_random)
             extra = _records_after_ccs(final_flight) - 1  # minus our Finished
             if extra:
                 keys = replace(keys, write_seq=keys.write_seq + extra)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from cryptography.exceptions import InvalidTag
@@ -88,8 +89,8 @@ class TrafficKeys:
     read_secret: bytes = b""
     write_secret: bytes = b""
 
-    def to_wire(self) -> dict[str, object]:
-        """A JSON-able form for IPC between processes."""
+    def to_wire(self) -> dict[str, str | int | list[str | int]]:
+        """A JSON-able form for IPC between processes (ipc.TlsResult.keys)."""
         return {
             "version": self.version,
             "cipher": [self.cipher.aead, self.cipher.key_len, self.cipher.hash_name],
@@ -336,14 +337,14 @@ class RecordLayer:
                 self._buf += view[pos:]
         return out
 
-    def _handle_inner(self, inner: bytes, append) -> None:
+    def _handle_inner(self, inner: bytes, append: Callable[[bytes], None]) -> None:
         """A TLS 1.3 inner plaintext that is not plain application data (or is padded)."""
         stripped = inner.rstrip(b"\x00")
         if not stripped:
             raise TlsRecordError("record without content type")
         self._dispatch(stripped[-1], stripped[:-1], append)
 
-    def _dispatch(self, ctype: int, plain: bytes, append) -> None:
+    def _dispatch(self, ctype: int, plain: bytes, append: Callable[[bytes], None]) -> None:
         if ctype == CT_APPLICATION_DATA:
             if plain:
                 append(plain)

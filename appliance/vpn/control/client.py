@@ -1,4 +1,8 @@
-"""The control-socket client used by occtl and the web UI."""
+"""The control-socket client used by occtl and the web UI.
+
+It lives beside the server side of the protocol (control/) so that both users share one
+wire implementation and the web UI need not import occtl.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,11 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from ..control import (
-    PROTOCOL_VERSION,
-)
-from .format import MAX_REPLY, TIMEOUT
+from .. import unixpath
+from .schema import PROTOCOL_VERSION
+
+TIMEOUT = 10.0  # occtl's DEFAULT_TIMEOUT
+MAX_REPLY = 64 * 1024 * 1024
 
 # --- talking to the server -----------------------------------------------------------------
 
@@ -40,7 +45,7 @@ class ControlClient:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         try:
-            self.sock.connect(self.path)
+            unixpath.connect(self.sock, self.path)
         except OSError as exc:
             self.sock.close()
             raise ConnectFailed(

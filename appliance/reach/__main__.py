@@ -1,0 +1,175 @@
+"""``python3 -m appliance.reach``: the reachability engine as a service or a one-shot.
+
+``run`` keeps the VPN's ports mapped and the DNS name current, writing the status as JSON
+after every pass, and removes the mappings on SIGTERM; ``cert`` gets a certificate once.
+The appliance's supervisor and the tests drive it the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..atomicfile import write_atomic
+from . import credentials, ddns
+from .jobs import Job, Scheduler
+from .manager import MappingManager, Want, default_factories
+
+log = logging.getLogger(__name__)
+
+
+def _factories(only: str, gateway: str) -> list[Any]:
+    found = default_factories(gateway)
+    return found if only == "auto" else [f for f in found if f[0] == only]
+
+
+def _status(manager: MappingManager, publisher: ddns.Publisher | None) -> dict[str, Any]:
+    st = manager.status
+    return {
+        "status": dataclasses.asdict(st) if st else None,
+        "external_address": manager.external_address,
+        "via": manager.active.name if manager.active else "",
+        "leases": [{"protocol": lease.protocol, "internal_port": lease.internal_port,
+                    "external_port": lease.external_port, "lifetime": lease.lifetime}
+                   for lease in manager.leases.values()],
+        "dns": {"name": publisher.name, "published": publisher.published} if publisher else None,
+        "last_check": manager.last_check,
+    }
+
+
+def _publisher(args: argparse.Namespace) -> ddns.Publisher | None:
+    if not args.ddns:
+        return None
+    secrets = credentials.load(Path(args.secrets))
+    updater: ddns.Rfc2136 | ddns.Dyndns2 | ddns.DuckDns
+    if args.ddns == "rfc2136":
+        updater = ddns.Rfc2136(args.dns_server, args.dns_zone, args.tsig_name,
+                               secrets["tsig_secret"])
+    elif args.ddns == "dyndns2":
+        updater = ddns.Dyndns2(args.ddns_url, secrets["username"], secrets["password"])
+    else:
+        updater = ddns.DuckDns(secrets["token"], args.ddns_url or "https://www.duckdns.org")
+    return ddns.Publisher(updater, args.name)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    wants = [Want(p, args.port, args.external_port or args.port) for p in ("tcp", "udp")]
+    manager = MappingManager(wants, _factories(args.only, args.gateway), args.lan_address,
+                             lifetime=args.lifetime, check_every=args.check_every,
+                             probe_target=args.probe_target)
+    publisher = _publisher(args)
+    status_file = Path(args.status_file) if args.status_file else None
+
+    def mapping() -> float:
+        delay = manager.refresh()
+        if publisher is not None and manager.external_address and manager.status and \
+                manager.status.kind in ("reachable",):
+            publisher.publish(manager.external_address)
+        if status_file is not None:
+            write_atomic(status_file, json.dumps(_status(manager, publisher)).encode(), 0o644)
+        return delay
+
+    scheduler = Scheduler([Job("mapping", mapping, base=1.0, cap=args.check_every)])
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    if args.once:
+        scheduler.run_due()
+        print(json.dumps(_status(manager, publisher)))
+    else:
+        scheduler.start()
+        done.wait()
+        scheduler.stop()
+    if not args.keep:
+        manager.stop()
+        if status_file is not None:
+            write_atomic(status_file, json.dumps(_status(manager, publisher)).encode(), 0o644)
+    return 0
+
+
+def cmd_cert(args: argparse.Namespace) -> int:
+    from . import acmecert, challenges
+
+    http01 = challenges.HttpChallenges()
+    server = challenges.serve_http01(http01, args.http01_address, args.http01_port)
+    port80 = None
+    if args.map_http01:  # port 80 is mapped only while the challenge needs it
+        port80 = MappingManager([Want("tcp", args.http01_port, 80)],
+                                _factories("auto", args.gateway), args.lan_address,
+                                lifetime=600)
+        port80.refresh()
+        if port80.status is None or not port80.status.reachable:
+            log.warning("reach acme http-01 port 80 not mapped: %s",
+                        port80.status.headline if port80.status else "?")
+    try:
+        issuer = acmecert.AcmeIssuer(args.directory, Path(args.state), email=args.email,
+                                     ca_bundle=args.ca_bundle or True, http01=http01)
+        issued = issuer.issue(args.name)
+    finally:
+        server.shutdown()
+        server.server_close()
+        if port80 is not None:
+            port80.stop()
+    acmecert.install(issued, Path(args.cert), Path(args.key))
+    print(json.dumps({"not_before": issued.not_before.isoformat(),
+                      "not_after": issued.not_after.isoformat(),
+                      "renew_at": acmecert.renew_at(issued.not_before,
+                                                    issued.not_after).isoformat()}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m appliance.reach")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="keep the ports mapped and the DNS name current")
+    run.add_argument("--port", type=int, default=443)
+    run.add_argument("--external-port", type=int, default=0)
+    run.add_argument("--lan-address", required=True)
+    run.add_argument("--gateway", default="")
+    run.add_argument("--only", choices=("auto", "pcp", "nat-pmp", "upnp"), default="auto")
+    run.add_argument("--lifetime", type=int, default=3600)
+    run.add_argument("--check-every", type=float, default=30.0)
+    run.add_argument("--status-file", default="")
+    run.add_argument("--probe-target", default="",
+                     help="an Internet address for the hop probe (CGNAT, double NAT)")
+    run.add_argument("--once", action="store_true", help="one pass, print the status")
+    run.add_argument("--keep", action="store_true", help="leave the mappings on exit")
+    run.add_argument("--ddns", choices=("rfc2136", "dyndns2", "duckdns"), default="")
+    run.add_argument("--name", default="")
+    run.add_argument("--secrets", default="", help="0600 JSON file with the credentials")
+    run.add_argument("--dns-server", default="")
+    run.add_argument("--dns-zone", default="")
+    run.add_argument("--tsig-name", default="")
+    run.add_argument("--ddns-url", default="")
+    run.set_defaults(func=cmd_run)
+    cert = sub.add_parser("cert", help="get a certificate by HTTP-01")
+    cert.add_argument("--directory", required=True)
+    cert.add_argument("--name", required=True)
+    cert.add_argument("--state", required=True)
+    cert.add_argument("--cert", required=True)
+    cert.add_argument("--key", required=True)
+    cert.add_argument("--email", default="")
+    cert.add_argument("--ca-bundle", default="")
+    cert.add_argument("--http01-address", default="")
+    cert.add_argument("--http01-port", type=int, default=80)
+    cert.add_argument("--map-http01", action="store_true",
+                      help="map TCP port 80 on the router while the challenge runs")
+    cert.add_argument("--lan-address", default="")
+    cert.add_argument("--gateway", default="")
+    cert.set_defaults(func=cmd_cert)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

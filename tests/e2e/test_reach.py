@@ -1,0 +1,232 @@
+"""Reachability through a real home router (tests/e2e/reach_rig.py): miniupnpd maps the VPN's
+ports by UPnP IGD, NAT-PMP or PCP, bind9 takes the RFC 2136 updates, pebble issues the
+certificate, and traffic from the "Internet" namespace reaches the appliance through the
+router's NAT.  Nothing leaves the namespaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e import reach_rig
+from tests.e2e.reach_rig import APPLIANCE, BIND_IP, NAME, PEBBLE_IP, ROUTER_WAN, ROUTER_WAN2, Home
+from tests.prereqs import needs
+
+pytestmark = [needs(reach_rig.require_tools)]
+
+RULE = (f"On your router, forward TCP port 443 to {APPLIANCE} port 443 and UDP port 443 to "
+        f"{APPLIANCE} port 443.")
+
+# A TCP banner and a UDP echo on the appliance's port 443: what comes back through the
+# router proves the mapping forwards, not only that the router says it does.
+_ECHO = """
+import socket, sys, threading
+port = int(sys.argv[1])
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("", port)); t.listen(8)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("", port))
+def udp():
+    while True:
+        data, peer = u.recvfrom(2048); u.sendto(b"echo:" + data, peer)
+threading.Thread(target=udp, daemon=True).start()
+while True:
+    c, _ = t.accept(); c.sendall(b"ocgate-lan\\n"); c.close()
+"""
+
+_PROBE = """
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+with socket.create_connection((host, port), timeout=3) as c:
+    tcp = c.recv(64).decode().strip()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(3)
+u.sendto(b"dtls?", (host, port))
+print(tcp, u.recvfrom(64)[0].decode())
+"""
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.5)
+    pytest.fail(f"{what}: not within {timeout:.0f} s (last: {last!r})")
+
+
+def status(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def start_echo(home: Home) -> None:
+    home._spawn("echo", home.lan, ["python3", "-c", _ECHO, "443"])
+    wait_for("echo server", lambda: home.lan.tcp_listening(443), 10)
+
+
+def through_router(home: Home, port: int = 443) -> str:
+    out = home.inet.run(["python3", "-c", _PROBE, home.wan, str(port)], check=False)
+    return out.stdout.strip()
+
+
+def service(home: Home, tmp: Path, *extra: str) -> Path:
+    status_file = tmp / "status.json"
+    home.reach_service("--lan-address", APPLIANCE, "--status-file", str(status_file),
+                       "--probe-target", BIND_IP, *extra)
+    return status_file
+
+
+def reach_log(home: Home) -> str:
+    return home.log("reach")
+
+
+@pytest.mark.parametrize("protocol", ["upnp", "nat-pmp", "pcp"])
+def test_each_protocol_alone_maps_forwards_and_removes(tmp_path: Path, protocol: str) -> None:
+    with Home(tmp_path, protocols=(protocol,)) as home:
+        start_echo(home)
+        assert through_router(home) == "", "nothing may be forwarded before the mapping"
+        st = service(home, tmp_path, "--lifetime", "120", "--check-every", "2")
+        got = wait_for("mapping", lambda: status(st).get("via") == protocol and status(st), 30)
+        assert got["status"]["kind"] == "reachable", got
+        assert got["external_address"] == ROUTER_WAN
+        assert {(lease["protocol"], lease["external_port"]) for lease in got["leases"]} == \
+            {("tcp", 443), ("udp", 443)}
+        assert APPLIANCE in home.router_rules()
+        assert through_router(home) == "ocgate-lan echo:dtls?"
+        proc = home.procs["reach"]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        assert APPLIANCE not in home.router_rules(), "mappings left on the router after stop"
+        assert through_router(home) == ""
+        log = reach_log(home)
+        for proto in ("tcp", "udp"):
+            assert (f"reach mapping via={protocol} proto={proto} external_port=443 "
+                    f"internal_port=443 lifetime=") in log
+            assert f"reach mapping via={protocol} proto={proto} external_port=443 " \
+                   "result=removed" in log
+
+
+_HOLD = """
+import socket, time
+t = socket.socket(); t.bind(("", 443)); t.listen(1)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("", 443))
+time.sleep(3600)
+"""
+
+
+@pytest.mark.parametrize("protocol", ["upnp", "nat-pmp", "pcp"])
+def test_taken_external_port_gives_another_one(tmp_path: Path, protocol: str) -> None:
+    """The router itself uses 443 (its own remote admin page, say): miniupnpd will not map
+    it, we get another port, the same for TCP and UDP, and the status (what client-facing
+    URLs are built from) carries it."""
+    with Home(tmp_path, protocols=(protocol,)) as home:
+        home._spawn("router443", home.router, ["python3", "-c", _HOLD])
+        wait_for("router's own 443", lambda: home.router.tcp_listening(443), 10)
+        start_echo(home)
+        got = home.reach("run", "--once", "--keep", "--only", protocol, "--lan-address",
+                         APPLIANCE, "--lifetime", "300")
+        ports = {lease["external_port"] for lease in got["leases"]}
+        assert len(ports) == 1 and 443 not in ports, got
+        assert got["status"]["kind"] == "reachable"
+        assert {r["external_port"] for r in got["status"]["rules"]} == ports
+        assert through_router(home, ports.pop()) == "ocgate-lan echo:dtls?"
+
+
+def test_no_mapping_protocol_gives_the_manual_rule(tmp_path: Path) -> None:
+    with Home(tmp_path, protocols=()) as home:
+        got = home.reach("run", "--once", "--lan-address", APPLIANCE, timeout=90)
+    assert got["status"]["kind"] == "no-protocol"
+    assert got["status"]["manual_rule"] == RULE
+    assert "UPnP IGD, NAT-PMP and PCP" in got["status"]["explanation"]
+
+
+def test_cgnat_is_detected_and_said(tmp_path: Path) -> None:
+    with Home(tmp_path, cgnat=True) as home:
+        got = home.reach("run", "--once", "--lan-address", APPLIANCE, "--probe-target", BIND_IP,
+                         timeout=90)
+    st = got["status"]
+    assert st["kind"] == "cgnat", st
+    assert "100.64.0.0/10" in st["explanation"] and reach_rig.ISP_LAN in st["explanation"]
+    assert st["manual_rule"] == "", "no rule on the home router can help behind CGNAT"
+
+
+def test_router_restart_remaps_and_dns_follows_wan_change(tmp_path: Path) -> None:
+    with Home(tmp_path) as home:
+        secrets = tmp_path / "reach-secrets.json"
+        secrets.write_text(json.dumps({"tsig_secret": home.tsig_secret}))
+        os.chmod(secrets, 0o600)
+        start_echo(home)
+        st = service(home, tmp_path, "--lifetime", "30", "--check-every", "2",
+                     "--ddns", "rfc2136", "--name", NAME, "--secrets", str(secrets),
+                     "--dns-server", BIND_IP, "--dns-zone", reach_rig.ZONE,
+                     "--tsig-name", reach_rig.TSIG_NAME)
+        wait_for("A record", lambda: home.dig(NAME) == ROUTER_WAN, 30)
+        via = status(st)["via"]
+        mapped = time.monotonic()
+        time.sleep(6)  # router uptime (its epoch) long enough for a restart to show
+        # the router restarts with an empty table; the renewal is 15 s after the mapping, so
+        # a re-mapping before that comes from noticing the restart
+        home.restart_miniupnpd()
+        assert APPLIANCE not in home.router_rules()
+        wait_for("re-mapping", lambda: APPLIANCE in home.router_rules(), 8)
+        wait_for("traffic after the re-mapping",
+                 lambda: through_router(home) == "ocgate-lan echo:dtls?", 8)
+        assert time.monotonic() - mapped < 15, "re-mapped by the renewal, not on the restart"
+        assert f"reach mapping via={via} proto=tcp" in reach_log(home) and \
+            "result=remapped" in reach_log(home)
+        # the provider changes the router's address: the name follows within 60 s
+        changed = time.monotonic()
+        home.change_wan()
+        wait_for("A record after the WAN change", lambda: home.dig(NAME) == ROUTER_WAN2, 60)
+        took = time.monotonic() - changed
+        wait_for("traffic to the new WAN address",
+                 lambda: through_router(home) == "ocgate-lan echo:dtls?", 10)
+        # a lease of 30 s is renewed at half its life: within 15 s of the last (re-)mapping
+        assert took < 60
+        wait_for("a renewal", lambda: "result=renewed" in reach_log(home), 20)
+        log = reach_log(home)
+        assert f"reach ddns via=rfc2136 name={NAME} a={ROUTER_WAN2}" in log
+        assert home.tsig_secret not in log, "the TSIG secret must never be logged"
+
+
+def test_certificate_from_pebble_by_http01(tmp_path: Path) -> None:
+    with Home(tmp_path) as home:
+        ca = home.start_pebble()
+        secrets = tmp_path / "reach-secrets.json"
+        secrets.write_text(json.dumps({"tsig_secret": home.tsig_secret}))
+        os.chmod(secrets, 0o600)
+        home.reach("run", "--once", "--keep", "--lan-address", APPLIANCE, "--ddns", "rfc2136",
+                   "--name", NAME, "--secrets", str(secrets), "--dns-server", BIND_IP,
+                   "--dns-zone", reach_rig.ZONE, "--tsig-name", reach_rig.TSIG_NAME)
+        assert home.dig(NAME) == ROUTER_WAN
+        state = tmp_path / "acme"
+        got = home.reach("cert", "--directory", f"https://{PEBBLE_IP}:14000/dir", "--ca-bundle",
+                         str(ca), "--name", NAME, "--state", str(state), "--cert",
+                         str(state / "server-cert.pem"), "--key", str(state / "server-key.pem"),
+                         "--map-http01", "--lan-address", APPLIANCE, timeout=120)
+        assert "dport 80" not in home.router_rules() and " 80 " not in home.router_rules(), \
+            "port 80 must be mapped only while the challenge runs"
+        root = tmp_path / "pebble-root.pem"
+        root.write_text(home.pebble_root())
+        chain = (state / "server-cert.pem").read_text()
+        leaf = chain[:chain.index("-----END CERTIFICATE-----") + 26]
+        (tmp_path / "leaf.pem").write_text(leaf)
+        verify = subprocess.run(["openssl", "verify", "-CAfile", str(root), "-untrusted",
+                                 str(state / "server-cert.pem"), "-verify_hostname", NAME,
+                                 str(tmp_path / "leaf.pem")], capture_output=True, text=True)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert oct((state / "server-key.pem").stat().st_mode & 0o777) == "0o600"
+        assert "reach acme name=vpn.home.test challenge=http-01 result=answered" in \
+            (tmp_path / "reach.log").read_text()
+        assert got["renew_at"] < got["not_after"]
