@@ -110,7 +110,8 @@ class I18nHooks:
 
 
 def _hooks() -> I18nHooks:
-    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+    hooks: I18nHooks = current_app.extensions[EXTENSION]
+    return hooks
 
 
 def cookie_language() -> str | None:

@@ -55,7 +55,8 @@ class LanguagePrefs:
     def _update(self, change: dict[str, Any]) -> None:
         with self._lock:
             data = self._read()
-            accounts = data.get("accounts") if isinstance(data.get("accounts"), dict) else {}
+            stored = data.get("accounts")
+            accounts: dict[str, Any] = stored if isinstance(stored, dict) else {}
             if "default" in change:
                 data["default"] = change["default"]
             for name, code in change.get("accounts", {}).items():
