@@ -269,7 +269,8 @@ def _run_scenario(page: Any, base: str, shots: Shots, net: TestNet, server: harn
     page.goto(base + "/logs/?q=reloaded")
     assert "configuration reloaded" in page.inner_text("#log")
     page.goto(base + "/diagnostics/")
-    assert "TCP port 443" in page.inner_text("main") and "listening" in page.inner_text("main")
+    diagnostics = page.inner_text("main")
+    assert "TCP port 443" in diagnostics and "listening" in diagnostics.lower()
 
     # ---- sign out: the session is gone
     _submit(page, "#logout-form button[type=submit]")
