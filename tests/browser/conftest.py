@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.netns import Netns, TestNet, delete_all_created, sweep_stale
 from tests.prereqs import missing_e2e, require_e2e, require_module, require_path
+from tests.support.netns import Netns, TestNet, delete_all_created, sweep_stale
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

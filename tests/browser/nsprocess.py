@@ -7,8 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e import harness
-from tests.e2e.netns import Netns
+from tests.support import harness
+from tests.support.netns import Netns
 
 
 class NsProcess:

@@ -20,8 +20,8 @@ import pytest
 from appliance import pki
 from appliance.state import StateLayout
 from tests.browser.test_firstboot_wizard import DNS
-from tests.e2e import harness
-from tests.e2e.netns import TestNet
+from tests.support import harness
+from tests.support.netns import TestNet
 
 USER, PASSWORD = "carol", "amber Falcon river 58 tundra"
 

@@ -28,8 +28,8 @@ from appliance import pki
 from appliance.state import StateLayout
 from appliance.vpn.config import load_config
 from tests.browser.nsprocess import NsProcess
-from tests.e2e import harness
-from tests.e2e.netns import Netns, TestNet
+from tests.support import harness
+from tests.support.netns import Netns, TestNet
 
 ADMIN_PASSWORD = "quiet Harbor lantern 73 maple"
 VPN_USER = "alice"

@@ -50,8 +50,8 @@ from tests.browser.test_webui_e2e import (
     WebUIProcess,
     make_device_state,
 )
-from tests.e2e import harness
-from tests.e2e.netns import Netns, TestNet
+from tests.support import harness
+from tests.support.netns import Netns, TestNet
 
 UI_PORT = 8443
 CAROL, CAROL_PASSWORD = "carol", "granite Otter meadow 41 swift"

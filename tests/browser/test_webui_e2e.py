@@ -40,8 +40,8 @@ from appliance.state import StateLayout
 from appliance.vpn.config import ConfigDocument, write_config_atomic
 from appliance.vpn.passwd import hash_password
 from tests.browser.nsprocess import NsProcess
-from tests.e2e import harness
-from tests.e2e.netns import Netns, TestNet
+from tests.support import harness
+from tests.support.netns import Netns, TestNet
 
 ADMIN_PASSWORD = "quiet Harbor lantern 73 maple"
 ALICE, ALICE_PASSWORD = "alice", "seven Violet kites over 19 dunes"

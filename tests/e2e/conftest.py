@@ -21,9 +21,9 @@ from types import FrameType
 import psutil
 import pytest
 
-from tests.e2e import harness
-from tests.e2e.netns import TestNet, delete_all_created, sweep_stale
 from tests.prereqs import missing_e2e, require_e2e
+from tests.support import harness
+from tests.support.netns import TestNet, delete_all_created, sweep_stale
 
 _FAILED = pytest.StashKey[bool]()
 WORKDIR_PARENT = "/tmp"

@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from appliance import pki
-from tests.e2e import harness
-from tests.e2e.harness import Client, Server, ServerFiles, ping
-from tests.e2e.netns import TestNet
 from tests.prereqs import fail, require_command
+from tests.support import harness
+from tests.support.harness import Client, Server, ServerFiles, ping
+from tests.support.netns import TestNet
 
 UID_OID = "0.9.2342.19200300.100.1.1"
 OU_OID = "2.5.4.11"

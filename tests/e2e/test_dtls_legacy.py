@@ -20,8 +20,6 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e import harness
-from tests.e2e.harness import Client, ping
 from tests.e2e.test_vpn_dtls import (  # noqa: F401 - fixtures
     DEAD_PEER,
     ESTABLISHED,
@@ -38,6 +36,8 @@ from tests.e2e.test_vpn_dtls import (  # noqa: F401 - fixtures
     udp_snmp,
 )
 from tests.e2e.test_vpn_tls import Clients, Rig
+from tests.support import harness
+from tests.support.harness import Client, ping
 
 
 def connect_legacy(client: Client, rig: Rig, user: str, extra: list[str]) -> Wire:

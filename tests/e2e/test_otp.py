@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import harness
-from tests.e2e.harness import ServerFiles, ping
 from tests.e2e.test_auth_methods import InteractiveClient, Rig, auth_rig
+from tests.support import harness
+from tests.support.harness import ServerFiles, ping
 
 OTP_PROMPT = "Please enter your OTP password."
 AUTH_LINE = 'auth = "plain[passwd={passwd},otp={dir}/users.oath]"'

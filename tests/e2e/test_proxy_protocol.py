@@ -30,8 +30,9 @@ from pathlib import Path
 import pytest
 
 from appliance.vpn.protocol.proxyproto import build_v2
-from tests.e2e import harness
-from tests.e2e.netns import (
+from tests.prereqs import needs_command, require_command, require_e2e
+from tests.support import harness
+from tests.support.netns import (
     INSIDE_DNS,
     INSIDE_IP,
     INSIDE_ROUTE,
@@ -40,7 +41,6 @@ from tests.e2e.netns import (
     Link,
     Netns,
 )
-from tests.prereqs import needs_command, require_command, require_e2e
 
 pytestmark = needs_command("haproxy", "haproxy")
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import harness
 from tests.e2e.conftest import WORKDIR_PREFIX
-from tests.e2e.harness import Client, Server, ServerFiles, transfer
-from tests.e2e.netns import TestNet
 from tests.prereqs import require_command, require_e2e
+from tests.support import harness
+from tests.support.harness import Client, Server, ServerFiles, transfer
+from tests.support.netns import TestNet
 
 FREERADIUS = shutil.which("freeradius") or shutil.which("radiusd")
 SECRET = "e2e-" + secrets.token_hex(8)

@@ -42,10 +42,10 @@ from typing import IO, Any
 
 import pytest
 
-from tests.e2e import harness
-from tests.e2e.harness import Client, TransferResult, ping, transfer
-from tests.e2e.netns import Link, Netns, NetnsError
 from tests.e2e.test_vpn_tls import BackgroundPing, Clients, Rig, running_rig, wait_for
+from tests.support import harness
+from tests.support.harness import Client, TransferResult, ping, transfer
+from tests.support.netns import Link, Netns, NetnsError
 
 POOL = ipaddress.ip_network("203.0.113.0/24")
 MB = 1_000_000

@@ -38,10 +38,10 @@ from typing import IO, Any
 
 import pytest
 
-from tests.e2e import harness
-from tests.e2e.harness import Client, Server, ServerFiles, ping, transfer
-from tests.e2e.netns import Link, Netns, TestNet
 from tests.prereqs import require_e2e
+from tests.support import harness
+from tests.support.harness import Client, Server, ServerFiles, ping, transfer
+from tests.support.netns import Link, Netns, TestNet
 
 POOL = ipaddress.ip_network("203.0.113.0/24")
 SERVER_TUN_IP = str(POOL.network_address + 1)  # ocserv: the network's first address (§8.2)

@@ -1,6 +1,6 @@
 """Soak: many real openconnect clients log in, move traffic, log out, again and again.
 
-Every client has its own namespace and link (tests/e2e/netns.py), its own account and
+Every client has its own namespace and link (tests/support/netns.py), its own account and
 its own thread.  One cycle = password login, ping, a small transfer checked by digest,
 logout (SIGINT: openconnect sends BYE).  After the warm-up cycles of every client the
 server is sampled at rest (the baseline), again half-way and after the last cycle; what
@@ -31,10 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e import harness
-from tests.e2e.netns import Link, TestNet, sweep_stale
 from tests.soak import probe
 from tests.soak.nsock import DigestSink, digest_roundtrip
+from tests.support import harness
+from tests.support.netns import Link, TestNet, sweep_stale
 
 log = logging.getLogger("ocgate.soak")
 

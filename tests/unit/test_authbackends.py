@@ -46,8 +46,8 @@ from appliance.vpn.auth.registry import make_setup
 from appliance.vpn.config import AuthMethod, parse_config
 from appliance.vpn.protocol.tls.handshake import ServerHandshake, make_server_context
 from appliance.vpn.secmod.server import AuthState, SecMod
-from tests.e2e.harness import write_passwd
 from tests.prereqs import require_root
+from tests.support.harness import write_passwd
 
 UID = "0.9.2342.19200300.100.1.1"
 CN = "2.5.4.3"
