@@ -21,7 +21,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from tests.support.netns import (
     Link,
     Netns,
 )
+from tests.support.workdir import make_workdir, remove_workdir
 
 pytestmark = needs_command("haproxy", "haproxy")
 
@@ -203,12 +203,9 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup() -> Iterator[Setup]:
-    from tests.e2e.conftest import WORKDIR_PARENT, WORKDIR_PREFIX
-
     require_e2e()
     require_command("haproxy", "haproxy")
-    workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=WORKDIR_PARENT))
-    workdir.chmod(0o755)
+    workdir = make_workdir()
     users = {name: f"{name[0]}-" + secrets.token_urlsafe(9) for name in ("alice", "bob", "carol")}
     net = build_network()
     haproxy = None
@@ -249,8 +246,7 @@ def setup() -> Iterator[Setup]:
                 if os.environ.get("OCGATE_E2E_VERBOSE"):
                     print(harness.tail_lines(gw.server.log, 60))
         net.close()
-        if os.environ.get("OCGATE_E2E_KEEP") != "1":
-            shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
 
 
 def _connect_through_proxy(setup: Setup, index: int, user: str) -> tuple[harness.Client, Gateway]:

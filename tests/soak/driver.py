@@ -21,10 +21,8 @@ import logging
 import os
 import random
 import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +33,7 @@ from tests.soak import probe
 from tests.soak.nsock import DigestSink, digest_roundtrip
 from tests.support import harness
 from tests.support.netns import Link, TestNet, sweep_stale
+from tests.support.workdir import make_workdir, remove_workdir
 
 log = logging.getLogger("ocgate.soak")
 
@@ -348,8 +347,7 @@ def restore_server_route(link: Link) -> None:
 
 def run_soak(cfg: SoakConfig) -> SoakReport:
     """Build the namespaces, run, tear everything down; the report survives the teardown."""
-    workdir = cfg.workdir or Path(tempfile.mkdtemp(prefix=f"ocg-e2e-{os.getpid()}-",
-                                                   dir="/tmp"))
+    workdir = cfg.workdir or make_workdir()
     workdir.chmod(0o755)
     keep = cfg.keep
     try:
@@ -357,10 +355,7 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
             report = SoakRun(cfg, net, workdir).execute()
         keep = keep or bool(report.problems())  # the logs are what explains a failure
     finally:
-        if keep:
-            print(f"soak work dir kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir, keep=keep, tag="soak")
     return report
 
 
