@@ -23,7 +23,7 @@ from appliance.web.vpnclient import VpnCommandError, VpnControl, VpnUnavailable
 from appliance.webui import WebUIContext, create_app
 from tests.support.control import LoopThread
 from tests.support.fakes import FakeProvider
-from tests.unit.test_webui_support import ADMIN, ADMIN_PASSWORD, make_state
+from tests.support.webui import ADMIN, ADMIN_PASSWORD, make_state
 
 
 def one_user_provider() -> FakeProvider:
