@@ -40,6 +40,7 @@ from tests.support.netns import (
     Link,
     Netns,
 )
+from tests.support.processes import stop_process
 from tests.support.workdir import make_workdir, remove_workdir
 
 pytestmark = needs_command("haproxy", "haproxy")
@@ -237,9 +238,8 @@ def setup() -> Iterator[Setup]:
         for c in state.clients:
             c.close()
     finally:
-        if haproxy is not None and haproxy.poll() is None:
-            haproxy.terminate()
-            haproxy.wait(5)
+        if haproxy is not None:
+            stop_process(haproxy)
         for gw in net.gateways:
             if gw.server is not None:
                 gw.server.stop()

@@ -27,6 +27,7 @@ from tests.prereqs import require_command, require_e2e
 from tests.support import harness
 from tests.support.harness import Client, transfer
 from tests.support.netns import TestNet
+from tests.support.processes import stop_process
 from tests.support.rig import Rig, running_rig
 from tests.support.waiting import wait_until
 from tests.support.workdir import workdir as new_workdir
@@ -186,13 +187,8 @@ class FreeRadius:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc, 10)
         self.proc = None
 
     @property

@@ -50,6 +50,7 @@ SETUP = """
 import fcntl, json, os, select, socket, struct, subprocess
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from appliance.vpn.main.tun import configure_tun, link_exists, open_tun, remove_tun, set_mtu
+from tests.support.packets import internet_checksum as checksum
 
 def ip_json(*args):
     out = subprocess.run(["ip", "-j", *args], check=True, capture_output=True, text=True)
@@ -59,11 +60,4 @@ def read_packet(fd, timeout=3.0):
     select.select([fd], [], [], timeout)
     return os.read(fd, 65535)
 
-def checksum(data):
-    if len(data) % 2:
-        data += b"\\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 """
