@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.e2e import harness
-from tests.e2e.netns import TestNet
+from tests.support import harness
+from tests.support.netns import TestNet
 
 
 def measure(kind: str, sessions: int) -> dict[str, float]:

@@ -13,7 +13,6 @@ browser can ever leave the machine.  Screenshots go to ``tests/artifacts/firstbo
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.netns import Netns, TestNet, delete_all_created, sweep_stale
 from tests.prereqs import missing_e2e, require_e2e, require_module, require_path
+from tests.support.netns import Netns, TestNet, delete_all_created, sweep_stale
+from tests.support.workdir import workdir as support_workdir
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -70,13 +70,8 @@ def browser_e2e() -> None:
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     """0755 (the server's workers run as nobody), named so e2e sweeps find leftovers."""
-    path = Path(tempfile.mkdtemp(prefix=f"ocg-e2e-{os.getpid()}-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    if os.environ.get("OCGATE_E2E_KEEP") == "1":
-        print(f"\n[browser] work dir kept: {path}")
-    else:
-        shutil.rmtree(path, ignore_errors=True)
+    with support_workdir("browser") as path:
+        yield path
 
 
 @pytest.fixture

@@ -19,9 +19,8 @@ import pytest
 
 from appliance import pki
 from appliance.state import StateLayout
-from tests.browser.test_firstboot_wizard import DNS
-from tests.e2e import harness
-from tests.e2e.netns import TestNet
+from tests.support import harness
+from tests.support.netns import INSIDE_DNS, TestNet
 
 USER, PASSWORD = "carol", "amber Falcon river 58 tundra"
 
@@ -38,7 +37,7 @@ def _wait_for(predicate, timeout: float, what: str, log: Path) -> None:  # noqa:
 def devrun(net: TestNet, workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     device = net.server_ns
     device.etc_dir.mkdir(parents=True, exist_ok=True)
-    (device.etc_dir / "resolv.conf").write_text(f"nameserver {DNS}\n")
+    (device.etc_dir / "resolv.conf").write_text(f"nameserver {INSIDE_DNS}\n")
     log = workdir / "devrun.log"
     argv = [sys.executable, "-u", "-m", "appliance.devrun", "--state", str(workdir / "state"),
             "--wizard-host", net.server_ip, "--no-mdns", "--subnet-policy", "documentation"]

@@ -27,16 +27,15 @@ from typing import Any
 from appliance import pki
 from appliance.state import StateLayout
 from appliance.vpn.config import load_config
-from tests.browser.nsprocess import NsProcess
-from tests.e2e import harness
-from tests.e2e.netns import Netns, TestNet
+from tests.support import harness
+from tests.support.netns import INSIDE_DNS, Netns, TestNet
+from tests.support.nsprocess import NsProcess
 
 ADMIN_PASSWORD = "quiet Harbor lantern 73 maple"
 VPN_USER = "alice"
 VPN_PASSWORD = "seven Violet kites over 19 dunes"
 COLLIDING_ROUTE = "203.0.113.0/26"
 EXPECTED_POOL = "203.0.113.64/26"
-DNS = "198.51.100.53"
 
 
 class WizardProcess(NsProcess):
@@ -67,7 +66,7 @@ def test_wizard_from_fresh_state_to_vpn_connection(
     device = net.server_ns
     device.ip("route", "add", "blackhole", COLLIDING_ROUTE)
     device.etc_dir.mkdir(parents=True, exist_ok=True)  # the device's own resolver
-    (device.etc_dir / "resolv.conf").write_text(f"nameserver {DNS}\n")
+    (device.etc_dir / "resolv.conf").write_text(f"nameserver {INSIDE_DNS}\n")
     layout = StateLayout.at(workdir / "state")
     wizard = WizardProcess(device, layout.root, workdir / "wizard.log")
     try:
@@ -134,7 +133,7 @@ def _walk_through_wizard(context: Any, net: TestNet, shots: Path, code: str) -> 
     assert page.url.endswith("/setup/subnet")
     assert EXPECTED_POOL in page.inner_text("#proposal")
     assert page.input_value("#pool") == EXPECTED_POOL
-    assert page.input_value("#dns").strip() == DNS
+    assert page.input_value("#dns").strip() == INSIDE_DNS
     _shot(page, shots, "06-subnet-proposed")
     page.fill("#pool", "203.0.113.0/24")
     _submit(page, "subnet-form")

@@ -40,35 +40,25 @@ from appliance.state import StateLayout
 from appliance.vpn.config import ConfigDocument, write_config_atomic
 from appliance.vpn.passwd import hash_password
 from appliance.webui.totp import secret_from_text, totp_code
-from tests.browser.test_webui_e2e import (
+from tests.support import harness
+from tests.support.device import (
     ADMIN_PASSWORD,
     ALICE,
     ALICE_PASSWORD,
     BOB,
     BOB_PASSWORD,
+    UI_PORT,
     Shots,
     WebUIProcess,
+    device_server_files,
     make_device_state,
 )
-from tests.e2e import harness
-from tests.e2e.netns import Netns, TestNet
+from tests.support.netns import Netns, TestNet
 
-UI_PORT = 8443
 CAROL, CAROL_PASSWORD = "carol", "granite Otter meadow 41 swift"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _files(net: TestNet, workdir: Path, layout: StateLayout, pin_from: StateLayout,
-           users: dict[str, str]) -> harness.ServerFiles:
-    cert = pki.load_cert(pin_from.server_cert)
-    return harness.ServerFiles(
-        dir=workdir, conf=layout.conf, cert=layout.server_cert, key=layout.server_key,
-        ca=layout.ca_cert, ca_key=layout.ca_key, passwd=layout.passwd,
-        pin=pki.pin_sha256(cert), sha1=pki.sha1_fingerprint_hex(cert),
-        device=f"ocgt{net.block}", users=users, socket_file=layout.socket_file,
-        occtl_socket=layout.occtl_socket, pid_file=layout.pid_file)
 
 
 def _browser(browser_in: Callable[[Netns], Any], monkeypatch: pytest.MonkeyPatch,
@@ -119,7 +109,7 @@ def test_totp_client_certificates_and_radius_notice(
     started = time.monotonic()
     shots = Shots(artifacts("webui-accounts"))
     layout = make_device_state(net, workdir / "state")
-    files = _files(net, workdir, layout, layout, {ALICE: ALICE_PASSWORD})
+    files = device_server_files(net, workdir, layout, layout, {ALICE: ALICE_PASSWORD})
     server = harness.Server(net, files)
     webui = WebUIProcess(net.server_ns, layout, net.server_ip, workdir / "webui.log",
                          server.log_path)
@@ -242,7 +232,7 @@ def test_backup_factory_reset_restore_then_connect(
     shots = Shots(artifacts("webui-restore"))
     layout = make_device_state(net, workdir / "state")
     old_pin = pki.pin_sha256(pki.load_cert(layout.server_cert))
-    files = _files(net, workdir, layout, layout, {ALICE: ALICE_PASSWORD})
+    files = device_server_files(net, workdir, layout, layout, {ALICE: ALICE_PASSWORD})
     server = harness.Server(net, files)
     base_args = list(browser_in.__globals__["CHROMIUM_ARGS"])  # type: ignore[attr-defined]
     base = f"https://{net.server_ip}:{UI_PORT}"

@@ -17,7 +17,6 @@ Screenshots of every page, light and dark: tests/artifacts/webui/.
 from __future__ import annotations
 
 import ipaddress
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,95 +25,28 @@ from typing import Any
 
 import pytest
 
-from appliance import pki
-from appliance.firstboot.apply import apply_plan
-from appliance.firstboot.certs import make_certificates
-from appliance.firstboot.plan import (
-    AdminAccount,
-    FirstUser,
-    NetworkChoice,
-    SetupPlan,
-    SubnetChoice,
+from tests.support import harness
+from tests.support.device import (
+    ADMIN_PASSWORD,
+    ALICE,
+    ALICE_PASSWORD,
+    BOB,
+    BOB_PASSWORD,
+    UI_PORT,
+    Shots,
+    WebUIProcess,
+    device_server_files,
+    make_device_state,
 )
-from appliance.state import StateLayout
-from appliance.vpn.config import ConfigDocument, write_config_atomic
-from appliance.vpn.passwd import hash_password
-from tests.browser.nsprocess import NsProcess
-from tests.e2e import harness
-from tests.e2e.netns import Netns, TestNet
+from tests.support.netns import Netns, TestNet
+from tests.support.waiting import wait_until
 
-ADMIN_PASSWORD = "quiet Harbor lantern 73 maple"
-ALICE, ALICE_PASSWORD = "alice", "seven Violet kites over 19 dunes"
-BOB, BOB_PASSWORD = "bob", "amber Falcon river 58 tundra"
 NEW_ROUTE = "192.0.2.0/24"
-UI_PORT = 8443
-
-
-def make_device_state(net: TestNet, root: Path) -> StateLayout:
-    """What the wizard leaves behind, for this test network (LAN-only routes)."""
-    layout = StateLayout.at(root)
-    certs = make_certificates("ocgate", [], [net.server_ip])
-    plan = SetupPlan(
-        admin=AdminAccount("admin", hash_password(ADMIN_PASSWORD)),
-        network=NetworkChoice(net.server_ip, [], [net.server_ip]),
-        subnet=SubnetChoice(ipaddress.ip_network(net.pool), None, False,
-                            [ipaddress.ip_network(net.route)], [net.dns]),
-        certs=certs,
-        user=FirstUser(ALICE, "password", password_hash=hash_password(ALICE_PASSWORD)),
-    )
-    apply_plan(plan, layout)
-    doc = ConfigDocument.load(str(layout.conf))
-    for key, value in (("max-ban-score", "0"), ("device", f"ocgt{net.block}"),
-                       ("rate-limit-ms", "0")):
-        doc.set(key, value)
-    write_config_atomic(str(layout.conf), doc.text())
-    return layout
-
-
-class WebUIProcess(NsProcess):
-    """``python3 -m appliance.webui --https`` in the server namespace."""
-
-    def __init__(self, ns: Netns, layout: StateLayout, host: str, log: Path,
-                 server_log: Path) -> None:
-        super().__init__(ns, [sys.executable, "-u", "-m", "appliance.webui", "--state",
-                              str(layout.root), "--host", host, "--port", str(UI_PORT),
-                              "--https", "--log-file", str(server_log)], log)
-
-    def wait_listening(self, timeout: float = 20.0) -> None:
-        self.wait_port(UI_PORT, "admin UI", timeout)
-
-
-class Shots:
-    """Full-page screenshots, each page in the light and the dark colour scheme.
-
-    (Waiting happens in Python: Playwright's string predicates need 'unsafe-eval', which
-    the UI's Content Security Policy rightly forbids.)
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.count = 0
-
-    def __call__(self, page: Any, name: str) -> None:
-        self.count += 1
-        for scheme in ("light", "dark"):
-            page.emulate_media(color_scheme=scheme)
-            page.screenshot(path=str(self.folder / f"{self.count:02d}-{name}-{scheme}.png"),
-                            full_page=True)
-        page.emulate_media(color_scheme="light")
 
 
 def _submit(page: Any, selector: str) -> None:
     with page.expect_navigation():
         page.click(selector)
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_admin_ui_end_to_end(
@@ -124,14 +56,8 @@ def test_admin_ui_end_to_end(
     started = time.monotonic()
     shots = Shots(artifacts("webui"))
     layout = make_device_state(net, workdir / "state")
-    cert = pki.load_cert(layout.server_cert)
-    pin = pki.pin_sha256(cert)
-    files = harness.ServerFiles(
-        dir=workdir, conf=layout.conf, cert=layout.server_cert, key=layout.server_key,
-        ca=layout.ca_cert, ca_key=layout.ca_key, passwd=layout.passwd, pin=pin,
-        sha1=pki.sha1_fingerprint_hex(cert), device=f"ocgt{net.block}",
-        users={ALICE: ALICE_PASSWORD}, socket_file=layout.socket_file,
-        occtl_socket=layout.occtl_socket, pid_file=layout.pid_file)
+    files = device_server_files(net, workdir, layout, layout, {ALICE: ALICE_PASSWORD})
+    pin = files.pin
     server = harness.Server(net, files)
     webui = WebUIProcess(net.server_ns, layout, net.server_ip, workdir / "webui.log",
                          server.log_path)
@@ -204,7 +130,7 @@ def _run_scenario(page: Any, base: str, shots: Shots, net: TestNet, server: harn
         harness.transfer(net, 3_000_000, "down"), harness.transfer(net, 1_000_000, "up")))
     traffic.start()
     page.goto(base + "/")
-    _wait_for(lambda: page.inner_text("#session-count").strip() == "1", 10, "the session count")
+    wait_until(lambda: page.inner_text("#session-count").strip() == "1", 10, "the session count")
 
     # ---- the session appears with live bytes (the page updates itself)
     page.goto(base + "/sessions/")
@@ -214,10 +140,10 @@ def _run_scenario(page: Any, base: str, shots: Shots, net: TestNet, server: harn
     assert str(ipaddress.ip_address(laptop.address())) in page.inner_text(row)
     traffic.join(30)
     cell = f"{row} td[data-field=tx_h]"
-    _wait_for(lambda: "MB" in page.inner_text(cell), 25, "live byte counters")
+    wait_until(lambda: "MB" in page.inner_text(cell), 25, "live byte counters")
     shots(page, "sessions-live-bytes")
     page.goto(base + "/")
-    _wait_for(lambda: len((page.get_attribute("#series-tx", "points") or "").split()) > 1,
+    wait_until(lambda: len((page.get_attribute("#series-tx", "points") or "").split()) > 1,
               15, "the throughput graph")
     shots(page, "dashboard")
 
@@ -234,7 +160,7 @@ def _run_scenario(page: Any, base: str, shots: Shots, net: TestNet, server: harn
     _submit(page, "#apply-form button[type=submit]")
     assert "connected users stay connected" in page.inner_text(".notice-success")
     shots(page, "settings-dns-routes")
-    _wait_for(lambda: "configuration reloaded" in server.log, 10, "the server's reload")
+    wait_until(lambda: "configuration reloaded" in server.log, 10, "the server's reload")
 
     # ---- a new session gets the new route; the existing one stays up
     assert second.connect(ALICE, ALICE_PASSWORD), second.log

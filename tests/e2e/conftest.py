@@ -9,26 +9,24 @@ directories (configs, logs, env dumps) of the tests for inspection.
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
+import contextlib
 import signal
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
-import psutil
 import pytest
 
-from tests.e2e import harness
-from tests.e2e.netns import TestNet, delete_all_created, sweep_stale
 from tests.prereqs import missing_e2e, require_e2e
+from tests.support import harness
+from tests.support.netns import TestNet, delete_all_created, sweep_stale
+from tests.support.rig import Clients, Rig, make_accounts, print_live_server_logs, running_rig
+from tests.support.workdir import remove_live_workdirs, sweep_stale_workdirs
+from tests.support.workdir import workdir as support_workdir
 
 _FAILED = pytest.StashKey[bool]()
-WORKDIR_PARENT = "/tmp"
-WORKDIR_PREFIX = "ocg-e2e-"
-_WORKDIRS: set[Path] = set()
+RIG_USERS = ("alice", "bob", "carol", "dave")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -60,7 +58,7 @@ def _e2e_session() -> Iterator[None]:
         yield  # each test fails in _e2e_requirements, naming what is missing
         return
     sweep_stale()
-    _sweep_stale_workdirs()
+    sweep_stale_workdirs()
     previous = signal.getsignal(signal.SIGTERM)
     if previous == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
@@ -70,8 +68,7 @@ def _e2e_session() -> Iterator[None]:
         if previous == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         delete_all_created()
-        for path in list(_WORKDIRS):  # tests interrupted before their own teardown
-            _remove_workdir(path)
+        remove_live_workdirs()
 
 
 @pytest.fixture(autouse=True)
@@ -82,27 +79,8 @@ def _e2e_requirements() -> None:
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     """A 0755 directory under /tmp (pytest's tmp_path is 0700, which ``nobody`` cannot enter)."""
-    path = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=WORKDIR_PARENT))
-    path.chmod(0o755)
-    _WORKDIRS.add(path)
-    yield path
-    _remove_workdir(path)
-
-
-def _remove_workdir(path: Path) -> None:
-    _WORKDIRS.discard(path)
-    if os.environ.get("OCGATE_E2E_KEEP") == "1":
-        print(f"\n[e2e] work dir kept: {path}")
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _sweep_stale_workdirs() -> None:
-    """Work dirs of runs that died (named with their pid, like the namespaces)."""
-    for path in Path(WORKDIR_PARENT).glob(f"{WORKDIR_PREFIX}*-*"):
-        pid = path.name[len(WORKDIR_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+    with support_workdir() as path:
+        yield path
 
 
 @pytest.fixture
@@ -114,7 +92,7 @@ def net() -> Iterator[TestNet]:
 @pytest.fixture
 def users() -> dict[str, str]:
     """Test accounts: username -> random password."""
-    return {"alice": "a-" + secrets.token_urlsafe(9), "bob": "b-" + secrets.token_urlsafe(9)}
+    return make_accounts(("alice", "bob"))
 
 
 @pytest.fixture
@@ -172,6 +150,48 @@ def make_client(
         client.close()
         if _failed(request) and client.log:
             print(f"\n[e2e] {client.name} openconnect log:\n{harness.tail_lines(client.log, 60)}")
+
+
+@pytest.fixture(scope="module")
+def accounts() -> dict[str, str]:
+    """The accounts of the module's rigs (override in a module for other names)."""
+    return make_accounts(RIG_USERS)
+
+
+@pytest.fixture
+def make_rig(
+    request: pytest.FixtureRequest, accounts: dict[str, str]
+) -> Iterator[Callable[..., Rig]]:
+    """A server of the test's own (keyword arguments as for ``rig.running_rig``).
+
+    When the test failed, the logs of every running server (the module's shared ones too)
+    are printed before this fixture stops the test's own servers.
+    """
+    with contextlib.ExitStack() as stack:
+
+        def factory(label: str, **kwargs: Any) -> Rig:
+            return stack.enter_context(running_rig(accounts, label=label, **kwargs))
+
+        yield factory
+        if _failed(request):
+            print_live_server_logs()
+
+
+@pytest.fixture
+def clients(request: pytest.FixtureRequest, make_rig: Callable[..., Rig]) -> Iterator[Clients]:
+    """Closed before the servers stop (and before their work dirs are removed)."""
+    made = Clients()
+    yield made
+    made.close(dump=_failed(request))
+
+
+@pytest.fixture
+def opened() -> Iterator[list[harness.Client]]:
+    """Clients a test started against a rig it holds itself; logged out at the end."""
+    made: list[harness.Client] = []
+    yield made
+    for client in made:
+        client.close()
 
 
 @pytest.fixture

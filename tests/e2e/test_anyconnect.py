@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import harness
-from tests.e2e.harness import Client, Server, ServerFiles
-from tests.e2e.netns import TestNet
+from tests.support import harness
+from tests.support.harness import Client, Server, ServerFiles
+from tests.support.netns import TestNet
 
 ANYCONNECT_UA = "AnyConnect Windows 4.10.07061"
 AC_ARGS = ["--useragent", ANYCONNECT_UA, "--os", "win"]

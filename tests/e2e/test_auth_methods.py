@@ -8,11 +8,9 @@ certificates are made by the server's throwaway CA (harness.make_server_files wr
 
 from __future__ import annotations
 
-import contextlib
 import ctypes.util
 import datetime
 import grp
-import json
 import pwd
 import secrets
 import subprocess
@@ -27,86 +25,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from appliance import pki
-from tests.e2e import harness
-from tests.e2e.harness import Client, Server, ServerFiles, ping
-from tests.e2e.netns import TestNet
 from tests.prereqs import fail, require_command
+from tests.support import harness
+from tests.support.harness import Client, ServerFiles, ping
+from tests.support.rig import running_rig
 
 UID_OID = "0.9.2342.19200300.100.1.1"
 OU_OID = "2.5.4.11"
-
-
-# ---------------------------------------------------------------- rig
-
-
-class InteractiveClient(Client):
-    """openconnect answering prompts from stdin, one line each, in order (no
-    ``--non-inter``): the first line is the password, the rest answer later questions."""
-
-    def common_args(self) -> list[str]:
-        return [arg for arg in super().common_args() if arg != "--non-inter"]
-
-    def answer(self, user: str, lines: Sequence[str], *, extra_args: Sequence[str] = (),
-               timeout: float = 30.0) -> bool:
-        return self.connect(user, "\n".join(lines), extra_args=extra_args, timeout=timeout)
-
-
-@dataclass
-class Rig:
-    net: TestNet
-    files: ServerFiles
-    server: Server
-    workdir: Path
-
-    def client(self, name: str, *, new_link: bool = False) -> Client:
-        link = self.net.add_client() if new_link else self.net.primary
-        return Client(self.net, self.files, link=link, name=name)
-
-    def interactive(self, name: str) -> InteractiveClient:
-        return InteractiveClient(self.net, self.files, link=self.net.primary, name=name)
-
-    def users(self) -> list[dict]:
-        return json.loads(self.server.occtl("-j", "show", "users").stdout)
-
-
-@contextlib.contextmanager
-def auth_rig(workdir: Path, users: dict[str, str], auth_lines: Sequence[str],
-             extra: Sequence[str] = (),
-             prepare: Callable[[ServerFiles], None] | None = None) -> Iterator[Rig]:
-    """A server whose ``auth`` lines are replaced by ``auth_lines`` (``{passwd}``, ``{ca}``
-    and ``{dir}`` are filled in); ``prepare`` runs once the CA exists, before the start."""
-    with TestNet() as net:
-        files = harness.make_server_files(workdir, net, users=users)
-        if prepare is not None:
-            prepare(files)
-        fill = {"passwd": files.passwd, "ca": files.ca, "dir": workdir}
-        lines = [line for line in files.conf_lines if not line.startswith("auth =")]
-        lines += [line.format(**fill) for line in [*auth_lines, *extra]]
-        files.conf_lines = lines
-        files.conf.write_text("\n".join(lines) + "\n")
-        server = Server(net, files, harness.server_command())
-        try:
-            server.start()
-            yield Rig(net, files, server, workdir)
-        except BaseException:
-            print(f"\n[e2e] server log:\n{harness.tail_lines(server.log, 80)}")
-            raise
-        finally:
-            server.stop()
-
-
-@pytest.fixture
-def users() -> dict[str, str]:
-    return {"alice": "a-" + secrets.token_urlsafe(9), "bob": "b-" + secrets.token_urlsafe(9)}
-
-
-@pytest.fixture
-def opened() -> Iterator[list[Client]]:
-    """Clients a test started; logged out at the end, logs printed if it failed."""
-    made: list[Client] = []
-    yield made
-    for client in made:
-        client.close()
 
 
 # ---------------------------------------------------------------- certificates
@@ -155,8 +80,8 @@ def foreign_cert(files: ServerFiles, username: str) -> tuple[Path, Path]:
     return _write_pair(files.dir / "client-certs", f"foreign-{username}", key, cert)
 
 
-def write_crl(files: ServerFiles, revoked: Sequence[Path]) -> Path:
-    """A CRL of the server's CA revoking the certificates in ``revoked``."""
+def write_crl(files: ServerFiles, revoked: Sequence[Path]) -> None:
+    """``crl.pem``: a CRL of the server's CA revoking the certificates in ``revoked``."""
     ca_key, ca = pki.load_key(files.ca_key), pki.load_cert(files.ca)
     now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
@@ -166,9 +91,8 @@ def write_crl(files: ServerFiles, revoked: Sequence[Path]) -> Path:
         serial = pki.load_cert(path).serial_number
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
-    path = files.dir / "crl.pem"
-    path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(Encoding.PEM))
-    return path
+    crl = builder.sign(ca_key, hashes.SHA256()).public_bytes(Encoding.PEM)
+    (files.dir / "crl.pem").write_bytes(crl)
 
 
 def cert_args(pair: tuple[Path, Path]) -> list[str]:
@@ -187,7 +111,7 @@ def test_certificate_only(workdir: Path, users: dict[str, str],
                           opened: list[Client]) -> None:
     """auth = certificate: the init POST is answered with ``complete``; no cert or a cert
     from another CA gets 401 (docs/protocol.md §2.6, §2.7)."""
-    with auth_rig(workdir, users, ["auth = certificate", *CA_LINES]) as rig:
+    with running_rig(users, workdir=workdir, auth=["auth = certificate", *CA_LINES]) as rig:
         client = rig.client("cert")
         opened.append(client)
         # the password is deliberately wrong: it must never be asked for
@@ -215,8 +139,9 @@ def test_certificate_only(workdir: Path, users: dict[str, str],
 def test_certificate_revoked_by_crl(workdir: Path, users: dict[str, str],
                                    opened: list[Client]) -> None:
     """crl: a revoked certificate is refused; the file is re-read when it changes."""
-    with auth_rig(workdir, users, ["auth = certificate", *CA_LINES, "crl = {dir}/crl.pem"],
-                  prepare=lambda files: write_crl(files, [])) as rig:
+    with running_rig(users, workdir=workdir,
+                     auth=["auth = certificate", *CA_LINES, "crl = {dir}/crl.pem"],
+                     prepare=lambda files: write_crl(files, [])) as rig:
         good = rig.client("good")
         opened.append(good)
         assert good.connect("bob", "x", extra_args=cert_args(client_cert(rig.files, "bob")))
@@ -234,8 +159,9 @@ def test_certificate_and_password(workdir: Path, users: dict[str, str],
                                   opened: list[Client]) -> None:
     """auth = plain + auth = certificate: both are needed, and they must name the same
     user."""
-    with auth_rig(workdir, users, ['auth = "plain[passwd={passwd}]"', "auth = certificate",
-                                   *CA_LINES]) as rig:
+    with running_rig(users, workdir=workdir,
+                     auth=['auth = "plain[passwd={passwd}]"', "auth = certificate",
+                           *CA_LINES]) as rig:
         alice_cert = cert_args(client_cert(rig.files, "alice"))
         both = rig.client("both")
         opened.append(both)
@@ -265,8 +191,8 @@ def test_certificate_and_password(workdir: Path, users: dict[str, str],
 def test_enable_auth_certificate_or_password(workdir: Path, users: dict[str, str],
                                              opened: list[Client]) -> None:
     """enable-auth = certificate: a certificate suffices, otherwise the password form."""
-    with auth_rig(workdir, users, ['auth = "plain[passwd={passwd}]"',
-                                   "enable-auth = certificate", *CA_LINES]) as rig:
+    with running_rig(users, workdir=workdir, auth=['auth = "plain[passwd={passwd}]"',
+                                                   "enable-auth = certificate", *CA_LINES]) as rig:
         by_cert = rig.client("by-cert")
         opened.append(by_cert)
         assert by_cert.connect("bob", "wrong-and-unused", extra_args=cert_args(
@@ -290,9 +216,9 @@ def test_enable_auth_certificate_or_password(workdir: Path, users: dict[str, str
 def test_certificate_groups_and_san_user(workdir: Path, users: dict[str, str],
                                          opened: list[Client]) -> None:
     """cert-group-oid (several OUs: a group form first, §2.6) and SAN(rfc822name)."""
-    with auth_rig(workdir, users, ["auth = certificate", "ca-cert = {ca}",
-                                   "cert-user-oid = SAN(rfc822name)",
-                                   f"cert-group-oid = {OU_OID}"]) as rig:
+    with running_rig(users, workdir=workdir, auth=["auth = certificate", "ca-cert = {ca}",
+                                                   "cert-user-oid = SAN(rfc822name)",
+                                                   f"cert-group-oid = {OU_OID}"]) as rig:
         pair = client_cert(rig.files, "carol", groups=["staff", "admins"],
                            email="carol@e2e.test")
         first = rig.interactive("groups")
@@ -439,7 +365,7 @@ def test_pam_login(workdir: Path, users: dict[str, str], opened: list[Client],
     """auth = pam: the password goes through a real pam_unix stack in the sec-mod; the
     session's group is the user's primary Unix group."""
     service = pam_service(["auth required pam_unix.so"])
-    with auth_rig(workdir, users, [pam_line(service)]) as rig:
+    with running_rig(users, workdir=workdir, auth=[pam_line(service)]) as rig:
         client = rig.client("pam")
         opened.append(client)
         assert client.connect(unix_user.name, unix_user.password), client.log
@@ -465,7 +391,7 @@ def test_pam_two_step_conversation(workdir: Path, users: dict[str, str],
     code = str(secrets.randbelow(10**6)).zfill(6)
     module = otp_module(workdir)
     service = pam_service(["auth requisite pam_unix.so", f"auth required {module} code={code}"])
-    with auth_rig(workdir, users, [pam_line(service)]) as rig:
+    with running_rig(users, workdir=workdir, auth=[pam_line(service)]) as rig:
         client = rig.interactive("otp")
         opened.append(client)
         assert client.answer(unix_user.name, [unix_user.password, code]), client.log
@@ -488,7 +414,8 @@ def test_pam_gid_min_refuses_low_primary_group(workdir: Path, users: dict[str, s
                                                pam_service: Callable[[Sequence[str]], str]
                                                ) -> None:
     service = pam_service(["auth required pam_unix.so"])
-    with auth_rig(workdir, users, [pam_line(service, gid_min=unix_user.gid + 1)]) as rig:
+    with running_rig(users, workdir=workdir,
+                     auth=[pam_line(service, gid_min=unix_user.gid + 1)]) as rig:
         client = rig.client("lowgid")
         opened.append(client)
         assert not client.connect(unix_user.name, unix_user.password)
@@ -506,11 +433,11 @@ def test_select_group_rules(workdir: Path, users: dict[str, str],
     def groups(files: ServerFiles) -> None:
         harness.write_passwd(files.passwd, users, {"alice": "staff,admins", "bob": "ops"})
 
-    with auth_rig(workdir, users, ['auth = "plain[passwd={passwd}]"'],
-                  extra=["select-group = staff[Staff members]",
-                         "select-group = admins[Administrators]",
-                         "default-select-group = DEFAULT", "auto-select-group = true"],
-                  prepare=groups) as rig:
+    with running_rig(users, workdir=workdir, auth=['auth = "plain[passwd={passwd}]"'],
+                     extra_conf=["select-group = staff[Staff members]",
+                                 "select-group = admins[Administrators]",
+                                 "default-select-group = DEFAULT", "auto-select-group = true"],
+                     prepare=groups) as rig:
 
         def login_group(user: str, authgroup: str) -> str | None:
             client = rig.client(f"{user}-{authgroup.replace(' ', '_')}")
@@ -541,10 +468,10 @@ def test_select_group_by_url(workdir: Path, users: dict[str, str],
     def groups(files: ServerFiles) -> None:
         harness.write_passwd(files.passwd, users, {"alice": "staff,admins", "bob": "ops"})
 
-    with auth_rig(workdir, users, ['auth = "plain[passwd={passwd}]"'],
-                  extra=["select-group = staff", "select-group = admins",
-                         "select-group-by-url = true"],
-                  prepare=groups) as rig:
+    with running_rig(users, workdir=workdir, auth=['auth = "plain[passwd={passwd}]"'],
+                     extra_conf=["select-group = staff", "select-group = admins",
+                                 "select-group-by-url = true"],
+                     prepare=groups) as rig:
         alice = rig.client("alice-url")
         opened.append(alice)
         assert alice.connect("alice", users["alice"], url=alice.url.rstrip("/") + "/admins"), \

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from tests.e2e.harness import ping, transfer
+from tests.support.harness import ping, transfer
 
 MB = 1_000_000
 

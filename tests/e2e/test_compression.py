@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from tests.e2e.harness import transfer
+from tests.support.harness import transfer
 
 
 def _compressed_counts(log: str, user: str) -> tuple[int, int]:
@@ -62,7 +62,7 @@ def test_lzs_when_preferred(server, make_client, users):
 
 
 def test_off_by_default_negotiates_nothing(net, workdir, users, make_client):
-    from tests.e2e.harness import Server, make_server_files
+    from tests.support.harness import Server, make_server_files
     files = make_server_files(workdir / "plain", net, users=users)
     srv = Server(net, files).start()
     try:

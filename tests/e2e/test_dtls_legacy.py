@@ -8,7 +8,7 @@ docs/protocol.md 5.5) or when the client is told to offer only legacy names with
 "AnyConnect" user agent does not change these headers, so it needs no case of its own.
 
 What moved where is read from counters (the nftables ``Wire`` and /proc/net/snmp of
-test_vpn_dtls.py), never from log text alone. Running this file with
+tests/support/dtls.py), never from log text alone. Running this file with
 ``OCGATE_E2E_SERVER=ocserv`` checks the same expectations against ocserv 1.1.6.
 """
 
@@ -20,24 +20,21 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e import harness
-from tests.e2e.harness import Client, ping
-from tests.e2e.test_vpn_dtls import (  # noqa: F401 - fixtures
+from tests.support import harness
+from tests.support.dtls import (
     DEAD_PEER,
     ESTABLISHED,
     MB,
     Wire,
-    accounts,
     assert_healthy,
     assert_over_udp,
     checked_transfer,
-    clients,
     dtls_headers,
-    make_rig,
     tun_mtu,
     udp_snmp,
 )
-from tests.e2e.test_vpn_tls import Clients, Rig
+from tests.support.harness import Client, ping
+from tests.support.rig import Clients, Rig
 
 
 def connect_legacy(client: Client, rig: Rig, user: str, extra: list[str]) -> Wire:
@@ -64,7 +61,7 @@ def assert_no_mtu_collapse(client: Client, mtu: int) -> None:
 
 
 def test_dtls12_resumption_when_server_disables_psk(
-    make_rig: Callable[..., Rig], clients: Clients,  # noqa: F811 - fixtures
+    make_rig: Callable[..., Rig], clients: Clients,
 ) -> None:
     """Default openconnect options, ``dtls-psk = false``: Cisco DTLS 1.2 resumption."""
     rig = make_rig("legacy12", extra_conf=["dtls-psk = false"], replace_conf={"dpd": "dpd = 2"})
@@ -120,7 +117,7 @@ def test_dtls12_resumption_when_server_disables_psk(
     ],
 )
 def test_client_without_psk_gets_the_suite_it_offered(
-    make_rig: Callable[..., Rig], clients: Clients,  # noqa: F811 - fixtures
+    make_rig: Callable[..., Rig], clients: Clients,
     option: str, header: str, name: str, suite: str, mtu: int,
 ) -> None:
     """Server defaults (PSK on, dtls-legacy on); the client offers one legacy name only."""

@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 
 from appliance.vpn.config import load_config, write_config_atomic
-from tests.e2e.harness import Client, Server
 from tests.soak import probe
 from tests.soak.driver import restore_server_route
 from tests.soak.nsock import connect_in
 from tests.soak.probe import ping_all
-from tests.unit.test_webui_support import build_ui, post, sign_in
+from tests.support.harness import Client, Server
+from tests.support.webui import build_ui, post, sign_in
 
 DPD = 2  # seconds; a silent client is ended after 3 x dpd (worker/datapath.py)
 

@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e import harness
-from tests.e2e.harness import Client, Server, ServerFiles, ping, transfer
-from tests.e2e.netns import TestNet, list_namespaces
 from tests.prereqs import needs_command
+from tests.support import harness
+from tests.support.harness import Client, Server, ServerFiles, ping, transfer
+from tests.support.netns import TestNet, list_namespaces
 
 pytestmark = needs_command("ocserv", "ocserv")
 

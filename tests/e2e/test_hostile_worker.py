@@ -28,9 +28,9 @@ import psutil
 import pytest
 
 from appliance.vpn import ipc
-from tests.e2e.harness import ping
 from tests.fuzz.ipc_variants import SECRET, variants
 from tests.soak.nsock import connect_in
+from tests.support.harness import ping
 
 SYS_PIDFD_GETFD = 438
 SO_SNDBUFFORCE = 32  # Linux; not in Python's socket module

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import harness
-from tests.e2e.harness import Client, ping, transfer
-from tests.e2e.netns import TestNet
+from tests.support import harness
+from tests.support.harness import Client, ping, transfer
+from tests.support.netns import TestNet
 
 POOL6 = ipaddress.ip_network("2001:db8:7::/48")
 SUBNET_PREFIX = 64

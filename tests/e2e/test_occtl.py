@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from tests.e2e.harness import ping
+from tests.support.harness import ping
 
 OCSERV_USER_FIELDS = {
     "ID", "Username", "Groupname", "State", "vhost", "Device", "MTU", "Remote IP",

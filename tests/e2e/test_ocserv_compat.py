@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from tests.e2e.harness import Client, Server, make_server_files, server_command
 from tests.prereqs import needs_command
+from tests.support.harness import Client, Server, make_server_files, server_command
 
 pytestmark = [needs_command(tool, "ocserv") for tool in ("ocserv", "ocpasswd", "occtl")]
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import harness
-from tests.e2e.harness import ServerFiles, ping
-from tests.e2e.test_auth_methods import InteractiveClient, Rig, auth_rig
+from tests.support import harness
+from tests.support.harness import ServerFiles, ping
+from tests.support.rig import InteractiveClient, Rig, running_rig
 
 OTP_PROMPT = "Please enter your OTP password."
 AUTH_LINE = 'auth = "plain[passwd={passwd},otp={dir}/users.oath]"'
@@ -62,11 +62,6 @@ class Keys:
 
 
 @pytest.fixture
-def users() -> dict[str, str]:
-    return {"alice": "a-" + secrets.token_urlsafe(9), "bob": "b-" + secrets.token_urlsafe(9)}
-
-
-@pytest.fixture
 def keys() -> Keys:
     return Keys()
 
@@ -80,16 +75,9 @@ def rig(workdir: Path, users: dict[str, str], keys: Keys) -> Iterator[Rig]:
         (files.dir / "users.oath").write_text(keys.users_file())
         (files.dir / "users.oath").chmod(0o600)
 
-    with auth_rig(workdir, users, [AUTH_LINE], extra=BANS, prepare=prepare) as made:
+    with running_rig(users, workdir=workdir, auth=[AUTH_LINE], extra_conf=BANS,
+                     prepare=prepare) as made:
         yield made
-
-
-@pytest.fixture
-def opened() -> Iterator[list[InteractiveClient]]:
-    made: list[InteractiveClient] = []
-    yield made
-    for client in made:
-        client.close()
 
 
 class Login:
@@ -202,8 +190,8 @@ def test_otp_file_without_passwd(workdir: Path, users: dict[str, str], keys: Key
     def prepare(files: ServerFiles) -> None:
         (files.dir / "users.oath").write_text(keys.users_file())
 
-    with auth_rig(workdir, users, ['auth = "plain[otp={dir}/users.oath]"'],
-                  prepare=prepare) as rig:
+    with running_rig(users, workdir=workdir, auth=['auth = "plain[otp={dir}/users.oath]"'],
+                     prepare=prepare) as rig:
         client = Login(rig, opened, "otp-only", "bob", [keys.totp_bob()])
         assert client.ok, client.log
         assert "Please enter your password." not in client.log

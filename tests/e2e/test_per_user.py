@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.e2e.harness import iperf3, ping
+from tests.support.harness import iperf3, ping
 
 LIMIT = 1_250_000  # bytes/s = 10 Mbit/s
 
@@ -71,7 +71,7 @@ def group_conf(workdir) -> list[str]:
 
 
 def test_per_user_network_and_iroute(net, workdir, users, make_client, group_conf):
-    from tests.e2e.harness import Server, make_server_files
+    from tests.support.harness import Server, make_server_files
     files = make_server_files(workdir / "netsrv", net, users=users, extra_conf=group_conf)
     srv = Server(net, files).start()
     try:
@@ -107,7 +107,7 @@ def fw_conf(workdir) -> list[str]:
 
 
 def test_restrict_user_to_routes_and_ports(net, workdir, users, make_client, fw_conf):
-    from tests.e2e.harness import Server, make_server_files, transfer
+    from tests.support.harness import Server, make_server_files, transfer
     files = make_server_files(workdir / "fwsrv", net, users=users, extra_conf=fw_conf)
     net.server_ns.run(["ip", "addr", "add", "198.18.250.1/32", "dev", "lo"])
     srv = Server(net, files).start()

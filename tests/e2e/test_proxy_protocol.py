@@ -21,7 +21,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,8 +29,9 @@ from pathlib import Path
 import pytest
 
 from appliance.vpn.protocol.proxyproto import build_v2
-from tests.e2e import harness
-from tests.e2e.netns import (
+from tests.prereqs import needs_command, require_command, require_e2e
+from tests.support import harness
+from tests.support.netns import (
     INSIDE_DNS,
     INSIDE_IP,
     INSIDE_ROUTE,
@@ -40,7 +40,8 @@ from tests.e2e.netns import (
     Link,
     Netns,
 )
-from tests.prereqs import needs_command, require_command, require_e2e
+from tests.support.processes import stop_process
+from tests.support.workdir import make_workdir, remove_workdir
 
 pytestmark = needs_command("haproxy", "haproxy")
 
@@ -203,12 +204,9 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup() -> Iterator[Setup]:
-    from tests.e2e.conftest import WORKDIR_PARENT, WORKDIR_PREFIX
-
     require_e2e()
     require_command("haproxy", "haproxy")
-    workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=WORKDIR_PARENT))
-    workdir.chmod(0o755)
+    workdir = make_workdir()
     users = {name: f"{name[0]}-" + secrets.token_urlsafe(9) for name in ("alice", "bob", "carol")}
     net = build_network()
     haproxy = None
@@ -240,17 +238,15 @@ def setup() -> Iterator[Setup]:
         for c in state.clients:
             c.close()
     finally:
-        if haproxy is not None and haproxy.poll() is None:
-            haproxy.terminate()
-            haproxy.wait(5)
+        if haproxy is not None:
+            stop_process(haproxy)
         for gw in net.gateways:
             if gw.server is not None:
                 gw.server.stop()
                 if os.environ.get("OCGATE_E2E_VERBOSE"):
                     print(harness.tail_lines(gw.server.log, 60))
         net.close()
-        if os.environ.get("OCGATE_E2E_KEEP") != "1":
-            shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
 
 
 def _connect_through_proxy(setup: Setup, index: int, user: str) -> tuple[harness.Client, Gateway]:

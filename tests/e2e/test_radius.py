@@ -12,24 +12,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
 import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.e2e import harness
-from tests.e2e.conftest import WORKDIR_PREFIX
-from tests.e2e.harness import Client, Server, ServerFiles, transfer
-from tests.e2e.netns import TestNet
 from tests.prereqs import require_command, require_e2e
+from tests.support import harness
+from tests.support.harness import Client, transfer
+from tests.support.netns import TestNet
+from tests.support.processes import stop_process
+from tests.support.rig import Rig, running_rig
+from tests.support.waiting import wait_until
+from tests.support.workdir import workdir as new_workdir
 
 FREERADIUS = shutil.which("freeradius") or shutil.which("radiusd")
 SECRET = "e2e-" + secrets.token_hex(8)
@@ -186,13 +187,8 @@ class FreeRadius:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc, 10)
         self.proc = None
 
     @property
@@ -231,68 +227,35 @@ def radcli_files(directory: Path) -> Path:
     return conf
 
 
-@dataclass
-class Rig:
-    net: TestNet
-    files: ServerFiles
-    server: Server
+@dataclass(kw_only=True)
+class RadiusRig(Rig):
+    """The rig, with the FreeRADIUS it authenticates against and that server's accounts."""
+
     radius: FreeRadius
-    users: Users
-
-    def client(self, name: str) -> Client:
-        return Client(self.net, self.files, link=self.net.primary, name=name)
-
-
-class AnsweringClient(Client):
-    """openconnect without --non-inter: every stdin line answers the next prompt."""
-
-    def common_args(self) -> list[str]:
-        return [arg for arg in super().common_args() if arg != "--non-inter"]
-
-    def answer(self, user: str, lines: Sequence[str], timeout: float = 30.0) -> bool:
-        return self.connect(user, "\n".join(lines), timeout=timeout)
+    accounts: Users
 
 
 @pytest.fixture(scope="module")
-def rig() -> Iterator[Rig]:
+def rig() -> Iterator[RadiusRig]:
     require_e2e()
     require_command("freeradius", "freeradius")
-    # 0755 under /tmp (workers run as nobody), named like conftest's so stale ones are swept
-    workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir="/tmp"))
-    workdir.chmod(0o755)
-    try:
-        yield from _rig(workdir)
-    finally:
-        if os.environ.get("OCGATE_E2E_KEEP") == "1":
-            print(f"\n[e2e] work dir kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _rig(workdir: Path) -> Iterator[Rig]:
-    users = Users("a-" + secrets.token_urlsafe(9), "c-" + secrets.token_urlsafe(9),
-                  "o-" + secrets.token_urlsafe(9))
-    with TestNet() as net:
-        files = harness.make_server_files(workdir, net, users={})
-        radius = FreeRadius(net, workdir / "raddb", users)
+    accounts = Users("a-" + secrets.token_urlsafe(9), "c-" + secrets.token_urlsafe(9),
+                     "o-" + secrets.token_urlsafe(9))
+    with new_workdir() as workdir, TestNet() as net:
+        radius = FreeRadius(net, workdir / "raddb", accounts)
         conf = radcli_files(workdir)
-        lines = [line for line in files.conf_lines if not line.startswith("auth =")]
-        lines += [f'auth = "radius[config={conf},groupconfig=true]"',
-                  f'acct = "radius[config={conf}]"',
-                  f"stats-report-time = {STATS_REPORT}"]
-        files.conf_lines = lines
-        files.conf.write_text("\n".join(lines) + "\n")
-        server = Server(net, files, harness.server_command())
         try:
             radius.start()
-            server.start()
-            yield Rig(net, files, server, radius, users)
+            with running_rig({}, label="radius", workdir=workdir, net=net,
+                             auth=[f'auth = "radius[config={conf},groupconfig=true]"'],
+                             extra_conf=[f'acct = "radius[config={conf}]"',
+                                         f"stats-report-time = {STATS_REPORT}"]) as made:
+                yield RadiusRig(net=made.net, files=made.files, server=made.server,
+                                label=made.label, radius=radius, accounts=accounts)
         except BaseException:
-            print(f"\n[e2e] server log:\n{harness.tail_lines(server.log, 80)}")
             print(f"\n[e2e] freeradius log:\n{harness.tail_lines(radius.log, 60)}")
             raise
         finally:
-            server.stop()
             radius.stop()
 
 
@@ -307,19 +270,11 @@ def session(client: Client) -> Iterator[Client]:
         client.close()
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def test_password_login_and_accounting(rig: Rig) -> None:
+def test_password_login_and_accounting(rig: RadiusRig) -> None:
     """Start, Interim-Update and Stop reach the detail file; octets match a transfer."""
     nbytes = 3_000_000
     with session(rig.client("alice")) as client:
-        assert client.connect("alice", rig.users.alice), client.log
+        assert client.connect("alice", rig.accounts.alice), client.log
         assert client.address().startswith("203.0.113.")
         result = transfer(rig.net, nbytes, "up", timeout=60)
         assert result.sha_sent == result.sha_received
@@ -329,10 +284,10 @@ def test_password_login_and_accounting(rig: Rig) -> None:
                     if r.get("User-Name") == "alice" and r.get("Acct-Status-Type") == kind]
 
         # an Interim-Update that already counts the transfer (the worker reports every 3 s)
-        wait_for(lambda: any(int(r.get("Acct-Input-Octets", 0)) >= nbytes
+        wait_until(lambda: any(int(r.get("Acct-Input-Octets", 0)) >= nbytes
                              for r in alice_records("Interim-Update")), 20, "an Interim-Update")
         client.disconnect()
-    wait_for(lambda: alice_records("Stop"), 15, "the Stop record")
+    wait_until(lambda: alice_records("Stop"), 15, "the Stop record")
     start, stop = alice_records("Start")[-1], alice_records("Stop")[-1]
     assert start["Acct-Session-Id"] == stop["Acct-Session-Id"]
     assert stop["Framed-IP-Address"] == start["Framed-IP-Address"] == client.address()
@@ -345,9 +300,9 @@ def test_password_login_and_accounting(rig: Rig) -> None:
     assert int(stop["Acct-Output-Octets"]) < nbytes // 5  # only ACKs went back
 
 
-def test_framed_ip_route_and_class_group(rig: Rig) -> None:
+def test_framed_ip_route_and_class_group(rig: RadiusRig) -> None:
     with session(rig.client("carol")) as client:
-        assert client.connect("carol", rig.users.carol), client.log
+        assert client.connect("carol", rig.accounts.carol), client.log
         assert client.address() == FRAMED_IP
         routes = client.ns.routes()
         assert any(r.startswith(FRAMED_ROUTE) and client.tun in r for r in routes), routes
@@ -358,10 +313,10 @@ def test_framed_ip_route_and_class_group(rig: Rig) -> None:
         assert harness.ping(client.ns, rig.net.inside_ip).ok
 
 
-def test_challenge_response(rig: Rig) -> None:
-    client = AnsweringClient(rig.net, rig.files, link=rig.net.primary, name="otp")
+def test_challenge_response(rig: RadiusRig) -> None:
+    client = rig.interactive("otp")
     with session(client):
-        assert client.answer("otpuser", [rig.users.otp, OTP_CODE]), client.log
+        assert client.answer("otpuser", [rig.accounts.otp, OTP_CODE]), client.log
         assert "Enter the code from your token" in client.log
         client.disconnect()
         # the right code after a wrong first password is still no login
@@ -369,18 +324,18 @@ def test_challenge_response(rig: Rig) -> None:
         assert "Enter the code from your token" not in client.log
 
 
-def test_wrong_password_is_rejected(rig: Rig) -> None:
+def test_wrong_password_is_rejected(rig: RadiusRig) -> None:
     with session(rig.client("mallory")) as client:
         assert not client.connect("alice", "not-the-password", timeout=30)
     assert "failed authentication for 'alice'" in rig.server.log
 
 
-def test_radius_down_fails_clearly_and_server_lives(rig: Rig) -> None:
+def test_radius_down_fails_clearly_and_server_lives(rig: RadiusRig) -> None:
     rig.radius.stop()
     try:
         with session(rig.client("bob")) as client:
             started = time.monotonic()
-            assert not client.connect("alice", rig.users.alice, timeout=30)
+            assert not client.connect("alice", rig.accounts.alice, timeout=30)
             assert time.monotonic() - started < 25
             assert "Authentication server unreachable" in client.log, client.log
         rig.server.assert_running()
@@ -389,4 +344,4 @@ def test_radius_down_fails_clearly_and_server_lives(rig: Rig) -> None:
     finally:
         rig.radius.start()
     with session(rig.client("after")) as client:
-        assert client.connect("alice", rig.users.alice), client.log
+        assert client.connect("alice", rig.accounts.alice), client.log

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.e2e.harness import ping, transfer
+from tests.support.harness import ping, transfer
 
 MB = 1_000_000
 

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from tests.e2e import harness
+from tests.support import harness
 
 AUTH_TIMEOUT = 5
 SLACK = 8.0  # the sec-mod checks deadlines once a second; the machine may be loaded

@@ -21,192 +21,45 @@ import contextlib
 import ipaddress
 import json
 import os
-import secrets
-import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 import pytest
 
-from tests.e2e import harness
-from tests.e2e.harness import Client, Server, ServerFiles, ping, transfer
-from tests.e2e.netns import Link, Netns, TestNet
 from tests.prereqs import require_e2e
+from tests.support import harness
+from tests.support.harness import Client, ServerFiles, ping, transfer
+from tests.support.netns import Link, TestNet
+from tests.support.rig import BackgroundPing, Clients, Rig, make_accounts, running_rig
+from tests.support.waiting import wait_for
 
 POOL = ipaddress.ip_network("203.0.113.0/24")
 SERVER_TUN_IP = str(POOL.network_address + 1)  # ocserv: the network's first address (§8.2)
 INSIDE_ROUTE_OCSERV = "198.51.100.0/255.255.255.0"  # ocserv's route text for scripts (§8.3)
 MB = 1_000_000
-WORKDIR_PREFIX = "ocg-e2e-"  # the naming conftest sweeps when a run dies
 USER_NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace")
 
 
 # ---------------------------------------------------------------- one server + its network
 
 
-@dataclass
-class Rig:
-    """A running server with its namespaces and files; clients are made per test."""
-
-    net: TestNet
-    files: ServerFiles
-    server: Server
-    label: str
-    _names: set[str] = field(default_factory=set)
-
-    def password(self, user: str) -> str:
-        return self.files.users[user]
-
-    def unique_name(self, wanted: str) -> str:
-        """Client directories live in the server's work dir, so names must not repeat."""
-        name, n = wanted, 1
-        while name in self._names:
-            n += 1
-            name = f"{wanted}{n}"
-        self._names.add(name)
-        return name
-
-
-#: Rigs alive right now, so that a failing test can print their server logs.
-_LIVE_RIGS: list[Rig] = []
-
-
-def _make_workdir() -> Path:
-    """0755 under /tmp (workers run as nobody), named like conftest's so stale ones are swept."""
-    path = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir="/tmp"))
-    path.chmod(0o755)
-    return path
-
-
-def _remove_workdir(path: Path) -> None:
-    if os.environ.get("OCGATE_E2E_KEEP") == "1":
-        print(f"\n[e2e] work dir kept: {path}")
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _replace_conf_lines(files: ServerFiles, replace: dict[str, str]) -> None:
-    """Swap whole option lines (``route = …`` → ``route = default``) and rewrite the file."""
-    lines = []
-    for line in files.conf_lines:
-        key = line.split("=", 1)[0].strip()
-        lines.append(replace.get(key, line) if "=" in line else line)
-    files.conf_lines = lines
-    files.conf.write_text("\n".join(lines) + "\n")
-
-
-@contextlib.contextmanager
-def running_rig(
-    label: str,
-    users: dict[str, str],
-    *,
-    extra_conf: Sequence[str] = (),
-    replace_conf: dict[str, str] | None = None,
-    prepare: Callable[[Path], list[str]] | None = None,
-) -> Iterator[Rig]:
-    """Namespaces, files and a started server; everything is removed on exit.
-
-    ``prepare(workdir)`` puts extra files in place and returns more config lines.
-    """
-    workdir = _make_workdir()
-    try:
-        conf = [*extra_conf, *(prepare(workdir) if prepare is not None else [])]
-        with TestNet() as net:
-            files = harness.make_server_files(workdir, net, users=users, extra_conf=conf)
-            if replace_conf:
-                _replace_conf_lines(files, replace_conf)
-            server = Server(net, files, harness.server_command())
-            rig = Rig(net, files, server, label)
-            _LIVE_RIGS.append(rig)
-            try:
-                server.start()
-                yield rig
-            finally:
-                server.stop()
-                _LIVE_RIGS.remove(rig)
-    finally:
-        _remove_workdir(workdir)
-
-
 @pytest.fixture(scope="module")
 def accounts() -> dict[str, str]:
-    return {name: f"{name[0]}-{secrets.token_urlsafe(9)}" for name in USER_NAMES}
+    return make_accounts(USER_NAMES)
 
 
 @pytest.fixture(scope="module")
 def shared(accounts: dict[str, str]) -> Iterator[Rig]:
     """The default configuration, shared by the tests that do not disturb each other."""
     require_e2e()
-    with running_rig("shared", accounts) as rig:
+    with running_rig(accounts, label="shared") as rig:
         yield rig
-
-
-class Clients:
-    """The openconnect clients one test made; all closed (logged out) when it ends."""
-
-    def __init__(self) -> None:
-        self.made: list[Client] = []
-
-    def new(self, rig: Rig, name: str, *, new_link: bool = False) -> Client:
-        link = rig.net.add_client() if new_link else rig.net.primary
-        client = Client(rig.net, rig.files, link=link, name=rig.unique_name(name))
-        self.made.append(client)
-        return client
-
-    def close(self, dump: bool) -> None:
-        for client in self.made:
-            client.close()
-            if dump and client.log:
-                print(
-                    f"\n[e2e] {client.name} openconnect log:\n{harness.tail_lines(client.log, 40)}"
-                )
-
-
-@pytest.fixture
-def make_rig(accounts: dict[str, str]) -> Iterator[Callable[..., Rig]]:
-    """A server of the test's own (keyword arguments as for :func:`running_rig`)."""
-    with contextlib.ExitStack() as stack:
-
-        def factory(label: str, **kwargs: Any) -> Rig:
-            return stack.enter_context(running_rig(label, accounts, **kwargs))
-
-        yield factory
-
-
-@pytest.fixture(autouse=True)
-def _server_logs_on_failure(
-    request: pytest.FixtureRequest, make_rig: Callable[..., Rig]
-) -> Iterator[None]:
-    """Print the logs of every running server when the test failed.
-
-    Requesting ``make_rig`` makes this run before that fixture stops the test's own
-    servers; the call phase's report is logged before teardown, so ``testsfailed`` is
-    already current here.
-    """
-    failed_before = request.session.testsfailed
-    yield
-    if request.session.testsfailed > failed_before:
-        for rig in _LIVE_RIGS:
-            print(f"\n[e2e] {rig.label} server log:\n{harness.tail_lines(rig.server.log, 80)}")
-
-
-@pytest.fixture
-def clients(request: pytest.FixtureRequest, make_rig: Callable[..., Rig]) -> Iterator[Clients]:
-    """Closed before the servers stop (and before their work dirs are removed)."""
-    made = Clients()
-    failed_before = request.session.testsfailed
-    yield made
-    made.close(dump=request.session.testsfailed > failed_before)
 
 
 # ---------------------------------------------------------------- small helpers
@@ -229,42 +82,9 @@ def tun_for_peer(rig: Rig, peer: str) -> str | None:
     return None
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
-
-
 def assert_transfer(net: TestNet, nbytes: int, direction: str, link: Link | None = None) -> None:
     result = transfer(net, nbytes, direction, link=link)
     assert result.sha_sent == result.sha_received, f"{direction}: SHA-256 mismatch"
-
-
-class BackgroundPing:
-    """Back-to-back ping batches until stopped: loss is counted exactly, none in flight."""
-
-    def __init__(self, ns: Netns, addr: str) -> None:
-        self.ns, self.addr = ns, addr
-        self.sent = self.received = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            result = ping(self.ns, self.addr, count=5, interval=0.1, wait=2.0)
-            self.sent += result.sent
-            self.received += result.received
-
-    def __enter__(self) -> BackgroundPing:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
 
 def login(client: Client, rig: Rig, user: str, **kwargs: Any) -> str:
@@ -468,10 +288,10 @@ exit 0
 """
 
 
-def _install_script(workdir: Path) -> list[str]:
-    out = workdir / "script-out"
+def _install_script(files: ServerFiles) -> list[str]:
+    out = files.dir / "script-out"
     out.mkdir(mode=0o755)
-    script = workdir / "script.sh"
+    script = files.dir / "script.sh"
     script.write_text(SCRIPT.format(out=out))
     script.chmod(0o755)
     return [f"connect-script = {script}", f"disconnect-script = {script}"]
@@ -496,7 +316,7 @@ def wait_script_env(rig: Rig, reason: str, user: str, timeout: float = 10.0) -> 
 @pytest.fixture(scope="module")
 def scripted(accounts: dict[str, str]) -> Iterator[Rig]:
     require_e2e()
-    with running_rig("scripts", accounts, prepare=_install_script) as rig:
+    with running_rig(accounts, label="scripts", prepare=_install_script) as rig:
         yield rig
 
 

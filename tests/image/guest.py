@@ -28,6 +28,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.processes import stop_process
+
 CLONE_NEWNET = 0x40000000
 CODE_RE = re.compile(r"setup code\s+([0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4})")
 
@@ -184,13 +186,7 @@ class Guest:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 15)
         self.proc = None
 
 

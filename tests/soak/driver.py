@@ -1,6 +1,6 @@
 """Soak: many real openconnect clients log in, move traffic, log out, again and again.
 
-Every client has its own namespace and link (tests/e2e/netns.py), its own account and
+Every client has its own namespace and link (tests/support/netns.py), its own account and
 its own thread.  One cycle = password login, ping, a small transfer checked by digest,
 logout (SIGINT: openconnect sends BYE).  After the warm-up cycles of every client the
 server is sampled at rest (the baseline), again half-way and after the last cycle; what
@@ -21,20 +21,19 @@ import logging
 import os
 import random
 import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e import harness
-from tests.e2e.netns import Link, TestNet, sweep_stale
 from tests.soak import probe
 from tests.soak.nsock import DigestSink, digest_roundtrip
+from tests.support import harness
+from tests.support.netns import Link, TestNet, sweep_stale
+from tests.support.workdir import make_workdir, remove_workdir
 
 log = logging.getLogger("ocgate.soak")
 
@@ -348,8 +347,7 @@ def restore_server_route(link: Link) -> None:
 
 def run_soak(cfg: SoakConfig) -> SoakReport:
     """Build the namespaces, run, tear everything down; the report survives the teardown."""
-    workdir = cfg.workdir or Path(tempfile.mkdtemp(prefix=f"ocg-e2e-{os.getpid()}-",
-                                                   dir="/tmp"))
+    workdir = cfg.workdir or make_workdir()
     workdir.chmod(0o755)
     keep = cfg.keep
     try:
@@ -357,10 +355,7 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
             report = SoakRun(cfg, net, workdir).execute()
         keep = keep or bool(report.problems())  # the logs are what explains a failure
     finally:
-        if keep:
-            print(f"soak work dir kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir, keep=keep, tag="soak")
     return report
 
 

@@ -18,7 +18,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
-from tests.e2e.netns import NETNS_RUN_DIR
+from tests.support.netns import NETNS_RUN_DIR
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from tests.e2e.harness import PingResult, Server
-from tests.e2e.netns import Netns
+from tests.support.harness import PingResult, Server
+from tests.support.netns import Netns
 
 
 @dataclass(frozen=True)

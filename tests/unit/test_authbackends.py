@@ -46,8 +46,9 @@ from appliance.vpn.auth.registry import make_setup
 from appliance.vpn.config import AuthMethod, parse_config
 from appliance.vpn.protocol.tls.handshake import ServerHandshake, make_server_context
 from appliance.vpn.secmod.server import AuthState, SecMod
-from tests.e2e.harness import write_passwd
 from tests.prereqs import require_root
+from tests.support.harness import write_passwd
+from tests.support.tls import pump_handshake
 
 UID = "0.9.2342.19200300.100.1.1"
 CN = "2.5.4.3"
@@ -109,21 +110,6 @@ def test_unusable_certificate_identity(ca, attrs, oid) -> None:
 # ---------------------------------------------------------------- TLS client certificates
 
 
-def _pump(client: ssl.SSLObject, cin: ssl.MemoryBIO, cout: ssl.MemoryBIO,
-          hs: ServerHandshake) -> None:
-    for _ in range(20):
-        try:
-            client.do_handshake()
-        except ssl.SSLWantReadError:
-            pass
-        data = cout.read()
-        if data:
-            cin.write(hs.feed(data))
-        if hs.done:
-            return
-    raise AssertionError("handshake did not complete")
-
-
 @pytest.fixture(scope="module")
 def tls_dir(tmp_path_factory, ca) -> Path:
     d = tmp_path_factory.mktemp("clientcert")
@@ -153,7 +139,7 @@ def handshake(tls_dir: Path, version: ssl.TLSVersion, client_pair=None, crl: Pat
     cin, cout = ssl.MemoryBIO(), ssl.MemoryBIO()
     client = cctx.wrap_bio(cin, cout, server_hostname="vpn.test")
     hs = ServerHandshake(ctx)
-    _pump(client, cin, cout, hs)
+    pump_handshake(client, cin, cout, hs)
     assert hs.result is not None
     return hs.result
 
@@ -204,7 +190,7 @@ def test_no_certificate_request_without_cert_auth(tls_dir, ca) -> None:
     cctx.check_hostname, cctx.verify_mode = False, ssl.CERT_NONE
     cin, cout = ssl.MemoryBIO(), ssl.MemoryBIO()
     hs = ServerHandshake(ctx)
-    _pump(cctx.wrap_bio(cin, cout, server_hostname="vpn.test"), cin, cout, hs)
+    pump_handshake(cctx.wrap_bio(cin, cout, server_hostname="vpn.test"), cin, cout, hs)
     assert hs.result is not None and hs.result.client_cert is None
 
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import selectors
 import socket
 import stat
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,15 +33,17 @@ from appliance.vpn.control import (
     make_event,
     parse_request,
 )
+from tests.support.control import LoopThread
+from tests.support.fakes import FakeProvider
+from tests.support.waiting import wait_until
 
 NOW = 1_800_000_000.0
 
 
-class FakeProvider:
+def control_provider() -> FakeProvider:
     """What main would answer, with a record of the orders it was given."""
-
-    def __init__(self) -> None:
-        self.user_list = [
+    return FakeProvider(
+        user_list=[
             UserInfo(id=101, username="alice", device="vpns0", ipv4="203.0.113.50",
                      ptp_ipv4="203.0.113.1", full_session_id="AAAAAA1111", connected_at=NOW - 5,
                      iroutes=["10.99.0.0/255.255.255.0"]),
@@ -52,52 +51,16 @@ class FakeProvider:
                      ptp_ipv4="203.0.113.1", full_session_id="BBBBBB2222", connected_at=NOW - 9),
             UserInfo(id=103, username="alice", device="vpns2", ipv4="203.0.113.50",
                      full_session_id="AAAAAA1111", connected_at=NOW - 1),
-        ]
-        self.session_list = [
+        ],
+        session_list=[
             SessionInfo("AAAAAA1111", "alice", created=NOW - 60, in_use=2),
             SessionInfo("CCCCCC3333", "carol", state="authenticating", created=NOW - 3),
-        ]
-        self.ban_list = [BanInfo("192.0.2.7", 30, NOW + 100), BanInfo("192.0.2.8", 10),
-                         BanInfo("192.0.2.9", 50, NOW - 1)]
-        self.calls: list[tuple[str, Any]] = []
-        self.fail = False
-
-    def _check(self) -> None:
-        if self.fail:
-            raise RuntimeError("provider bug")
-
-    def status(self) -> StatusInfo:
-        self._check()
-        return StatusInfo(server_pid=1, secmod_pid=2, up_since=NOW - 100, active_sessions=3)
-
-    def users(self) -> list[UserInfo]:
-        self._check()
-        return list(self.user_list)
-
-    def sessions(self) -> list[SessionInfo]:
-        return list(self.session_list)
-
-    def bans(self) -> list[BanInfo]:
-        return list(self.ban_list)
-
-    def disconnect_user(self, name: str) -> int:
-        self.calls.append(("disconnect_user", name))
-        return sum(1 for u in self.user_list if u.username == name)
-
-    def disconnect_id(self, id: int) -> bool:
-        self.calls.append(("disconnect_id", id))
-        return any(u.id == id for u in self.user_list)
-
-    def unban(self, ip: str) -> bool:
-        self.calls.append(("unban", ip))
-        return ip == "192.0.2.7"
-
-    def reload(self) -> str:
-        self.calls.append(("reload", None))
-        return "configuration reloaded"
-
-    def stop(self) -> None:
-        self.calls.append(("stop", None))
+        ],
+        ban_list=[BanInfo("192.0.2.7", 30, NOW + 100), BanInfo("192.0.2.8", 10),
+                  BanInfo("192.0.2.9", 50, NOW - 1)],
+        status_info=StatusInfo(server_pid=1, secmod_pid=2, up_since=NOW - 100),
+        bannable="192.0.2.7",
+    )
 
 
 def req(cmd: str, **args: Any) -> bytes:
@@ -236,7 +199,7 @@ def dispatch(provider: FakeProvider, line: bytes) -> dict[str, Any]:
 
 
 def test_dispatch_filters_and_orders() -> None:
-    p = FakeProvider()
+    p = control_provider()
     assert [u["id"] for u in dispatch(p, req("show user", name="alice"))["data"]] == [101, 103]
     assert dispatch(p, req("show id", id=102))["data"][0]["username"] == "bob"
     assert dispatch(p, req("show id", id=999))["data"] == []
@@ -255,7 +218,7 @@ def test_dispatch_filters_and_orders() -> None:
 
 
 def test_dispatch_orders() -> None:
-    p = FakeProvider()
+    p = control_provider()
     assert dispatch(p, req("disconnect user", name="alice"))["data"] == {"count": 2}
     assert dispatch(p, req("disconnect id", id=5))["data"] == {"disconnected": False}
     assert dispatch(p, req("unban ip", ip="192.0.2.7"))["data"] == {"unbanned": True}
@@ -267,7 +230,7 @@ def test_dispatch_orders() -> None:
 
 
 def test_dispatch_status_dict_and_provider_failure() -> None:
-    p = FakeProvider()
+    p = control_provider()
     p.status = lambda: {"server_pid": 9}  # type: ignore[method-assign]
     data = dispatch(p, req("show status"))["data"]
     assert data["server_pid"] == 9 and data["secmod_instances"] == 1
@@ -279,7 +242,7 @@ def test_dispatch_status_dict_and_provider_failure() -> None:
 
 
 def conn(provider: FakeProvider | None = None, **limits: Any) -> ClientConn:
-    return ClientConn(Dispatcher(provider or FakeProvider()), Limits(**limits), NOW)
+    return ClientConn(Dispatcher(provider or control_provider()), Limits(**limits), NOW)
 
 
 def drain(c: ClientConn, now: float = NOW) -> list[dict[str, Any]]:
@@ -342,7 +305,7 @@ def test_input_beyond_what_was_asked_for_is_refused() -> None:
 
 
 def test_big_replies_go_out_in_bounded_slices() -> None:
-    p = FakeProvider()
+    p = control_provider()
     p.user_list = [UserInfo(id=i + 1, username="u" * 200) for i in range(1000)]
     c = conn(p)
     c.receive(req("show users") + b"\n", NOW)
@@ -440,53 +403,9 @@ def test_bind_socket_is_private_and_replaces_stale_sockets(tmp_path: Path) -> No
     assert regular.read_text() == "keep me"
 
 
-class LoopThread:
-    """main's selector loop, in a thread; ``call`` runs a function inside it."""
-
-    def __init__(self, server: ControlServer) -> None:
-        self.server = server
-        self.sel = selectors.DefaultSelector()
-        self.wake_r, self.wake_w = socket.socketpair()
-        self.wake_r.setblocking(False)
-        self.jobs: queue.Queue[tuple[Callable[[], Any], queue.Queue[Any]]] = queue.Queue()
-        self.running = True
-        server.register(self.sel)
-        self.sel.register(self.wake_r, selectors.EVENT_READ, self._run_jobs)
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while self.running:
-            for key, _ in self.sel.select(0.2):
-                key.data(key.fileobj)
-
-    def _run_jobs(self, sock: socket.socket) -> None:
-        try:
-            sock.recv(4096)
-        except BlockingIOError:
-            pass
-        while not self.jobs.empty():
-            fn, result = self.jobs.get()
-            result.put(fn())
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        result: queue.Queue[Any] = queue.Queue()
-        self.jobs.put((fn, result))
-        self.wake_w.send(b"x")
-        return result.get(timeout=5)
-
-    def stop(self) -> None:
-        self.call(self.server.close)
-        self.running = False
-        self.thread.join(5)
-        self.sel.close()
-        self.wake_r.close()
-        self.wake_w.close()
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[LoopThread, FakeProvider, str]]:
-    provider = FakeProvider()
+    provider = control_provider()
     path = str(tmp_path / "occtl.socket")
     loop = LoopThread(ControlServer(path, provider, limits=Limits(max_clients=3,
                                                                      idle_timeout=1.0)))
@@ -494,13 +413,6 @@ def served(tmp_path: Path) -> Iterator[tuple[LoopThread, FakeProvider, str]]:
         yield loop, provider, path
     finally:
         loop.stop()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def client(path: str) -> socket.socket:
@@ -566,7 +478,7 @@ def test_server_streams_events(served: tuple[LoopThread, FakeProvider, str]) -> 
         time.sleep(1.2)
         loop.call(loop.server.sweep)
         assert loop.call(lambda: loop.server.client_count) == 1  # subscribers do not idle out
-    wait_for(lambda: loop.call(lambda: loop.server.client_count) == 0)
+    wait_until(lambda: loop.call(lambda: loop.server.client_count) == 0)
 
 
 def test_server_survives_clients_that_vanish(served: tuple[LoopThread, FakeProvider,
@@ -576,7 +488,7 @@ def test_server_survives_clients_that_vanish(served: tuple[LoopThread, FakeProvi
         sock = client(path)
         sock.sendall((req("show users") + b"\n") * 50)
         sock.close()
-        wait_for(lambda: loop.call(lambda: loop.server.client_count) == 0)
+        wait_until(lambda: loop.call(lambda: loop.server.client_count) == 0)
     with client(path) as sock:
         sock.sendall(req("hello") + b"\n")
         assert read_line(sock)["data"]["server"] == "ocgate"
@@ -584,7 +496,7 @@ def test_server_survives_clients_that_vanish(served: tuple[LoopThread, FakeProvi
 
 def test_server_refuses_other_uids(tmp_path: Path) -> None:
     path = str(tmp_path / "s")
-    loop = LoopThread(ControlServer(path, FakeProvider(), allowed_uids=frozenset({12345})))
+    loop = LoopThread(ControlServer(path, control_provider(), allowed_uids=frozenset({12345})))
     try:
         with client(path) as sock:
             assert read_line(sock) is None  # closed without a word
@@ -594,14 +506,14 @@ def test_server_refuses_other_uids(tmp_path: Path) -> None:
 
 def test_close_removes_only_its_own_socket(tmp_path: Path) -> None:
     path = str(tmp_path / "s")
-    server = ControlServer(path, FakeProvider())
+    server = ControlServer(path, control_provider())
     server.close()
     assert not os.path.exists(path)
-    server = ControlServer(path, FakeProvider())
+    server = ControlServer(path, control_provider())
     newer, _ = bind_socket(path)  # e.g. a restarted server took the path over
     server.close()
     assert os.path.exists(path)
     newer.close()
-    child_view = ControlServer(path, FakeProvider())
+    child_view = ControlServer(path, control_provider())
     child_view.close_in_child()
     assert os.path.exists(path) and child_view.listener.fileno() == -1

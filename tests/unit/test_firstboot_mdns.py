@@ -13,9 +13,9 @@ import textwrap
 import pytest
 
 from appliance.firstboot.mdns import MdnsAnnouncer, MdnsError
-from tests.e2e.harness import REPO_ROOT
-from tests.e2e.netns import Netns
 from tests.prereqs import needs, needs_command, require_root
+from tests.support.harness import REPO_ROOT
+from tests.support.netns import Netns
 
 PROBE = textwrap.dedent("""
     import zeroconf

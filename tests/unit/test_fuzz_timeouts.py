@@ -19,7 +19,7 @@ from appliance.vpn.config import parse_config
 from appliance.vpn.secmod import server as secmod
 from appliance.web.server import WebServer
 from appliance.web.tlsserver import HttpsWebServer
-from tests.unit.test_webui_support import make_state
+from tests.support.webui import make_state
 
 CHANNEL_TIMEOUT = 2
 CLOSE_WITHIN = 12.0  # channel timeout + waitress's cleanup interval + a loaded machine

@@ -8,15 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.vpn.worker.gro import PLAIN, VNET_HDR_LEN, coalesce
-
-
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+from tests.support.packets import internet_checksum
 
 
 def seg(seq: int, payload: bytes, *, flags: int = 0x10, ack: int = 7, src: int = 1,
@@ -25,9 +17,9 @@ def seg(seq: int, payload: bytes, *, flags: int = 0x10, ack: int = 7, src: int =
     total = 20 + len(tcp) + len(payload)
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 1, 0x4000, ttl, 6, 0,
                      bytes([203, 0, 113, 50]), bytes([198, 51, 100, 1]))
-    ip = ip[:10] + _csum(ip).to_bytes(2, "big") + ip[12:]
+    ip = ip[:10] + internet_checksum(ip).to_bytes(2, "big") + ip[12:]
     pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, len(tcp) + len(payload))
-    tcp = tcp[:16] + _csum(pseudo + tcp + payload).to_bytes(2, "big") + tcp[18:]
+    tcp = tcp[:16] + internet_checksum(pseudo + tcp + payload).to_bytes(2, "big") + tcp[18:]
     return ip + tcp + payload
 
 
@@ -41,7 +33,7 @@ def test_a_burst_of_one_flow_becomes_one_gso_write():
                                                                            16)
     ip = write[VNET_HDR_LEN:]
     assert int.from_bytes(ip[2:4], "big") == len(ip) == 40 + 5 * 1400 + 300
-    assert _csum(ip[:20]) == 0  # header checksum recomputed
+    assert internet_checksum(ip[:20]) == 0  # header checksum recomputed
     assert ip[33] & 0x08  # PSH of the last segment kept
     assert ip[40:] == b"".join(p[40:] for p in packets)
 

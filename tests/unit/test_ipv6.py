@@ -6,9 +6,7 @@ docs/protocol.md §3.3, §8.2, §8.3, §9, §11 item 18.
 from __future__ import annotations
 
 import random
-import secrets
 import struct
-import subprocess
 from collections.abc import Iterator
 from ipaddress import IPv6Address, IPv6Network
 from types import SimpleNamespace
@@ -39,7 +37,7 @@ from appliance.vpn.protocol import cstp
 from appliance.vpn.worker.dialogue import connect_params
 from appliance.vpn.worker.gro import PLAIN, coalesce
 from tests.prereqs import needs, needs_command, require_tun
-from tests.unit.test_tun import run_in
+from tests.support.tun import run_in, scratch_netns
 
 POOL = IPv6Network("2001:db8:7::/48")
 OC_UA = "Open AnyConnect VPN Agent v9.01-3"
@@ -351,15 +349,8 @@ def test_ipv6_clients_are_banned_by_their_slash_64() -> None:
 @pytest.fixture
 def tun_ns() -> Iterator[str]:
     """A throw-away network namespace (``ocg-`` prefix, deleted afterwards)."""
-    name = f"ocg-t6-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "sysctl", "-q", "-w",
-                        "net.ipv6.conf.all.disable_ipv6=0",
-                        "net.ipv6.conf.default.disable_ipv6=0"], check=True)
+    with scratch_netns("ocg-t6-", ipv6=True) as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @needs(require_tun)

@@ -25,7 +25,9 @@ from appliance.vpn.control import (
     UserInfo,
     make_event,
 )
-from tests.unit.test_control import LoopThread, wait_for
+from tests.support.control import LoopThread
+from tests.support.fakes import FakeProvider
+from tests.support.waiting import wait_until
 
 NOW = float(calendar.timegm((2026, 11, 28, 18, 5, 30)))
 UA = "Open AnyConnect VPN Agent v9.01-3"
@@ -64,47 +66,20 @@ def alice(now: float) -> UserInfo:
         iroutes=["10.99.0.0/255.255.255.0"], limit_rx=100000, limit_tx=200000)
 
 
-class FakeProvider:
+def capture_provider(now: float) -> FakeProvider:
     """The state of the ocserv 1.1.6 capture: bob (TLS only) and alice (DTLS, limits)."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-        self.user_list = [bob(now), alice(now)]
-        self.calls: list[tuple[str, Any]] = []
-
-    def status(self) -> StatusInfo:
-        return StatusInfo(server_pid=7224, secmod_pid=7225, up_since=self.now - 3,
-                          last_reset=self.now - 3, active_sessions=2)
-
-    def users(self) -> list[UserInfo]:
-        return list(self.user_list)
-
-    def sessions(self) -> list[SessionInfo]:
-        return [SessionInfo(u.full_session_id, u.username, user_agent=UA,
-                            remote_ip=u.remote_ip, created=self.now - 2, in_use=1,
-                            session_is_open=True) for u in self.user_list]
-
-    def bans(self) -> list[BanInfo]:
-        return [BanInfo("198.18.41.6", 1), BanInfo("192.0.2.66", 30, self.now + 250)]
-
-    def disconnect_user(self, name: str) -> int:
-        self.calls.append(("disconnect_user", name))
-        return sum(1 for u in self.user_list if u.username == name)
-
-    def disconnect_id(self, id: int) -> bool:
-        self.calls.append(("disconnect_id", id))
-        return any(u.id == id for u in self.user_list)
-
-    def unban(self, ip: str) -> bool:
-        self.calls.append(("unban", ip))
-        return ip == "192.0.2.66"
-
-    def reload(self) -> str:
-        self.calls.append(("reload", None))
-        return "reloaded"
-
-    def stop(self) -> None:
-        self.calls.append(("stop", None))
+    users = [bob(now), alice(now)]
+    return FakeProvider(
+        user_list=users,
+        session_list=[SessionInfo(u.full_session_id, u.username, user_agent=UA,
+                                  remote_ip=u.remote_ip, created=now - 2, in_use=1,
+                                  session_is_open=True) for u in users],
+        ban_list=[BanInfo("198.18.41.6", 1), BanInfo("192.0.2.66", 30, now + 250)],
+        status_info=StatusInfo(server_pid=7224, secmod_pid=7225, up_since=now - 3,
+                               last_reset=now - 3),
+        bannable="192.0.2.66",
+        reload_text="reloaded",
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +93,7 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, FakeProvider, LoopThread]]:
-    provider = FakeProvider(time.time())
+    provider = capture_provider(time.time())
     path = str(tmp_path / "occtl.socket")
     loop = LoopThread(ControlServer(path, provider))
     try:
@@ -138,7 +113,7 @@ def fixed(path: str, json_mode: bool = False, **kw: Any) -> tuple[occtl.Context,
 
 @pytest.fixture
 def fixed_served(tmp_path: Path) -> Iterator[tuple[str, FakeProvider]]:
-    provider = FakeProvider(NOW)
+    provider = capture_provider(NOW)
     path = str(tmp_path / "occtl.socket")
     loop = LoopThread(ControlServer(path, provider, clock=lambda: NOW))
     try:
@@ -527,11 +502,11 @@ def test_show_events(served: tuple[str, FakeProvider, LoopThread], json_mode: bo
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(occtl.run_line(ctx, "show events")))
     thread.start()
-    wait_for(lambda: "Press 'q'" in out.getvalue() + err.getvalue())
+    wait_until(lambda: "Press 'q'" in out.getvalue() + err.getvalue())
     user = provider.user_list[1]
     loop.call(lambda: loop.server.publish_event(make_event("connect", user)))
     loop.call(lambda: loop.server.publish_event(make_event("disconnect", user, "server")))
-    wait_for(lambda: out.getvalue().count("\n") >= (3 if json_mode else 7))
+    wait_until(lambda: out.getvalue().count("\n") >= (3 if json_mode else 7))
     loop.call(loop.server.close)  # the server goes away: occtl ends
     thread.join(5)
     assert result == [0]

@@ -2,54 +2,13 @@
 
 from __future__ import annotations
 
-import datetime
 import ssl
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from appliance.vpn.protocol.tls.handshake import ServerHandshake, make_server_context
 from appliance.vpn.protocol.tls.record import RecordLayer, TlsClosed, TlsRecordError, TrafficKeys
-
-
-@pytest.fixture(scope="module")
-def certfiles(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tls")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
-    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    return str(d / "cert.pem"), str(d / "key.pem")
-
-
-def _pump(client, cin, cout, hs):
-    """Run the handshake between a stdlib client and our ServerHandshake."""
-    for _ in range(20):
-        try:
-            client.do_handshake()
-        except ssl.SSLWantReadError:
-            pass
-        data = cout.read()
-        if data:
-            cin.write(hs.feed(data))
-        if hs.done:
-            # the client needs our final flight to finish too
-            try:
-                client.do_handshake()
-            except ssl.SSLWantReadError:
-                pass
-            return
-    raise AssertionError("handshake did not complete")
+from tests.support.tls import pump_handshake
 
 
 def _connect(certfiles, version, ciphers=None, tls13_suite=None):
@@ -63,7 +22,7 @@ def _connect(certfiles, version, ciphers=None, tls13_suite=None):
     cin, cout = ssl.MemoryBIO(), ssl.MemoryBIO()
     client = cctx.wrap_bio(cin, cout, server_hostname="vpn.test")
     hs = ServerHandshake(ctx)
-    _pump(client, cin, cout, hs)
+    pump_handshake(client, cin, cout, hs)
     return client, cin, cout, hs
 
 

@@ -16,7 +16,7 @@ from appliance.vpn.protocol.tls.handshake import (
     make_server_context,
 )
 from appliance.vpn.protocol.tls.priorities import TLS12, TLS13, PriorityError, parse_priorities
-from tests.unit.test_tls import _pump, certfiles  # noqa: F401 - fixture
+from tests.support.tls import pump_handshake
 
 
 def test_ocserv_default_and_sample_strings() -> None:
@@ -95,7 +95,7 @@ def test_groups_setter_symbol_is_present() -> None:
     assert hasattr(lib, "SSL_CTX_set1_curves_list")
 
 
-def _handshake(certfiles, priorities, client_ciphers=None, version=None):  # noqa: F811
+def _handshake(certfiles, priorities, client_ciphers=None, version=None):
     cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     cctx.check_hostname = False
     cctx.verify_mode = ssl.CERT_NONE
@@ -106,12 +106,12 @@ def _handshake(certfiles, priorities, client_ciphers=None, version=None):  # noq
     cin, cout = ssl.MemoryBIO(), ssl.MemoryBIO()
     client = cctx.wrap_bio(cin, cout, server_hostname="vpn.test")
     hs = ServerHandshake(make_server_context(*certfiles, priorities))
-    _pump(client, cin, cout, hs)
+    pump_handshake(client, cin, cout, hs)
     assert hs.result is not None
     return hs.result.description
 
 
-def test_openssl_client_gets_what_the_string_says(certfiles) -> None:  # noqa: F811
+def test_openssl_client_gets_what_the_string_says(certfiles) -> None:
     # server precedence: the client prefers AES-128, the server's order wins
     client_order = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384"
     tls12 = ssl.TLSVersion.TLSv1_2

@@ -2,68 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from appliance.vpn.main.tun import TunNameError, open_tun
 from tests.prereqs import needs, needs_command, require_tun
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.tun import run_in, scratch_netns
 
 pytestmark = [needs(require_tun), needs_command("ip", "iproute2")]
 
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"ocg-t-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
+    with scratch_netns("ocg-t-") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def run_in(ns: str, code: str) -> Any:
-    """Run SETUP + ``code`` with python in the namespace; it prints one JSON document."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", SETUP + textwrap.dedent(code)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
-
-
-SETUP = """
-import fcntl, json, os, select, socket, struct, subprocess
-from ipaddress import IPv4Address, IPv6Address, IPv6Network
-from appliance.vpn.main.tun import configure_tun, link_exists, open_tun, remove_tun, set_mtu
-
-def ip_json(*args):
-    out = subprocess.run(["ip", "-j", *args], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
-
-def read_packet(fd, timeout=3.0):
-    select.select([fd], [], [], timeout)
-    return os.read(fd, 65535)
-
-def checksum(data):
-    if len(data) % 2:
-        data += b"\\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-"""
 
 
 def test_open_configure_and_remove(netns: str) -> None:

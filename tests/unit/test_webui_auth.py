@@ -10,7 +10,7 @@ from flask import Flask
 
 from appliance.webui.app import PUBLIC_ENDPOINTS
 from appliance.webui.auth import AdminSessions, LoginGuard
-from tests.unit.test_webui_support import (
+from tests.support.webui import (
     ADMIN_PASSWORD,
     ALICE,
     UI,
@@ -19,9 +19,6 @@ from tests.unit.test_webui_support import (
     sign_in,
     token,
 )
-
-#: The shared fixtures (ui, admin) live in test_webui_support.
-pytest_plugins = ["tests.unit.test_webui_support"]
 
 PARAMS = {"name": ALICE, "slug": "network", "worker_id": "4242", "filename": "webui.css",
           "token": "t0ken", "serial": "ABCDEF"}

@@ -23,15 +23,12 @@ from appliance.webui.backup import (
     plan_restore,
     read_archive,
 )
-from tests.unit.test_webui_support import (
+from tests.support.webui import (
     ALICE,
     UI,
     make_state,
     post,
 )
-
-#: The shared fixtures (ui, admin) live in test_webui_support.
-pytest_plugins = ["tests.unit.test_webui_support"]
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -16,9 +16,7 @@ from appliance.vpn.config import load_config
 from appliance.webui.backup import make_backup, plan_restore
 from appliance.webui.clientcerts import ClientCertError, ClientCerts
 from appliance.webui.radiusinfo import radius_server_name, read_radius_info
-from tests.unit.test_webui_support import ALICE, UI, post
-
-pytest_plugins = ["tests.unit.test_webui_support"]
+from tests.support.webui import ALICE, UI, post
 
 NOW = datetime.datetime(2026, 5, 1, 12, 0, tzinfo=datetime.UTC)
 
@@ -115,7 +113,7 @@ def test_download_belongs_to_the_issuing_session(ui: UI, admin: FlaskClient) -> 
     text = post(admin, f"/users/{ALICE}/certs/issue",
                 form_page=f"/users/{ALICE}").get_data(as_text=True)
     action = re.search(r'action="([^"]+/certs/download/[^"]+)"', text).group(1)  # type: ignore[union-attr]
-    from tests.unit.test_webui_support import sign_in
+    from tests.support.webui import sign_in
     other = ui.client()
     sign_in(other)
     assert post(other, action, form_page=f"/users/{ALICE}").status_code == 404
@@ -168,7 +166,7 @@ def test_radius_users_page_offers_no_local_edits(ui: UI, admin: FlaskClient,
                        (f"/users/{ALICE}/lock", {"locked": "1"})):
         assert post(client, path, data, form_page="/users/").status_code == 409
     assert ui.layout.passwd.read_text() == passwd
-    from tests.unit.test_webui_support import session_user
+    from tests.support.webui import session_user
     ui.vpn.users_list = [session_user()]
     sessions = client.get("/sessions/").get_data(as_text=True)
     assert re.search(r'data-field="source"><span class="pill"[^>]*>RADIUS<', sessions)

@@ -8,16 +8,13 @@ from appliance.vpn.config import load_config, load_user_config
 from appliance.vpn.control import BanInfo
 from appliance.vpn.passwd import load_passwd, verify_password
 from appliance.webui.traffic import ThroughputHistory
-from tests.unit.test_webui_support import (
+from tests.support.webui import (
     ALICE,
     ALICE_PASSWORD,
     UI,
     post,
     session_user,
 )
-
-#: The shared fixtures (ui, admin) live in test_webui_support.
-pytest_plugins = ["tests.unit.test_webui_support"]
 
 NEW_PASSWORD = "amber Falcon river 58 tundra"
 

@@ -9,13 +9,10 @@ from hypothesis import strategies as st
 
 from appliance.vpn.config import OPTIONS, ConfigDocument, load_config
 from appliance.webui.settingsform import GROUPS, apply_form, fields_for
-from tests.unit.test_webui_support import (
+from tests.support.webui import (
     UI,
     post,
 )
-
-#: The shared fixtures (ui, admin) live in test_webui_support.
-pytest_plugins = ["tests.unit.test_webui_support"]
 
 
 def text(response) -> str:  # noqa: ANN001

@@ -20,7 +20,7 @@ from appliance.webui.totp import (
     secret_to_text,
     totp_code,
 )
-from tests.unit.test_webui_support import (
+from tests.support.webui import (
     ADMIN,
     ADMIN_PASSWORD,
     UI,
@@ -29,8 +29,6 @@ from tests.unit.test_webui_support import (
     sign_in,
     token,
 )
-
-pytest_plugins = ["tests.unit.test_webui_support"]
 
 # RFC 6238 appendix B: the seeds are ASCII "1234567890" repeated to the hash's size.
 SEED = {"SHA1": b"12345678901234567890",

@@ -21,54 +21,29 @@ from appliance.vpn.control import BanInfo, ControlServer, SessionInfo, StatusInf
 from appliance.web.tlsserver import HttpsWebServer
 from appliance.web.vpnclient import VpnCommandError, VpnControl, VpnUnavailable
 from appliance.webui import WebUIContext, create_app
-from tests.unit.test_control import LoopThread
-from tests.unit.test_webui_support import ADMIN, ADMIN_PASSWORD, make_state
+from tests.support.control import LoopThread
+from tests.support.fakes import FakeProvider
+from tests.support.webui import ADMIN, ADMIN_PASSWORD, make_state
 
 
-class Provider:
-    """A ControlProvider with one connected user."""
-
-    def __init__(self) -> None:
-        self.reloads = 0
-        self.online = [UserInfo(id=77, username="alice", ipv4="10.73.0.2", rx=10, tx=20,
-                                dtls_cipher="(DTLS1.2)-(PSK)-(AES-256-GCM)")]
-
-    def status(self) -> StatusInfo:
-        return StatusInfo(up_since=1000.0, rx=10, tx=20, active_sessions=len(self.online))
-
-    def users(self) -> list[UserInfo]:
-        return list(self.online)
-
-    def sessions(self) -> list[SessionInfo]:
-        return [SessionInfo("abcdef", "alice")]
-
-    def bans(self) -> list[BanInfo]:
-        return [BanInfo("192.0.2.66", 90, 2e9)]
-
-    def disconnect_user(self, name: str) -> int:
-        before = len(self.online)
-        self.online = [u for u in self.online if u.username != name]
-        return before - len(self.online)
-
-    def disconnect_id(self, id: int) -> bool:
-        before = len(self.online)
-        self.online = [u for u in self.online if u.id != id]
-        return len(self.online) < before
-
-    def unban(self, ip: str) -> bool:
-        return ip == "192.0.2.66"
-
-    def reload(self) -> str:
-        self.reloads += 1
-        return "reloading the configuration"
-
-    def stop(self) -> None:
-        raise AssertionError("the UI never stops the server")
+def one_user_provider() -> FakeProvider:
+    """main with one connected user; disconnect orders really end sessions."""
+    return FakeProvider(
+        user_list=[UserInfo(id=77, username="alice", ipv4="10.73.0.2", rx=10, tx=20,
+                            dtls_cipher="(DTLS1.2)-(PSK)-(AES-256-GCM)")],
+        session_list=[SessionInfo("abcdef", "alice")],
+        ban_list=[BanInfo("192.0.2.66", 90, 2e9)],
+        status_info=StatusInfo(up_since=1000.0, rx=10, tx=20),
+        bannable="192.0.2.66",
+        reload_text="reloading the configuration",
+        drop_disconnected=True,
+        stoppable=False,
+    )
 
 
 @pytest.fixture
-def control(tmp_path: Path) -> Iterator[tuple[VpnControl, Provider]]:
-    provider = Provider()
+def control(tmp_path: Path) -> Iterator[tuple[VpnControl, FakeProvider]]:
+    provider = one_user_provider()
     path = str(tmp_path / "occtl.socket")
     loop = LoopThread(ControlServer(path, provider))
     try:

@@ -1,8 +1,9 @@
-"""Shared fixtures for the admin UI tests: a real state folder, a fake VPN, a signed-in client.
+"""The admin UI test set-up: a real state folder, a fake VPN, a signed-in client.
 
 The state folder is made by the first-boot wizard's own apply step, so the UI is tested
 against exactly what a device has after setup.  The VPN server is replaced by
 :class:`FakeVpn`, which records the orders the UI gives over the "control socket".
+The ``ui`` and ``admin`` fixtures are in tests/unit/conftest.py.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -187,17 +186,3 @@ def post(client: FlaskClient, path: str, data: dict[str, Any] | None = None,
     """POST with a valid CSRF token taken from ``form_page``."""
     return client.post(path, data={"csrf_token": token(client, form_page), **(data or {})},
                        **kwargs)
-
-
-@pytest.fixture
-def ui(tmp_path: Path) -> UI:
-    return build_ui(tmp_path / "state")
-
-
-@pytest.fixture
-def admin(ui: UI) -> Iterator[FlaskClient]:
-    """A client that is signed in as the wizard's admin."""
-    client = ui.client()
-    response = sign_in(client)
-    assert response.status_code == 303, response.get_data(as_text=True)
-    yield client

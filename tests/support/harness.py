@@ -11,7 +11,7 @@ Typical use inside a test (fixtures from ``conftest.py``)::
         assert client.env()["INTERNAL_IP4_ADDRESS"].startswith("203.0.113.")
         assert ping(net.client_ns, net.inside_ip).ok
 
-Run as ``python3 -m tests.e2e.harness xfer ...`` this module is also the tiny
+Run as ``python3 -m tests.support.harness xfer ...`` this module is also the tiny
 TCP sender/receiver that :func:`transfer` starts inside the namespaces.
 """
 
@@ -42,7 +42,7 @@ import psutil
 from passlib.hash import sha256_crypt
 
 from appliance import pki
-from tests.e2e.netns import Link, Netns, TestNet
+from tests.support.netns import Link, Netns, TestNet
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def make_server_files(
 
     pool = net.pool.split("/")[0]
     lines = [
-        "# ocserv.conf for one end-to-end test (written by tests/e2e/harness.py)",
+        "# ocserv.conf for one end-to-end test (written by tests/support/harness.py)",
         f'auth = "plain[passwd={files.passwd}]"',
         f"tcp-port = {HTTPS_PORT}",
         *([f"udp-port = {HTTPS_PORT}"] if udp else []),
@@ -421,7 +421,7 @@ class Server:
 # ---------------------------------------------------------------- client
 
 WRAPPER_TEMPLATE = """#!/bin/sh
-# vpnc-script wrapper for one e2e test client (tests/e2e/harness.py).
+# vpnc-script wrapper for one e2e test client (tests/support/harness.py).
 # 1. records what the server pushed, NUL-separated, for the test to read;
 # 2. drops every DNS setting so the client namespace's resolv.conf is never touched;
 # 3. runs the distribution's vpnc-script and logs when it finished.
@@ -804,7 +804,7 @@ def _xfer_argv(role: str, action: str, host: str, port: int, nbytes: int) -> lis
     return [
         sys.executable,
         "-m",
-        "tests.e2e.harness",
+        "tests.support.harness",
         "xfer",
         role,
         action,
@@ -999,4 +999,6 @@ def _xfer_main(argv: Sequence[str], out: IO[str]) -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "xfer":
         sys.exit(_xfer_main(sys.argv[2:], sys.stdout))
-    sys.exit("usage: python3 -m tests.e2e.harness xfer listen|connect send|recv HOST PORT NBYTES")
+    sys.exit(
+        "usage: python3 -m tests.support.harness xfer listen|connect send|recv HOST PORT NBYTES"
+    )

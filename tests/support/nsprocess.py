@@ -7,8 +7,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e import harness
-from tests.e2e.netns import Netns
+from tests.support import harness
+from tests.support.netns import Netns
+from tests.support.processes import stop_process
 
 
 class NsProcess:
@@ -33,10 +34,4 @@ class NsProcess:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
