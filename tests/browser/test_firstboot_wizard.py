@@ -17,8 +17,6 @@ Screenshots of every step: tests/artifacts/firstboot/.
 from __future__ import annotations
 
 import ipaddress
-import re
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,32 +27,17 @@ from appliance.state import StateLayout
 from appliance.vpn.config import load_config
 from tests.support import harness
 from tests.support.netns import INSIDE_DNS, Netns, TestNet
-from tests.support.nsprocess import NsProcess
+from tests.support.wizard import VPN_PASSWORD, VPN_USER, WizardProcess, read_code, submit_step
 
 ADMIN_PASSWORD = "quiet Harbor lantern 73 maple"
-VPN_USER = "alice"
-VPN_PASSWORD = "seven Violet kites over 19 dunes"
 COLLIDING_ROUTE = "203.0.113.0/26"
 EXPECTED_POOL = "203.0.113.64/26"
 
-
-class WizardProcess(NsProcess):
-    """``python3 -m appliance.firstboot`` in the server namespace, as the device runs it."""
-
-    def __init__(self, ns: Netns, state: Path, log: Path) -> None:
-        super().__init__(ns, [sys.executable, "-u", "-m", "appliance.firstboot", "--state",
-                              str(state), "--port", "80", "--no-mdns", "--subnet-policy",
-                              "documentation", "--handover", "none", "--linger", "120"], log)
-        self.wait_port(80, "wizard")
 
 
 def _shot(page: Any, folder: Path, name: str) -> None:
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
-
-def _submit(page: Any, form: str) -> None:
-    with page.expect_navigation():
-        page.click(f"#{form} button[type=submit]")
 
 
 def test_wizard_from_fresh_state_to_vpn_connection(
@@ -70,7 +53,7 @@ def test_wizard_from_fresh_state_to_vpn_connection(
     layout = StateLayout.at(workdir / "state")
     wizard = WizardProcess(device, layout.root, workdir / "wizard.log")
     try:
-        code = _read_code(layout)
+        code = read_code(layout)
         deadline = time.monotonic() + 10
         while code not in wizard.output():  # printed on the console too
             assert time.monotonic() < deadline, wizard.output()
@@ -88,12 +71,6 @@ def test_wizard_from_fresh_state_to_vpn_connection(
     assert time.monotonic() - started < 90
 
 
-def _read_code(layout: StateLayout) -> str:
-    text = layout.setup_code.read_text()
-    match = re.search(r"^([0-9A-Z]{4}-){3}[0-9A-Z]{4}$", text, re.M)
-    assert match, text
-    return match.group(0)
-
 
 def _walk_through_wizard(context: Any, net: TestNet, shots: Path, code: str) -> str:
     page = context.new_page()
@@ -105,23 +82,23 @@ def _walk_through_wizard(context: Any, net: TestNet, shots: Path, code: str) -> 
     _shot(page, shots, "01-setup-code")
 
     page.fill("#code", "AAAA-BBBB-CCCC-DDDD")
-    _submit(page, "code-form")
+    submit_step(page, "code-form")
     assert "not the setup code" in page.inner_text(".notice-error")
     _shot(page, shots, "02-setup-code-wrong")
     page.fill("#code", code.lower().replace("-", " "))
-    _submit(page, "code-form")
+    submit_step(page, "code-form")
     assert page.url.endswith("/setup/admin")
     _shot(page, shots, "03-admin")
 
     page.fill("#username", "admin")
     page.fill("#password", "Password2024!")
     page.fill("#confirm", "Password2024!")
-    _submit(page, "admin-form")
+    submit_step(page, "admin-form")
     assert "most common passwords" in page.inner_text(".notice-error")
     _shot(page, shots, "04-admin-weak-password")
     page.fill("#password", ADMIN_PASSWORD)
     page.fill("#confirm", ADMIN_PASSWORD)
-    _submit(page, "admin-form")
+    submit_step(page, "admin-form")
     assert page.url.endswith("/setup/network")
     assert "offline" in page.inner_text("#internet-status")  # no default route in the ns
     assert net.server_ip in page.inner_text("#detected")
@@ -129,34 +106,34 @@ def _walk_through_wizard(context: Any, net: TestNet, shots: Path, code: str) -> 
 
     assert page.input_value("#server") == net.server_ip
     page.fill("#names", "vpn.example.net")
-    _submit(page, "network-form")
+    submit_step(page, "network-form")
     assert page.url.endswith("/setup/subnet")
     assert EXPECTED_POOL in page.inner_text("#proposal")
     assert page.input_value("#pool") == EXPECTED_POOL
     assert page.input_value("#dns").strip() == INSIDE_DNS
     _shot(page, shots, "06-subnet-proposed")
     page.fill("#pool", "203.0.113.0/24")
-    _submit(page, "subnet-form")
+    submit_step(page, "subnet-form")
     assert f"overlaps {COLLIDING_ROUTE}" in page.inner_text(".notice-error")
     _shot(page, shots, "07-subnet-conflict-refused")
     page.fill("#pool", EXPECTED_POOL)
     page.check("input[name=mode][value=full]")
-    _submit(page, "subnet-form")
+    submit_step(page, "subnet-form")
     assert page.url.endswith("/setup/certificates")
     _shot(page, shots, "08-certificates")
 
-    _submit(page, "certs-form")
+    submit_step(page, "certs-form")
     assert page.url.endswith("/setup/user")
     _shot(page, shots, "09-first-user")
     page.fill("#username", VPN_USER)
     page.fill("#password", VPN_PASSWORD)
     page.fill("#confirm", VPN_PASSWORD)
-    _submit(page, "user-form")
+    submit_step(page, "user-form")
     assert page.url.endswith("/setup/review")
     assert EXPECTED_POOL in page.inner_text("#review")
     _shot(page, shots, "10-review")
 
-    _submit(page, "apply-form")
+    submit_step(page, "apply-form")
     assert page.url.endswith("/setup/done")
     pin = page.inner_text("#pin").strip()
     command = page.inner_text("#command").strip()
@@ -167,7 +144,7 @@ def _walk_through_wizard(context: Any, net: TestNet, shots: Path, code: str) -> 
     _shot(page, shots, "12-done-dark")
     page.emulate_media(color_scheme="light")
 
-    _submit(page, "finish-form")
+    submit_step(page, "finish-form")
     assert "Setup finished" in page.inner_text("h1")
     _shot(page, shots, "13-finished")
     page.close()

@@ -17,16 +17,16 @@ from typing import Any
 import pytest
 
 from appliance import pki
-from tests.browser.test_i18n_wizard import TAGS, check_page, translations
-from tests.browser.test_webui_e2e import (
+from tests.support import harness
+from tests.support.device import (
     ADMIN_PASSWORD,
     ALICE,
     ALICE_PASSWORD,
     WebUIProcess,
     make_device_state,
 )
-from tests.e2e import harness
-from tests.e2e.netns import Netns, TestNet
+from tests.support.i18n import TAGS, check_page, translations
+from tests.support.netns import Netns, TestNet
 
 UI_PORT = 8443
 

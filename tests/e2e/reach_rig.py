@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.netns import Netns
 from tests.prereqs import require_command
+from tests.support.netns import Netns
 
 BIND_IP = "198.18.100.53"
 PEBBLE_IP = "198.18.100.14"

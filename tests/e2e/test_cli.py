@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from tests.e2e.harness import HTTPS_PORT, REPO_ROOT, Client, _listening, make_server_files, ping
-from tests.e2e.netns import TestNet
+from tests.support.harness import HTTPS_PORT, REPO_ROOT, Client, _listening, make_server_files, ping
+from tests.support.netns import TestNet
 
 FOREGROUND = {
     "ocserv": "ocserv -f -d 1 -c {conf}",
