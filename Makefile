@@ -59,7 +59,7 @@ run: deps translations
 
 test: deps translations
 	$(PYTHON) -m ruff check appliance tests bench image
-	$(PYTHON) -m mypy appliance
+	$(PYTHON) -m mypy appliance bench
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
 
 unit: deps translations

@@ -24,6 +24,9 @@ def measure(kind: str, sessions: int) -> dict[str, float]:
         users = {f"user{i}": f"pw-{i}-secret" for i in range(sessions)}
         files = harness.make_server_files(Path(d), net, users=users)
         server = harness.Server(net, files, harness.server_command(kind)).start()
+        main_pid = server.pid
+        if main_pid is None:  # psutil.Process(None) would measure this process instead
+            raise RuntimeError(f"{kind} did not start")
         clients = []
         try:
             for name, password in users.items():
@@ -31,13 +34,13 @@ def measure(kind: str, sessions: int) -> dict[str, float]:
                 if not client.connect(name, password, no_dtls=False):
                     raise RuntimeError(f"{name} could not connect:\n{client.log[-2000:]}")
                 clients.append(client)
-            procs = psutil.Process(server.pid).children(recursive=True) + [
-                psutil.Process(server.pid)]
+            procs = psutil.Process(main_pid).children(recursive=True) + [
+                psutil.Process(main_pid)]
             infos = {p.pid: (p.name(), p.memory_full_info()) for p in procs}
             workers = [m for pid, (name, m) in infos.items()
-                       if len(procs) > 2 and _is_worker(kind, pid, name, server.pid, procs)]
+                       if len(procs) > 2 and _is_worker(kind, pid, name, main_pid, procs)]
             others = [m for pid, (name, m) in infos.items()
-                      if not _is_worker(kind, pid, name, server.pid, procs)]
+                      if not _is_worker(kind, pid, name, main_pid, procs)]
             return {
                 "sessions": sessions,
                 "worker_uss_kb": statistics.median(m.uss for m in workers) / 1024,

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -319,3 +320,19 @@ def test_fuzz_fields_either_decode_to_declared_types_or_are_refused(name: str, d
     from tests.fuzz.targets import _fits
 
     assert _fits(cls, decoded)
+
+
+def test_type_checker_sees_required_fields_that_carry_codec_metadata(tmp_path: Path) -> None:
+    """``sid: str = field(metadata=SID)`` has no default: a message built without it must
+    be a type error. Without ``field_specifiers`` in ``message``'s dataclass_transform,
+    mypy read every ``field(...)`` as a default and let such a call through."""
+    from mypy import api
+
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text("from appliance.vpn import ipc\n"
+                       "ipc.SessionClose(invalidate=True)\n"
+                       "ipc.SessionClose(sid='ab', invalidate=False)\n")
+    out, err, status = api.run(["--no-incremental", "--follow-imports=silent", str(snippet)])
+    assert status == 1, out + err
+    assert f'{snippet}:2: error: Missing positional argument "sid"' in out
+    assert f"{snippet}:3:" not in out
