@@ -189,13 +189,13 @@ def test_main_checks_what_the_types_cannot_say(main: Main) -> None:
     assert _ended(main, conn)
     holder_sock, holder = _conn(main, 12, "connected")
     holder.app_id = bytes.fromhex(APP_ID)
-    main.by_app_id[holder.app_id] = holder
+    main.sessions.by_app_id[holder.app_id] = holder
     for pid, app_id in ((13, APP_ID), (14, "ab" * 8)):
         ours, conn = _conn(main, pid, "auth")
         ipc.send(ours, ipc.ConnectRequest(**{**request.__dict__, "dtls_app_id": app_id}))
         main._from_worker(conn.chan)
         assert _ended(main, conn)
-    assert main.by_app_id[holder.app_id] is holder and not holder.bad
+    assert main.sessions.by_app_id[holder.app_id] is holder and not holder.bad
     holder_sock.close()
 
 
@@ -216,7 +216,7 @@ def test_main_takes_good_counters_and_charges_ban_points_to_what_it_knows(main: 
 def test_a_taken_over_session_and_a_reaped_pid_are_left_alone(main: Main,
                                                                monkeypatch: Any) -> None:
     released: list[str] = []
-    monkeypatch.setattr(main, "_release", released.append)
+    monkeypatch.setattr(main.sessions, "_release", released.append)
     old_sock, old = _conn(main, 40, "connected")
     new_sock, new = _conn(main, 41, "connected")  # the same session, newer connection
     old_sock.send(b'{"type":"WorkerStats","rx":"x","tx":0}')
@@ -240,7 +240,7 @@ def test_a_handler_that_fails_ends_that_worker_and_quotes_nothing(main: Main, se
         raise ValueError(f"the cookie was {SECRET}")
 
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr(main, "_connect", boom)
+    monkeypatch.setattr(main.sessions, "connect", boom)
     ours, conn = _conn(main, 50, "auth")
     request = {k: v for k, v in sample_named("ConnectRequest").items() if k != "type"}
     ipc.send(ours, ipc.ConnectRequest(**request))

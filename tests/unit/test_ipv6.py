@@ -32,7 +32,7 @@ from appliance.vpn.main.ipv6 import (
 )
 from appliance.vpn.main.leases import Ipv6LeasePool, LeaseError
 from appliance.vpn.main.scripts import script_env
-from appliance.vpn.main.server import effective_settings
+from appliance.vpn.main.sessions import effective_settings
 from appliance.vpn.protocol import cstp
 from appliance.vpn.worker.dialogue import connect_params
 from appliance.vpn.worker.gro import PLAIN, coalesce

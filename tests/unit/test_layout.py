@@ -114,10 +114,11 @@ ALLOWED_ACROSS = {
     ("main.server", "secmod.server"),       # main forks sec-mod: run_secmod
     ("main.server", "worker.dialogue"),     # main forks a worker per client: run_worker
     ("main.server", "worker.errors"),       # ... and hands it the Peer
-    ("main.server", "auth.radius.acct"),    # RADIUS accounting is main's (as ocserv's), lazily
-    ("main.server", "auth.accounting"),     # ... whose hooks are no-ops without 'acct'
-    ("main.server", "auth.radius.supconfig"),  # per-user settings a RADIUS Accept carried
+    ("main.sessions", "auth.radius.acct"),  # RADIUS accounting is main's (as ocserv's), lazily
+    ("main.sessions", "auth.accounting"),   # ... whose hooks are no-ops without 'acct'
+    ("main.sessions", "auth.radius.supconfig"),  # per-user settings a RADIUS Accept carried
     ("main.server", "control"),             # main serves the occtl socket
+    ("main.sessions", "control"),           # ... and publishes connect/disconnect events
     ("main.management", "control"),         # ... with these records
     ("occtl", "control.client"), ("occtl.commands", "control"),
     ("occtl.commands", "control.client"), ("occtl.format", "control"),

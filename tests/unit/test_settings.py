@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from appliance.vpn.config import parse_config, parse_user_config
-from appliance.vpn.main.server import effective_settings
+from appliance.vpn.main.sessions import effective_settings
 
 BASE = ('auth = "plain[passwd=/x]"\nipv4-network = 203.0.113.0/24\nserver-cert = /a\n'
         "server-key = /b\n")

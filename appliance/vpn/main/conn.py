@@ -11,6 +11,11 @@ from .ipv6 import Ipv6Lease
 from .scripts import ScriptJob
 
 
+class WorkerFault(Exception):
+    """A well-formed message that no honest worker sends in its state (main's own
+    checks, beyond the types ipc.py checks)."""
+
+
 @dataclass
 class Conn:
     """A worker process and what main knows about its client."""

@@ -78,7 +78,7 @@ class ServerStats:
             self.max_mtu = max(self.max_mtu, conn.mtu)
 
 
-def user_info(main: MainView, conn: Conn) -> UserInfo:
+def user_info(conn: Conn) -> UserInfo:
     s = conn.settings
     return UserInfo(
         id=conn.pid, username=conn.username, groupname=conn.groupname,
@@ -129,7 +129,7 @@ class Management:
 
     def users(self) -> list[UserInfo]:
         m = self.main
-        return [user_info(m, c) for c in sorted(m.conns.values(), key=lambda c: c.pid)
+        return [user_info(c) for c in sorted(m.conns.values(), key=lambda c: c.pid)
                 if c.state == "connected"]
 
     def sessions(self) -> list[SessionInfo]:
