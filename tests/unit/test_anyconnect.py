@@ -32,7 +32,7 @@ from appliance.vpn.secmod.anyconnect import (
     connect_needs_cert,
     profile_answer,
 )
-from appliance.vpn.secmod.server import SessionStore
+from appliance.vpn.secmod.cookies import SessionStore
 
 PROFILE = b'<?xml version="1.0" encoding="UTF-8"?>\n<AnyConnectProfile></AnyConnectProfile>\n'
 CERT_SHA1 = "ab" * 20

@@ -45,7 +45,8 @@ from appliance.vpn.auth.plain import OtpFile, PlainAuth
 from appliance.vpn.auth.registry import make_setup
 from appliance.vpn.config import AuthMethod, parse_config
 from appliance.vpn.protocol.tls.handshake import ServerHandshake, make_server_context
-from appliance.vpn.secmod.server import AuthState, SecMod
+from appliance.vpn.secmod.login import AuthState
+from appliance.vpn.secmod.server import SecMod
 from tests.prereqs import require_root
 from tests.support.harness import write_passwd
 from tests.support.tls import pump_handshake
@@ -436,11 +437,11 @@ def test_secmod_asks_the_otp_as_ocserv(otp_secmod: tuple[SecMod, socket.socket])
     step = init(sm, state, "alice")
     assert (step.message, step.input_name, step.input_label) == (
         "Please enter your password.", "password", "Password:")
-    step = sm._auth_cont(state, "secret")
+    step = sm.login.auth_cont(state, "secret")
     # ocserv's plain module: the OTP is the form's one "password" field, not a numbered one
     assert (step.status, step.message, step.input_name, step.input_label) == (
         "continue", "Please enter your OTP password.", "password", "Password:")
-    done = sm._auth_cont(state, hotp(KEY, 0))
+    done = sm.login.auth_cont(state, hotp(KEY, 0))
     assert done.status == "ok" and sm.store.open(done.cookie, time.time()).groupname == "staff"
     assert ban_points(events) == []
 
@@ -450,20 +451,20 @@ def test_secmod_wrong_otp_fails_with_ban_points(otp_secmod: tuple[SecMod, socket
     sm, events = otp_secmod
     state = AuthState()
     init(sm, state, "alice")
-    sm._auth_cont(state, "secret")
-    reply = sm._auth_cont(state, "000000" if hotp(KEY, 0) != "000000" else "111111")
+    sm.login.auth_cont(state, "secret")
+    reply = sm.login.auth_cont(state, "000000" if hotp(KEY, 0) != "000000" else "111111")
     assert (reply.status, reply.message) == ("fail", "Authentication failed")
     assert ban_points(events) == [7]
     # a wrong password is retried as before, each try with points
     init(sm, state, "alice")
-    reply = sm._auth_cont(state, "nope")
+    reply = sm.login.auth_cont(state, "nope")
     assert reply.status == "continue" and reply.message.startswith("Login failed.")
     assert ban_points(events) == [7]
     # OTP-only user: the first question is the OTP
     state = AuthState()
     step = init(sm, state, "carol")
     assert (step.message, step.input_name) == ("Please enter your OTP password.", "password")
-    assert sm._auth_cont(state, hotp(KEY, 0)).status == "ok"
+    assert sm.login.auth_cont(state, hotp(KEY, 0)).status == "ok"
 
 
 # ---------------------------------------------------------------- the sec-mod dialogue
@@ -523,7 +524,7 @@ def secmod(tmp_path: Path, tls_dir: Path) -> Iterator[SecMod]:
 
 
 def init(sm: SecMod, state: AuthState, username: str = "", group: str | None = None):
-    return sm._auth_init(state, ipc.AuthInit(username, group, "198.18.0.2", "test"))
+    return sm.login.auth_init(state, ipc.AuthInit(username, group, "198.18.0.2", "test"))
 
 
 def test_two_step_conversation_is_relayed_as_forms(secmod: SecMod) -> None:
@@ -538,10 +539,10 @@ def test_two_step_conversation_is_relayed_as_forms(secmod: SecMod) -> None:
     assert (step.form, step.message, step.input_name) == ("password",
                                                           "Please enter your password.",
                                                           "password")
-    step = secmod._auth_cont(state, "pw")
+    step = secmod.login.auth_cont(state, "pw")
     assert (step.status, step.message) == ("continue", "Verification code:")
     assert (step.input_name, step.input_label) == ("secondary_password", "Password1:")
-    done = secmod._auth_cont(state, "123456")
+    done = secmod.login.auth_cont(state, "123456")
     assert done.status == "ok" and done.cookie
     session = secmod.store.open(done.cookie, time.time())
     assert session is not None and (session.username, session.groupname) == ("alice", "staff")
@@ -553,18 +554,18 @@ def test_wrong_answer_restarts_then_fails_after_three(secmod: SecMod) -> None:
     state = AuthState()
     init(secmod, state, "alice")
     for attempt in range(1, 4):
-        secmod._auth_cont(state, "pw")
-        reply = secmod._auth_cont(state, "wrong")
+        secmod.login.auth_cont(state, "pw")
+        reply = secmod.login.auth_cont(state, "wrong")
         if attempt < 3:
             assert reply.status == "continue"
             assert reply.message == "Login failed.\nPlease enter your password."
             assert reply.input_name == "password"
     assert reply.status == "fail" and reply.message == "Authentication failed"
-    assert len(backend.started) == 3 and secmod.auth_failures == 3
+    assert len(backend.started) == 3 and secmod.login.auth_failures == 3
 
 
 def test_answer_without_question_fails(secmod: SecMod) -> None:
-    assert secmod._auth_cont(AuthState(), "pw").status == "fail"
+    assert secmod.login.auth_cont(AuthState(), "pw").status == "fail"
 
 
 def test_group_rules_in_the_dialogue(secmod: SecMod) -> None:
@@ -573,12 +574,12 @@ def test_group_rules_in_the_dialogue(secmod: SecMod) -> None:
     form = init(secmod, state, "", "Staff members")  # friendly name accepted
     assert form.groups[0] == ["staff", "Staff members"]  # requested group first
     init(secmod, state, "alice", "Staff members")
-    done = secmod._auth_cont(state, "pw")
+    done = secmod.login.auth_cont(state, "pw")
     assert secmod.store.open(done.cookie, time.time()).groupname == "staff"
     init(secmod, state, "alice", "admins")  # not a member
-    assert secmod._auth_cont(state, "pw").status == "fail"
+    assert secmod.login.auth_cont(state, "pw").status == "fail"
     init(secmod, state, "alice")  # no group asked for: the user's first one
-    done = secmod._auth_cont(state, "pw")
+    done = secmod.login.auth_cont(state, "pw")
     assert secmod.store.open(done.cookie, time.time()).groupname == "ops"
 
 
@@ -591,7 +592,7 @@ def test_certificate_modes(secmod: SecMod) -> None:
     assert init(secmod, state).form == "login"
     assert init(secmod, state, "bob").status == "fail"  # the cert names someone else
     init(secmod, state, "alice")
-    assert secmod._auth_cont(state, "pw").status == "ok"
+    assert secmod.login.auth_cont(state, "pw").status == "ok"
 
     secmod.setup.cert_required, secmod.setup.cert_sufficient = False, True  # cert OR pw
     assert init(secmod, AuthState()).form == "login"

@@ -22,7 +22,8 @@ from appliance.vpn.config import parse_config
 from appliance.vpn.main import server as main_mod
 from appliance.vpn.main.server import Conn, Main
 from appliance.vpn.passwd import hash_password
-from appliance.vpn.secmod.server import AuthState, SecMod
+from appliance.vpn.secmod.login import AuthState
+from appliance.vpn.secmod.server import SecMod
 from tests.fuzz.ipc_variants import SECRET, sample_named, variants
 
 VARIANTS = variants(nested=True)
@@ -248,7 +249,7 @@ def test_a_handler_that_fails_ends_that_worker_and_quotes_nothing(main: Main, se
     assert _ended(main, conn)
     assert "handling ConnectRequest from worker 50 failed (ValueError)" in caplog.text
     sm, events = secmod
-    monkeypatch.setattr(sm, "_auth_init", boom)
+    monkeypatch.setattr(sm.login, "auth_init", boom)
     w_ours, w_theirs = _worker(sm, 51)
     ipc.send(w_ours, ipc.AuthInit("alice", None, "198.51.100.7", "openconnect"))
     sm._from_worker(w_theirs)

@@ -125,6 +125,8 @@ ALLOWED_ACROSS = {
     ("worker.dialogue", "main.ipv6"),       # the CONNECT answer's IPv6 fields, main's rules
     ("secmod.server", "auth.base"), ("secmod.server", "auth.cert"),
     ("secmod.server", "auth.groups"), ("secmod.server", "auth.registry"),
+    ("secmod.login", "auth.base"), ("secmod.login", "auth.cert"),
+    ("secmod.login", "auth.registry"),
 }
 
 

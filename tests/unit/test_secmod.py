@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance.vpn.secmod.server import AUTH_SLACK, SessionStore
+from appliance.vpn.secmod.cookies import AUTH_SLACK, SessionStore
 
 
 def test_cookie_valid_for_active_session_plus_timeout():

@@ -13,25 +13,22 @@ worker waiting for PAM gets its answer later, when the conversation produces it.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import os
-import secrets
 import select
 import selectors
 import socket
 import struct
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography import x509
 from OpenSSL import SSL
 
 from .. import ipc, unixpath
-from ..auth.base import PASSWORD_PROMPT, CertError, Conversation, GroupError, Prompt, Verdict
-from ..auth.cert import CertIdentity, cert_identity
+from ..auth.base import CertError
+from ..auth.cert import cert_identity
 from ..auth.groups import group_policy
 from ..auth.registry import AuthSetup, make_setup
 from ..config import Config, ConfigError
@@ -42,6 +39,8 @@ from ..protocol.tls.handshake import (
     make_server_context,
 )
 from .anyconnect import CertGate, ProfileCache, connect_needs_cert, profile_answer
+from .cookies import SessionStore
+from .login import AuthState, Login
 from .memtrim import release_memory
 
 log = logging.getLogger(__name__)
@@ -56,19 +55,6 @@ _PEERCRED = struct.Struct("3i")
 
 
 @dataclass
-class Session:
-    cookie_hash: bytes
-    sid: str
-    username: str
-    groupname: str
-    remote_ip: str
-    created: float
-    expires: float | None  # None while a connection uses it
-    in_use: int = 0
-    extra: dict = field(default_factory=dict)  # back-end session attributes (RADIUS)
-
-
-@dataclass
 class Handshake:
     """A TLS handshake the sec-mod runs for a worker on the worker's client socket."""
     worker: socket.socket
@@ -77,89 +63,6 @@ class Handshake:
     deadline: float
     out: bytes = b""  # handshake bytes the socket could not take yet
     remote_ip: str = ""
-
-
-@dataclass
-class AuthState:
-    """One worker connection: the certificate its handshake verified, and the login in
-    progress on it."""
-    cert: CertIdentity | None = None  # set only by a handshake this sec-mod ran
-    cert_problem: str = "No certificate"  # the 401 reason when a certificate is required
-    handshakes: int = 0
-    username: str = ""
-    requested: str | None = None  # canonical group asked for; None = the user's default
-    group_given: bool = False  # the client named a group (or the default entry)
-    remote_ip: str = ""
-    user_agent: str = ""
-    tries: int = 0
-    answers: int = 0  # answers given in this attempt: the 2nd..nth input gets a counter
-    retry_note: str = ""  # "Login failed." before the next prompt after a wrong answer
-    conv: Conversation | None = None
-    waiting_since: float | None = None  # a worker awaits our reply since (monotonic)
-    context: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
-    pid: int = 0  # the worker's, from SO_PEERCRED (the kernel's word, not the worker's)
-
-
-def _hash_cookie(cookie: str) -> bytes:
-    """Sessions are keyed by a hash so that even a memory dump of the store holds no cookie."""
-    return hashlib.sha256(cookie.encode()).digest()
-
-
-class SessionStore:
-    """Cookies and their validity: the active session plus cookie-timeout (docs/protocol.md 7.6)."""
-
-    def __init__(self, cookie_timeout: int) -> None:
-        self.cookie_timeout = cookie_timeout
-        self._by_hash: dict[bytes, Session] = {}
-
-    def create(self, username: str, groupname: str, remote_ip: str,
-               now: float, extra: dict | None = None) -> tuple[str, Session]:
-        cookie = base64.b64encode(secrets.token_bytes(32)).decode()
-        session = Session(_hash_cookie(cookie), secrets.token_hex(16), username, groupname,
-                          remote_ip, now, now + self.cookie_timeout + AUTH_SLACK,
-                          extra=extra or {})
-        self._by_hash[session.cookie_hash] = session
-        return cookie, session
-
-    def open(self, cookie: str, now: float) -> Session | None:
-        session = self._by_hash.get(_hash_cookie(cookie))
-        if session is None or (session.expires is not None and session.expires < now):
-            return None
-        session.in_use += 1
-        session.expires = None
-        return session
-
-    def close(self, sid: str, invalidate: bool, now: float) -> None:
-        for key, session in list(self._by_hash.items()):
-            if session.sid != sid:
-                continue
-            session.in_use = max(0, session.in_use - 1)
-            if invalidate:
-                del self._by_hash[key]
-            elif session.in_use == 0:
-                session.expires = now + self.cookie_timeout + AUTH_SLACK
-
-    def peek(self, cookie: str, now: float) -> Session | None:
-        """The live session a cookie names, without counting a connection on it."""
-        session = self._by_hash.get(_hash_cookie(cookie))
-        if session is None or (session.expires is not None and session.expires < now):
-            return None
-        return session
-
-    def revoke(self, cookie: str) -> Session | None:
-        """Logout: the cookie stops working at once (docs/protocol.md §7.6, §11 item 27)."""
-        return self._by_hash.pop(_hash_cookie(cookie), None)
-
-    def expire(self, now: float) -> list[str]:
-        gone = [k for k, s in self._by_hash.items() if s.expires is not None and s.expires < now]
-        sids = [self._by_hash[k].sid for k in gone]
-        for key in gone:
-            del self._by_hash[key]
-        return sids
-
-    def listing(self) -> list[ipc.SessionEntry]:
-        return [ipc.SessionEntry(s.sid, s.username, s.groupname, s.remote_ip, s.created,
-                                 s.expires, s.in_use) for s in self._by_hash.values()]
 
 
 def make_auth_setup(cfg: Config) -> AuthSetup:
@@ -201,13 +104,14 @@ class SecMod:
         self.listener.listen(128)
         self.listen_path = listen_path
         self.workers: dict[socket.socket, AuthState] = {}
-        self.auth_failures = 0
         # the private key is loaded here, after the fork from main, and nowhere else
         self.crl_stamp = _crl_stamp(cfg.crl)
         self.tls_ctx = self._make_tls_context()
         self.handshakes: dict[int, Handshake] = {}  # by client socket fd
         # PAM threads wake the loop through this pipe when a conversation has news
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.login = Login(cfg, self.setup, self.store, self.profiles, self._notify,
+                           self._wake)
 
     def _make_tls_context(self) -> SSL.Context:
         cfg = self.cfg
@@ -288,7 +192,7 @@ class SecMod:
             self.store.close(msg.sid, msg.invalidate, now)
             reply = ipc.Ack()
         elif isinstance(msg, ipc.SessionsQuery):
-            reply = ipc.SessionsList(self.store.listing(), self.auth_failures)
+            reply = ipc.SessionsList(self.store.listing(), self.login.auth_failures)
         else:
             reply = ipc.Ack(ok=False, reason=f"unexpected {type(msg).__name__}")
         return reply
@@ -309,7 +213,7 @@ class SecMod:
         self.sel.unregister(conn)
         state = self.workers.pop(conn, None)
         if state is not None:
-            self._end_attempt(state)
+            self.login.end_attempt(state)
         for h in [h for h in self.handshakes.values() if h.worker is conn]:
             self._end_handshake(h, None)
         conn.close()
@@ -348,9 +252,9 @@ class SecMod:
             return
         reply: ipc.AuthReply | None
         if isinstance(msg, ipc.AuthInit):
-            reply = self._auth_init(state, msg)
+            reply = self.login.auth_init(state, msg)
         elif isinstance(msg, ipc.AuthCont):
-            reply = self._auth_cont(state, msg.password)
+            reply = self.login.auth_cont(state, msg.password)
         else:
             reply = ipc.AuthReply(status="error", message="unexpected request")
         if reply is not None:  # None: a back-end is still thinking; _on_wake answers later
@@ -504,149 +408,6 @@ class SecMod:
             return
         log.debug("client certificate from %s names '%s'", h.remote_ip, state.cert.username)
 
-    # --- the login dialogue -----------------------------------------------------------------
-
-    def _auth_init(self, state: AuthState, msg: ipc.AuthInit) -> ipc.AuthReply | None:
-        """A new login on this connection (the client's init, or a posted username)."""
-        self._end_attempt(state)
-        state.remote_ip = msg.remote_ip
-        state.user_agent = msg.user_agent
-        state.tries = 0
-        state.retry_note = ""
-        state.group_given = bool(msg.group)
-        state.requested = self.setup.groups.requested(msg.group)
-        setup = self.setup
-        if len(msg.username.encode()) > MAX_USERNAME or any(ord(c) < 32 for c in msg.username):
-            return self._fail(state, "Authentication failed")
-        if setup.cert_required and state.cert is None:
-            log.info("no usable client certificate from %s: %s", state.remote_ip,
-                     state.cert_problem)
-            return self._fail(state, state.cert_problem)
-        if state.cert is not None and setup.cert_sufficient:
-            return self._cert_login(state)
-        if setup.password is None:
-            return self._fail(state, state.cert_problem)
-        if not msg.username:
-            return self._login_form(state)
-        if state.cert is not None and setup.cert_required \
-                and msg.username != state.cert.username:
-            log.info("user '%s' from %s presented a certificate of '%s'", msg.username,
-                     state.remote_ip, state.cert.username)
-            return self._fail(state, "Authentication failed")
-        state.username = msg.username
-        return self._begin(state)
-
-    def _auth_cont(self, state: AuthState, answer: str) -> ipc.AuthReply | None:
-        if state.conv is None or state.waiting_since is not None:
-            return self._fail(state, "Authentication failed")  # no question was asked
-        state.conv.answer(answer)
-        state.answers += 1
-        state.waiting_since = time.monotonic()
-        return self._pump(state)
-
-    def _login_form(self, state: AuthState) -> ipc.AuthReply:
-        policy = self.setup.groups
-        extra: list[str] = list(state.cert.groups) if state.cert is not None else []
-        if policy.auto and self.setup.password is not None:
-            extra += self.setup.password.all_groups()
-        options = policy.options(state.requested, extra) \
-            if (policy.choices or policy.default_label or extra) else []
-        return ipc.AuthReply(status="continue", form="login", context=state.context,
-                             message="Please enter your username and password.",
-                             groups=[list(o) for o in options])
-
-    def _cert_login(self, state: AuthState) -> ipc.AuthReply:
-        """The certificate alone logs in (auth = certificate, or enable-auth)."""
-        assert state.cert is not None
-        groups = state.cert.groups
-        if len(groups) > 1 and not state.group_given:
-            options = self.setup.groups.options(None, groups)
-            return ipc.AuthReply(status="continue", form="group", context=state.context,
-                                 message="Please select your group.",
-                                 groups=[list(o) for o in options])
-        return self._login_as(state, state.cert.username, groups)
-
-    def _begin(self, state: AuthState) -> ipc.AuthReply | None:
-        assert self.setup.password is not None
-        state.conv = self.setup.password.start(state.username, state.remote_ip, self._wake)
-        state.answers = 0
-        state.waiting_since = time.monotonic()
-        return self._pump(state)
-
-    def _pump(self, state: AuthState) -> ipc.AuthReply | None:
-        """The reply for the back-end's next event, or None while it has none yet."""
-        while state.conv is not None:
-            event = state.conv.poll()
-            if event is None:
-                return None
-            state.waiting_since = None
-            if isinstance(event, Prompt):
-                return self._prompt(state, event)
-            reply = self._verdict(state, event)
-            if reply is not None:
-                return reply
-        return self._fail(state, "Authentication failed")
-
-    def _prompt(self, state: AuthState, prompt: Prompt) -> ipc.AuthReply:
-        """A back-end question as a form step (docs/protocol.md §2.4.3): PAM's plain
-        "Password:" reads as ocserv's sentence; the 2nd..nth answer is numbered."""
-        text = prompt.text.strip()
-        if not text or text.lower().startswith("password:"):
-            text = PASSWORD_PROMPT
-        message, state.retry_note = state.retry_note + text, ""
-        first = state.answers == 0 or not prompt.numbered
-        return ipc.AuthReply(
-            status="continue", form="password", context=state.context, message=message,
-            input_name="password" if first else "secondary_password",
-            input_label="Password:" if first else f"Password{state.answers}:",
-            echo=prompt.echo)
-
-    def _verdict(self, state: AuthState, verdict: Verdict) -> ipc.AuthReply | None:
-        """Success, a hard failure, or None after starting the next try."""
-        self._end_attempt(state)
-        if verdict.error:  # e.g. RADIUS unreachable: not the user's fault, no retry
-            log.error("authentication of '%s' from %s failed: %s", state.username,
-                      state.remote_ip, verdict.reason or verdict.error)
-            return self._fail(state, verdict.error)
-        if verdict.ok:
-            groups = verdict.groups
-            if state.cert is not None and state.cert.groups:  # cert AND password
-                groups = tuple(g for g in groups if g in state.cert.groups) if groups \
-                    else state.cert.groups
-            return self._login_as(state, state.username, groups, verdict.extra)
-        state.tries += 1
-        self.auth_failures += 1
-        log.info("failed authentication for '%s' from %s (try %d)%s", state.username,
-                 state.remote_ip, state.tries, f": {verdict.reason}" if verdict.reason else "")
-        self._notify(ipc.BanPoints(state.remote_ip, self.cfg.ban_points_wrong_password,
-                                   "wrong password", pid=state.pid))
-        if state.tries >= MAX_PASSWORD_TRIES or not verdict.retry:
-            return self._fail(state, "Authentication failed")
-        state.retry_note = "Login failed.\n"
-        assert self.setup.password is not None
-        state.conv = self.setup.password.start(state.username, state.remote_ip, self._wake)
-        state.answers = 0
-        state.waiting_since = time.monotonic()
-        return None
-
-    def _login_as(self, state: AuthState, username: str,
-                  member_of: tuple[str, ...], extra: dict | None = None) -> ipc.AuthReply:
-        try:
-            group = self.setup.groups.choose(state.requested, member_of)
-        except GroupError as exc:
-            log.info("refusing '%s' from %s: %s", username, state.remote_ip, exc)
-            return self._fail(state, "Authentication failed")
-        cookie, session = self.store.create(username, group, state.remote_ip, time.time(),
-                                            extra)
-        log.info("user '%s' authenticated from %s%s (session %s)", username, state.remote_ip,
-                 f" in group '{group}'" if group else "", session.sid[:8])
-        self._end_attempt(state)
-        state.username = ""
-        advert = self.profiles.advert(self.cfg.user_profile)
-        return ipc.AuthReply(status="ok", cookie=cookie, context=state.context,
-                             profile=advert.name if advert else "",
-                             profile_sha1=advert.sha1 if advert else "")
-
     def _anyconnect(self, state: AuthState, msg: object) -> object:
         """CONNECT certificate rule, profile download and logout (secmod/anyconnect.py)."""
         now = time.time()
@@ -668,17 +429,6 @@ class SecMod:
             log.info("CONNECT from %s refused: %s", state.remote_ip or "?", refusal)
         return ipc.Ack(ok=not refusal, reason=refusal)
 
-    def _fail(self, state: AuthState, reason: str) -> ipc.AuthReply:
-        self._end_attempt(state)
-        state.username = ""
-        return ipc.AuthReply(status="fail", message=reason)
-
-    def _end_attempt(self, state: AuthState) -> None:
-        if state.conv is not None:
-            state.conv.close()
-        state.conv = None
-        state.waiting_since = None
-
     # --- back-ends thinking in threads -----------------------------------------------------
 
     def _wake(self) -> None:
@@ -696,7 +446,7 @@ class SecMod:
             pass
         for conn, state in list(self.workers.items()):
             if state.conv is not None and state.waiting_since is not None:
-                reply = self._pump(state)
+                reply = self.login.pump(state)
                 if reply is not None:
                     self._send_worker(conn, reply)
 
@@ -705,7 +455,7 @@ class SecMod:
             if state.waiting_since is not None and now - state.waiting_since > BACKEND_WAIT:
                 log.error("authentication back-end gave no answer for '%s' in %.0f s",
                           state.username, BACKEND_WAIT)
-                self._send_worker(conn, self._fail(state, "Internal error"))
+                self._send_worker(conn, self.login.fail(state, "Internal error"))
 
 
 def handshake_timeout(cfg: Config) -> float:
