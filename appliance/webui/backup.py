@@ -36,6 +36,7 @@ from ..atomicfile import write_atomic
 from ..state import StateLayout
 from ..vpn.config import ConfigError, parse_config, parse_user_config, write_config_atomic
 from ..vpn.passwd import parse_passwd
+from ..web.l10n import format_bytes
 from .clientcerts import ClientCertError, parse_issued
 from .totp import TotpError, parse_records
 
@@ -135,8 +136,8 @@ def _safe_member_name(name: str) -> str:
 def read_archive(data: bytes) -> tuple[dict[str, object], dict[str, bytes]]:
     """Manifest and files of an archive; every structural check happens here."""
     if len(data) > MAX_ARCHIVE_BYTES:
-        raise BackupError(_("The file is larger than %(num)d KiB; this is not an OCGate "
-                            "backup.", num=MAX_ARCHIVE_BYTES // 1024))
+        raise BackupError(_("The file is larger than %(size)s; this is not an OCGate "
+                            "backup.", size=format_bytes(MAX_ARCHIVE_BYTES)))
     try:
         tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
     except (tarfile.TarError, OSError, EOFError) as exc:

@@ -30,6 +30,7 @@ from ..vpn.config import (
     parse_config,
     render_value,
 )
+from ..web.l10n import format_bytes
 
 MAX_RAW_BYTES = 256 * 1024
 MAX_DRAFTS = 16
@@ -196,7 +197,8 @@ def _field_message(spec: OptionSpec, exc: ConfigError) -> str:
 def validate_text(text: str, path: str) -> list[str]:
     """Whole-file errors (empty list: the server would accept this file)."""
     if len(text.encode("utf-8", "replace")) > MAX_RAW_BYTES:
-        return [_("The configuration is larger than %(num)d KiB.", num=MAX_RAW_BYTES // 1024)]
+        return [_("The configuration is larger than %(size)s.",
+                  size=format_bytes(MAX_RAW_BYTES))]
     try:
         parse_config(text, path)
     except ConfigError as exc:

@@ -296,6 +296,22 @@ def test_catalogs_are_up_to_date_with_the_code() -> None:
         assert ids - fresh == set(), f"{code}: obsolete strings, run make catalog"
 
 
+RAW_SIZE = re.compile(r"%\(\w+\)[ds]\s*(?:[KMGT]i?B|bytes?)\b")
+
+
+def raw_sizes(ids: set[tuple[str, ...]]) -> list[str]:
+    """Messages that glue a number to a byte unit: the unit then cannot follow the
+    language (``1,5 Mo``, ``1.5 MB``); such sizes go through l10n.format_bytes."""
+    return [text for message in ids for text in message if RAW_SIZE.search(text)]
+
+
+def test_byte_sizes_in_messages_are_formatted_for_the_language() -> None:
+    assert raw_sizes(_ids(catalogs.TEMPLATE)) == []
+    assert sorted(raw_sizes({("At most %(num)d KiB.",), ("Larger than %(max)s MB",)})) == [
+        "At most %(num)d KiB.", "Larger than %(max)s MB"]
+    assert raw_sizes({("At most %(size)s.",), ("%(num)d bytesize",)}) == []
+
+
 def test_the_catalog_check_catches_a_new_marked_string(tmp_path: Path) -> None:
     """The comparison above can fail: a tree with one sentence marked in a page of its own
     extracts an id that messages.pot lacks."""

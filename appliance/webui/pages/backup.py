@@ -11,6 +11,7 @@ from flask_babel import ngettext
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ...vpn.config import ConfigError
+from ...web.l10n import format_bytes
 from ..backup import MAX_ARCHIVE_BYTES, BackupError, install, make_backup, plan_restore
 from .common import ctx, vpn_call
 
@@ -23,7 +24,7 @@ ViewResult = str | WerkzeugResponse | tuple[str, int]
 
 @bp.get("/")
 def index() -> str:
-    return render_template("webui/backup.html", errors=[], max_kib=MAX_ARCHIVE_BYTES // 1024)
+    return render_template("webui/backup.html", errors=[], max_size=format_bytes(MAX_ARCHIVE_BYTES))
 
 
 @bp.post("/download")
@@ -72,4 +73,4 @@ def restore() -> ViewResult:
 
 def _failed(errors: list[str], status: int = 400) -> tuple[str, int]:
     return render_template("webui/backup.html", errors=errors,
-                           max_kib=MAX_ARCHIVE_BYTES // 1024), status
+                           max_size=format_bytes(MAX_ARCHIVE_BYTES)), status

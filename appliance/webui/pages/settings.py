@@ -26,6 +26,7 @@ from flask_babel import gettext as _
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ...vpn.config import ConfigDocument, ConfigError, write_config_atomic
+from ...web.l10n import format_bytes
 from ..servermessages import translate
 from ..settingsform import (
     GROUPS,
@@ -106,8 +107,8 @@ def raw() -> ViewResult:
     text = request.form.get("text", "")
     if len(text) > MAX_RAW_BYTES:
         return render_template("webui/settings_raw.html", groups=GROUPS, text=old,
-                               errors=[_("The text is larger than %(num)d KiB.",
-                                         num=MAX_RAW_BYTES // 1024)]), 400
+                               errors=[_("The text is larger than %(size)s.",
+                                         size=format_bytes(MAX_RAW_BYTES))]), 400
     new = normalise(text)
     errors = validate_text(new, str(ctx().layout.conf))
     if errors:
