@@ -72,7 +72,7 @@ lint: deps
 	$(PYTHON) -m ruff check appliance tests bench image
 
 bench: deps
-	$(PYTHON) -m bench.compare --modes "dtls tls" --runs 3
+	$(PYTHON) -m bench.compare --modes "dtls tls" --rounds 3 --seconds 8
 
 # issue 11: 50 real openconnect clients x 20 login/traffic/logout cycles (docs/reliability.md)
 SOAK_CLIENTS ?= 50
