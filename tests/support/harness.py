@@ -939,7 +939,7 @@ def _xfer_send(sock: socket.socket, nbytes: int) -> dict[str, Any]:
     while remaining > 0:
         size = min(remaining, 256 * 1024)
         if text:  # compressible but never constant: numbered log lines
-            lines = []
+            lines: list[bytes] = []
             while sum(map(len, lines)) < size:
                 line += 1
                 lines.append(b"%08d INFO ocgate test line with some repeated words %d\n"
