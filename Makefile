@@ -7,7 +7,7 @@ STATE ?= $(CURDIR)/state
 # and the image checks of tests/unit/test_image_static.py.
 APT_PACKAGES = openconnect ocserv vpnc-scripts iproute2 iputils-ping nftables iperf3 procps \
 	gnutls-bin libgnutls30 openssl ca-certificates chromium libseccomp2 \
-	haproxy freeradius oathtool gcc libc6-dev libpam0g libpam0g-dev libpam-modules libcrypt1 \
+	haproxy freeradius libradcli4 oathtool gcc libc6-dev libpam0g libpam0g-dev libpam-modules libcrypt1 \
 	passwd util-linux mount systemd genimage mtools dosfstools fdisk e2fsprogs \
 	python3-pip bind9 bind9-utils bind9-dnsutils pebble miniupnpd-nftables coturn conntrack
 STAMP = .deps.stamp

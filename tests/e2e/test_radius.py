@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.prereqs import require_command, require_e2e
+from tests.prereqs import require_command, require_e2e, require_path
 from tests.support import harness
 from tests.support.harness import Client, transfer
 from tests.support.netns import TestNet
@@ -213,17 +213,19 @@ class FreeRadius:
 
 
 def radcli_files(directory: Path) -> Path:
-    """The radcli configuration ocserv would be given, and its servers file."""
+    """The radcli configuration ocserv would be given, and its servers file: radcli's own
+    sample with only the server lines changed (its bare ``default_realm`` and
+    ``bindaddr *`` stay, as in an admin's file)."""
     (directory / "servers").write_text(f"127.0.0.1 {SECRET}\n")
+    sample = require_path("/etc/radcli/radiusclient.conf", "libradcli4").read_text()
+    ours = {"authserver": f"127.0.0.1:{AUTH_PORT}", "acctserver": f"127.0.0.1:{ACCT_PORT}",
+            "servers": "servers", "radius_timeout": "1", "radius_retries": "2"}
+    lines = [line for line in sample.splitlines()
+             if line.split(None, 1)[:1] not in ([key] for key in ours)]
+    assert any(line.strip() == "default_realm" for line in lines)
     conf = directory / "radiusclient.conf"
-    conf.write_text(
-        "nas-identifier ocgate-e2e\n"
-        f"authserver 127.0.0.1:{AUTH_PORT}\n"
-        f"acctserver 127.0.0.1:{ACCT_PORT}\n"
-        "servers servers\n"
-        "dictionary /etc/radcli/dictionary\n"
-        "radius_timeout 1\n"
-        "radius_retries 2\n")
+    conf.write_text("\n".join(["nas-identifier ocgate-e2e", *lines,
+                               *(f"{key} {value}" for key, value in ours.items())]) + "\n")
     return conf
 
 

@@ -8,6 +8,7 @@ silence, a wrong authenticator) is exercised over a real socket.
 from __future__ import annotations
 
 import ipaddress
+import re
 import selectors
 import socket
 import threading
@@ -30,6 +31,7 @@ from appliance.vpn.auth.radius.conf import (
     load_radius_conf,
     parse_radius_conf,
 )
+from tests.prereqs import require_path
 
 SECRET = b"s3cret-for-tests"
 
@@ -168,11 +170,22 @@ def test_radcli_conf_and_servers_file(tmp_path: Path) -> None:
     ("authserver 127.0.0.1:99999:x\n", "bad port"),
     ("radius_timeout 5\n", "neither"),
     ("authserver 127.0.0.1:1812:k\nradius_retries zero\n", "positive number"),
-    ("authserver\n", "expected 'key value'"),
+    ("authserver\n", "neither"),
 ])
 def test_radcli_conf_errors(text: str, problem: str) -> None:
     with pytest.raises(RadiusConfError, match=problem):
         parse_radius_conf(text, "radiusclient.conf")
+
+
+def test_radcli_own_sample_file_is_read_as_radcli_reads_it() -> None:
+    """Debian's radcli sample (what ocserv admins start from) has a bare ``default_realm``
+    line and ``bindaddr *``: both mean "unset", never a parse error."""
+    sample = require_path("/etc/radcli/radiusclient.conf", "libradcli4").read_text()
+    assert re.search(r"^default_realm\s*$", sample, re.M)  # the line this is about
+    conf = parse_radius_conf(sample, "radiusclient.conf", "localhost  s3cret\n")
+    assert conf.auth_servers == (RadiusServer("localhost", 1812, b"s3cret"),)
+    assert (conf.default_realm, conf.nas_ip) == ("", "")
+    assert parse_radius_conf("authserver h:1812:k\nbindaddr\t\n", "x").nas_ip == ""
 
 
 def test_inline_secret_needs_no_servers_file() -> None:

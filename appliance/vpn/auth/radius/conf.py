@@ -68,13 +68,15 @@ def _read(path: str) -> str:
 
 
 def parse_keyvalues(text: str, path: str) -> dict[str, str]:
-    """radcli's ``key value`` lines; a repeated key keeps its last value, as radcli does."""
+    """radcli's ``key value`` lines; a repeated key keeps its last value, as radcli does.
+
+    A keyword alone is an empty value, as radcli reads it: its own sample file has a bare
+    ``default_realm`` line, and ocserv admins point ``auth = radius[config=...]`` at it.
+    """
     values: dict[str, str] = {}
-    for number, line in _lines(text):
-        parts = line.split(None, 1)
-        if len(parts) != 2:
-            raise RadiusConfError(f"{path}:{number}: expected 'key value', got {line!r}")
-        values[parts[0].lower()] = parts[1].strip()
+    for _number, line in _lines(text):
+        key, *value = line.split(None, 1)
+        values[key.lower()] = value[0].strip() if value else ""
     return values
 
 
