@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RadiusConfError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if cfg.server_cert is None or cfg.server_key is None:  # ocserv refuses it, -t too
+        print("error: the 'server-cert' and 'server-key' configuration options must be set",
+              file=sys.stderr)
+        return 1
     for warning in cfg.warnings:
         log.warning("%s", warning)
     if args.test_config:

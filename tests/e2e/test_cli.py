@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -88,6 +89,20 @@ def test_version_flags(kind: str) -> None:
                               cwd=REPO_ROOT)
         assert done.returncode == 0, done.stderr
         assert done.stderr.startswith(VERSION_LINE[kind]), done.stderr  # ocserv: on stderr
+
+
+@pytest.mark.parametrize("kind", ["ocserv", "ocgate"])
+def test_check_mode_refuses_a_config_without_certificate(kind: str, tmp_path: Path) -> None:
+    """``-t`` on a file with no server-cert/server-key: ocserv says it cannot start."""
+    (tmp_path / "passwd").write_text("")
+    conf = tmp_path / "ocserv.conf"
+    conf.write_text(f'auth = "plain[passwd={tmp_path}/passwd]"\ntcp-port = 4443\n'
+                    f"ipv4-network = 203.0.113.0/24\nsocket-file = {tmp_path}/sock\n")
+    argv = ["ocserv"] if kind == "ocserv" else [sys.executable, "-m", "appliance.vpn"]
+    done = subprocess.run([*argv, "-t", "-c", str(conf)], capture_output=True, text=True,
+                          timeout=30, env=_env(), cwd=REPO_ROOT)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "'server-cert' and 'server-key'" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("no_chdir", [False, True], ids=["chdir", "no-chdir"])

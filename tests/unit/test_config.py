@@ -1105,7 +1105,8 @@ def test_cli_test_mode_says_the_same(tmp_path: Path, extra: str, expect_rc: int,
     import sys
 
     conf = tmp_path / "ocserv.conf"
-    conf.write_text(BASE + "dpd = 60\n" + extra)
+    conf.write_text(BASE + "dpd = 60\n" + extra + "server-cert = /etc/ocserv/server.pem\n"
+                    "server-key = /etc/ocserv/server.key\n")
     done = subprocess.run([sys.executable, "-m", "appliance.vpn", "-t", "-c", str(conf)],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == expect_rc, done.stderr
