@@ -29,7 +29,6 @@ from tests.support import harness
 from tests.support.netns import TestNet
 from tests.support.workdir import workdir as new_workdir
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 IPERF_PORT = 5201
 DIRECTIONS = ("up", "down")  # up: client -> inside host (iperf3), down: iperf3 -R
 
@@ -62,17 +61,6 @@ class Sample:
         return self.server_cpu_s / (self.bytes / 1e9) if self.bytes else float("nan")
 
 
-def _ticks(pid: int) -> tuple[str, int] | None:
-    """(comm, utime + stime in ticks) of one process, all threads; None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    comm = stat[stat.index("(") + 1:stat.rindex(")")]
-    fields = stat[stat.rindex(")") + 2:].split()
-    return comm, int(fields[11]) + int(fields[12])
-
-
 def server_pids(root: int) -> list[int]:
     """The server's process and every descendant (ocserv: main, sec-mod, workers; OCGate:
     main, sec-mod, workers and whatever else it forks)."""
@@ -83,27 +71,29 @@ def server_pids(root: int) -> list[int]:
         return []
 
 
-def cpu_snapshot(root: int) -> dict[int, tuple[str, int]]:
+def cpu_snapshot(root: int) -> dict[int, tuple[str, float]]:
+    """(name, user + system CPU seconds, all threads) of the server and its descendants."""
     out = {}
     for pid in server_pids(root):
-        t = _ticks(pid)
-        if t is not None:
-            out[pid] = t
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                times = proc.cpu_times()
+                out[pid] = (proc.name(), times.user + times.system)
+        except psutil.Error:  # gone in between
+            continue
     return out
 
 
-def cpu_delta(before: dict[int, tuple[str, int]],
-              after: dict[int, tuple[str, int]]) -> tuple[float, dict[str, float]]:
+def cpu_delta(before: dict[int, tuple[str, float]],
+              after: dict[int, tuple[str, float]]) -> tuple[float, dict[str, float]]:
     """Total CPU seconds between two snapshots and the split by process name. A process that
     started in between counts from zero; one that ended in between is lost (none do during a
     transfer: the session's worker lives through it)."""
-    total = 0
-    by_comm: dict[str, float] = {}
-    for pid, (comm, ticks) in after.items():
-        d = ticks - before.get(pid, (comm, 0))[1]
-        total += d
-        by_comm[comm] = by_comm.get(comm, 0.0) + d / CLK_TCK
-    return total / CLK_TCK, by_comm
+    by_name: dict[str, float] = {}
+    for pid, (name, seconds) in after.items():
+        by_name[name] = by_name.get(name, 0.0) + seconds - before.get(pid, (name, 0.0))[1]
+    return sum(by_name.values()), by_name
 
 
 class BenchServer:
