@@ -13,6 +13,8 @@ Layout (``STATE`` is ``/var/lib/ocgate`` on the device, ``./state`` with ``make 
     STATE/certs/ca-cert.pem      the appliance CA (0644) and its key ca-key.pem (0600)
     STATE/certs/server-cert.pem  TLS certificate of the VPN and admin UI (0644), key (0600)
     STATE/certs/crl.pem          CRL of revoked client certificates (admin UI, 0644)
+    STATE/certs/acme-alpn/       TLS-ALPN-01 challenge certificates the sec-mod serves while
+                                 an ACME order runs (reach/challenges.py store_beside, 0700)
     STATE/client-certs.json      issued client certificates: serial, user, expiry (0600)
     STATE/admin-totp.json        admin TOTP secrets, hashed recovery codes (0600)
     STATE/ui-language.json       the web pages' language: device default, per admin (0644)

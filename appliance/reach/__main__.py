@@ -15,12 +15,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..atomicfile import write_atomic
 from . import credentials, ddns
 from .jobs import Job, Scheduler
 from .manager import MappingManager, Want, default_factories
+
+if TYPE_CHECKING:
+    from .acmecert import Issued
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_cert(args: argparse.Namespace) -> int:
     from . import acmecert, challenges
 
+    if args.challenge == "tls-alpn-01":  # answered by the sec-mod on the VPN's own port
+        alpn = challenges.store_beside(args.cert)
+        issuer = acmecert.AcmeIssuer(args.directory, Path(args.state), email=args.email,
+                                     ca_bundle=args.ca_bundle or True, alpn=alpn)
+        return _installed(issuer.issue(args.name), args)
     http01 = challenges.HttpChallenges()
     server = challenges.serve_http01(http01, args.http01_address, args.http01_port)
     port80 = None
@@ -117,6 +125,12 @@ def cmd_cert(args: argparse.Namespace) -> int:
         server.server_close()
         if port80 is not None:
             port80.stop()
+    return _installed(issued, args)
+
+
+def _installed(issued: Issued, args: argparse.Namespace) -> int:
+    from . import acmecert
+
     acmecert.install(issued, Path(args.cert), Path(args.key))
     print(json.dumps({"not_before": issued.not_before.isoformat(),
                       "not_after": issued.not_after.isoformat(),
@@ -149,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--tsig-name", default="")
     run.add_argument("--ddns-url", default="")
     run.set_defaults(func=cmd_run)
-    cert = sub.add_parser("cert", help="get a certificate by HTTP-01")
+    cert = sub.add_parser("cert", help="get a certificate by TLS-ALPN-01 or HTTP-01")
     cert.add_argument("--directory", required=True)
     cert.add_argument("--name", required=True)
     cert.add_argument("--state", required=True)
@@ -157,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     cert.add_argument("--key", required=True)
     cert.add_argument("--email", default="")
     cert.add_argument("--ca-bundle", default="")
+    cert.add_argument("--challenge", choices=("tls-alpn-01", "http-01"), default="tls-alpn-01",
+                      help="tls-alpn-01: the VPN server using --cert answers on its port")
     cert.add_argument("--http01-address", default="")
     cert.add_argument("--http01-port", type=int, default=80)
     cert.add_argument("--map-http01", action="store_true",

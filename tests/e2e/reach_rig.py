@@ -30,7 +30,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from appliance import pki
 from tests.prereqs import require_command
+from tests.support.harness import write_passwd
 from tests.support.netns import Netns
 
 BIND_IP = "198.18.100.53"
@@ -303,6 +305,33 @@ deny 0-65535 0.0.0.0/0 0-65535
     def router_rules(self) -> str:
         return self.router.run(["nft", "list", "chain", "inet", TABLE,
                                 "prerouting_miniupnpd"]).stdout
+
+    # ------------------------------------------------------------ the VPN server
+    def start_vpn(self, users: dict[str, str]) -> Path:
+        """OCGate on the appliance's TCP and UDP 443, with a self-signed (appliance CA)
+        certificate to begin with; returns its folder (server-cert.pem, server-key.pem)."""
+        d = self.work / "vpn"
+        if not d.exists():
+            d.mkdir(mode=0o755)
+            ca_key, ca = pki.make_ca("OCGate reach test CA", days=2)
+            key, cert = pki.make_server_cert(ca_key, ca, names=[NAME], addresses=[APPLIANCE],
+                                             days=2)
+            pki.write_key(d / "server-key.pem", key)
+            pki.write_cert(d / "server-cert.pem", cert)
+            write_passwd(d / "ocpasswd", users)
+            (d / "ocserv.conf").write_text("\n".join([
+                f'auth = "plain[passwd={d / "ocpasswd"}]"', "tcp-port = 443", "udp-port = 443",
+                "run-as-user = nobody", "run-as-group = nogroup",
+                f"socket-file = {d / 'ocserv.sock'}", f"pid-file = {d / 'ocserv.pid'}",
+                f"server-cert = {d / 'server-cert.pem'}", f"server-key = {d / 'server-key.pem'}",
+                "device = ocgr", "ipv4-network = 203.0.113.0", "ipv4-netmask = 255.255.255.0",
+                "max-ban-score = 0", "rate-limit-ms = 0", "use-occtl = false",
+                "cookie-timeout = 300", ""]))
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self._spawn("vpn", self.lan, ["python3", "-m", "appliance.vpn", "-f", "-c",
+                                      str(d / "ocserv.conf")], env=env, cwd=str(REPO))
+        _wait("VPN server", lambda: self.lan.tcp_listening(443), 20)
+        return d
 
     # ------------------------------------------------------------ pebble
     def start_pebble(self) -> Path:

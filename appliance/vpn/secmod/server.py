@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from OpenSSL import SSL
 
+from ...reach.challenges import store_beside
 from .. import ipc, unixpath
 from ..auth.base import CertError
 from ..auth.cert import cert_identity
@@ -38,6 +39,7 @@ from ..protocol.tls.handshake import (
     ServerHandshake,
     make_server_context,
 )
+from .acmealpn import AcmeAlpn
 from .anyconnect import CertGate, ProfileCache, connect_needs_cert, profile_answer
 from .cookies import SessionStore
 from .login import AuthState, Login
@@ -107,6 +109,8 @@ class SecMod:
         # the private key is loaded here, after the fork from main, and nowhere else
         self.crl_stamp = _crl_stamp(cfg.crl)
         self.tls_ctx = self._make_tls_context()
+        assert cfg.server_cert is not None  # _make_tls_context refused it otherwise
+        self.acme_alpn = AcmeAlpn(store_beside(cfg.server_cert))  # TLS-ALPN-01 answers
         self.handshakes: dict[int, Handshake] = {}  # by client socket fd
         # PAM threads wake the loop through this pipe when a conversation has news
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -306,7 +310,7 @@ class SecMod:
             self._reply(worker, ipc.TlsResult(ok=False, reason="no usable socket"))
             return
         sock.setblocking(False)
-        h = Handshake(worker, sock, ServerHandshake(self.tls_ctx),
+        h = Handshake(worker, sock, ServerHandshake(self.tls_ctx, self.acme_alpn.choose),
                       time.monotonic() + handshake_timeout(self.cfg), remote_ip=msg.remote_ip)
         self.handshakes[sock.fileno()] = h
         self.sel.register(sock, selectors.EVENT_READ, self._handshake_readable)
@@ -334,6 +338,10 @@ class SecMod:
         if h.hs.done and not h.out:
             r = h.hs.result
             assert r is not None
+            if r.alpn is not None:  # an ACME validation: it has seen the certificate
+                log.info("acme-tls/1 name=%s result=answered", r.sni)
+                self._end_handshake(h, ipc.TlsResult(ok=False, reason="acme-tls/1 answered"))
+                return
             self._note_certificate(h, r)
             self._end_handshake(h, ipc.TlsResult(
                 ok=True, keys=r.keys.to_wire(), psk=r.psk.hex(), description=r.description,

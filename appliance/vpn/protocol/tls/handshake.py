@@ -10,6 +10,7 @@ from the master secret and randoms (TLS 1.2).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from cryptography import x509
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 from OpenSSL._util import lib as _ssl_lib
 
+from .clienthello import ClientHelloError, HelloInfo, peek_client_hello
 from .cpu import aes_accelerated
 from .priorities import parse_priorities
 from .record import (
@@ -77,6 +79,26 @@ def make_server_context(cert_file: str, key_file: str, priorities: str | None = 
         ctx.load_verify_locations(ca_file)
     if client_certs:
         _request_client_certs(ctx, ca_file, crl_file)
+    ctx.set_keylog_callback(_keylog)
+    return ctx
+
+
+def make_alpn_challenge_context(cert_pem: bytes, key_pem: bytes, protocol: bytes
+                                ) -> SSL.Context:
+    """A context that answers with one certificate and selects ALPN ``protocol`` (RFC 8737
+    3: the TLS-ALPN-01 challenge certificate, TLS 1.2 or later, acme-tls/1 selected)."""
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    ctx.use_certificate(x509.load_pem_x509_certificate(cert_pem))
+    ctx.use_privatekey(serialization.load_pem_private_key(key_pem, None))  # type: ignore[arg-type]
+    ctx.check_privatekey()
+
+    def select(_conn: SSL.Connection, offered: list[bytes]) -> object:
+        return protocol if protocol in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+    ctx.set_alpn_select_callback(select)  # type: ignore[arg-type]
     ctx.set_keylog_callback(_keylog)
     return ctx
 
@@ -158,16 +180,26 @@ class HandshakeResult:
     client_cert: bytes | None = None
     client_cert_verified: bool = False
     client_cert_problem: str = ""
+    alpn: bytes | None = None  # the ALPN protocol selected (only ever acme-tls/1 so far)
+
+
+# Looks at the ClientHello and returns the context to answer it with (None: the default);
+# raises HandshakeError to refuse it.
+ContextChooser = Callable[[HelloInfo], "SSL.Context | None"]
 
 
 class ServerHandshake:
     """Feed client bytes, send what ``feed`` returns, until ``done``; then take ``result``
-    and ``leftover`` (the first application bytes, not yet decrypted)."""
+    and ``leftover`` (the first application bytes, not yet decrypted).
 
-    def __init__(self, ctx: SSL.Context) -> None:
+    With ``choose``, OpenSSL is started only once the whole ClientHello is in, with the
+    context ``choose`` picks from its SNI and ALPN (the sec-mod's TLS-ALPN-01 answer)."""
+
+    def __init__(self, ctx: SSL.Context, choose: ContextChooser | None = None) -> None:
+        self._choose = choose
         self._conn = SSL.Connection(ctx, None)
-        self._conn.set_app_data(self)
-        self._conn.set_accept_state()
+        if choose is None:
+            self._start()
         self._secrets: dict[str, bytes] = {}
         self._cert_errors: list[str] = []
         self._leaf_checked = False
@@ -176,11 +208,34 @@ class ServerHandshake:
         self.leftover = b""
         self.result: HandshakeResult | None = None
 
+    def _start(self) -> None:
+        self._conn.set_app_data(self)
+        self._conn.set_accept_state()
+
+    def _chosen(self) -> bool:
+        """True once OpenSSL runs (the ClientHello has been looked at when asked to)."""
+        if self._choose is None:
+            return True
+        try:
+            hello = peek_client_hello(bytes(self._inbuf))
+        except ClientHelloError as exc:
+            raise HandshakeError(f"TLS handshake failed: {exc}") from None
+        if hello is None:
+            return False
+        ctx = self._choose(hello)
+        if ctx is not None:
+            self._conn = SSL.Connection(ctx, None)
+        self._choose = None
+        self._start()
+        return True
+
     def feed(self, data: bytes) -> bytes:
         """Process client bytes; returns bytes to send to the client."""
         if self.done:
             raise HandshakeError("handshake already complete")
         self._inbuf += data
+        if not self._chosen():
+            return b""
         out = bytearray()
         while not self.done:
             record = self._next_record()
@@ -253,7 +308,8 @@ class ServerHandshake:
         cert, verified, problem = self._client_certificate()
         self.result = HandshakeResult(keys, psk, _describe(conn, version, cipher.aead),
                                       sni.decode("ascii", "replace") if sni else None,
-                                      cert, verified, problem)
+                                      cert, verified, problem,
+                                      conn.get_alpn_proto_negotiated() or None)
         self.leftover = bytes(self._inbuf)
         self._inbuf.clear()
         self.done = True
