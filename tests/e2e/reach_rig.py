@@ -38,6 +38,8 @@ from tests.support.netns import Netns
 BIND_IP = "198.18.100.53"
 PEBBLE_IP = "198.18.100.14"
 STUN_IPS = ("198.18.100.3", "198.18.100.4")
+DDNS_IP = "198.18.100.80"  # the dyndns2/DuckDNS stand-in (tests/support/ddnsendpoint.py)
+DDNS_PORT = 8245
 INET_WAN = "198.18.0.1"
 ROUTER_WAN = "198.18.0.2"
 ROUTER_WAN2 = "198.18.0.3"  # the address after "the provider changed it"
@@ -110,7 +112,7 @@ class Home:
         self.inet = Netns.create("inet")
         self.router = Netns.create("router")
         self.lan = Netns.create("lan", private_resolv_conf=True)
-        for ip in (BIND_IP, PEBBLE_IP, *STUN_IPS):
+        for ip in (BIND_IP, PEBBLE_IP, DDNS_IP, *STUN_IPS):
             self.inet.ip("addr", "add", f"{ip}/32", "dev", "lo")
         if self.cgnat:  # inet <-> isp (public side) <-> router (100.64/10 side)
             self.isp = Netns.create("isp")
@@ -305,6 +307,17 @@ deny 0-65535 0.0.0.0/0 0-65535
     def router_rules(self) -> str:
         return self.router.run(["nft", "list", "chain", "inet", TABLE,
                                 "prerouting_miniupnpd"]).stdout
+
+    def start_ddns_endpoint(self, accounts: dict[str, object]) -> Path:
+        """The HTTP DDNS stand-in on the "Internet"; returns the JSON file it records in."""
+        state = self.work / "ddns-endpoint.json"
+        state.write_text(json.dumps(accounts))
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self._spawn("ddns-endpoint", self.inet, ["python3", "-m", "tests.support.ddnsendpoint",
+                                                 DDNS_IP, str(DDNS_PORT), str(state)],
+                    env=env, cwd=str(REPO))
+        _wait("DDNS endpoint", lambda: f":{DDNS_PORT} " in self.inet.run(["ss", "-Hltn"]).stdout)
+        return state
 
     # ------------------------------------------------------------ the VPN server
     def start_vpn(self, users: dict[str, str]) -> Path:

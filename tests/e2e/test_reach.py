@@ -280,3 +280,30 @@ def test_certificate_from_pebble_by_tls_alpn01(tmp_path: Path) -> None:
                               input="reach-pass-1\n", check=False, timeout=60)
         assert login.returncode == 0 and "COOKIE=" in login.stdout, login.stdout + login.stderr
         assert "servercert" not in login.stderr.lower()
+
+
+@pytest.mark.format_test
+@pytest.mark.parametrize("kind", ["dyndns2", "duckdns"])
+def test_http_ddns_publishes_the_router_address(tmp_path: Path, kind: str) -> None:
+    """Format test: the reach service, mapping through the router, sends the router's WAN
+    address to a stand-in that speaks the documented dyndns2 / DuckDNS format."""
+    with Home(tmp_path, protocols=("pcp",)) as home:
+        secret = {"dyndns2": {"username": "owner", "password": "pw-not-logged-1"},
+                  "duckdns": {"token": "tok-not-logged-2"}}[kind]
+        name = {"dyndns2": NAME, "duckdns": "myvpn"}[kind]
+        state = home.start_ddns_endpoint(
+            {"dyndns2": {"owner": ["pw-not-logged-1", [NAME]]},
+             "duckdns": {"tok-not-logged-2": ["myvpn"]}})
+        secrets = tmp_path / "reach-secrets.json"
+        secrets.write_text(json.dumps(secret))
+        os.chmod(secrets, 0o600)
+        url = f"http://{reach_rig.DDNS_IP}:{reach_rig.DDNS_PORT}"
+        got = home.reach("run", "--once", "--lan-address", APPLIANCE, "--ddns", kind,
+                         "--name", name, "--secrets", str(secrets), "--ddns-url", url)
+        assert got["dns"] == {"name": name, "published": [ROUTER_WAN, None]}
+        seen = json.loads(state.read_text())
+        host = NAME if kind == "dyndns2" else "myvpn.duckdns.org"
+        assert seen["records"][host] == {"A": ROUTER_WAN}
+        log = (tmp_path / "reach.log").read_text()
+        assert f"reach ddns via={kind} name={name} a={ROUTER_WAN}" in log
+        assert "not-logged" not in log, "a DDNS password or token was logged"
