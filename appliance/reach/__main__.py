@@ -8,7 +8,6 @@ The appliance's supervisor and the tests drive it the same way.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import signal
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..atomicfile import write_atomic
 from . import credentials, ddns
+from .check import status_dict
 from .jobs import Job, Scheduler
 from .manager import MappingManager, Want, default_factories
 
@@ -31,20 +31,6 @@ log = logging.getLogger(__name__)
 def _factories(only: str, gateway: str) -> list[Any]:
     found = default_factories(gateway)
     return found if only == "auto" else [f for f in found if f[0] == only]
-
-
-def _status(manager: MappingManager, publisher: ddns.Publisher | None) -> dict[str, Any]:
-    st = manager.status
-    return {
-        "status": dataclasses.asdict(st) if st else None,
-        "external_address": manager.external_address,
-        "via": manager.active.name if manager.active else "",
-        "leases": [{"protocol": lease.protocol, "internal_port": lease.internal_port,
-                    "external_port": lease.external_port, "lifetime": lease.lifetime}
-                   for lease in manager.leases.values()],
-        "dns": {"name": publisher.name, "published": publisher.published} if publisher else None,
-        "last_check": manager.last_check,
-    }
 
 
 def _publisher(args: argparse.Namespace) -> ddns.Publisher | None:
@@ -62,7 +48,27 @@ def _publisher(args: argparse.Namespace) -> ddns.Publisher | None:
     return ddns.Publisher(updater, args.name)
 
 
+def _from_state(args: argparse.Namespace) -> None:
+    """``--state DIR``: the owner's choices (reach.json, reach-secrets.json) fill in what the
+    command line left open, and the status goes where the pages read it."""
+    from ..state import StateLayout
+    from . import settings
+
+    layout = StateLayout.at(args.state)
+    chosen = settings.load(layout.reach_settings)
+    args.status_file = args.status_file or str(layout.reach_status)
+    if not args.ddns and chosen.ddns and chosen.name:
+        args.ddns, args.name = chosen.ddns, chosen.name
+        args.dns_server = args.dns_server or chosen.dns_server
+        args.dns_zone = args.dns_zone or chosen.dns_zone
+        args.tsig_name = args.tsig_name or chosen.tsig_name
+        args.ddns_url = args.ddns_url or chosen.ddns_url
+        args.secrets = args.secrets or str(layout.reach_secrets)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.state:
+        _from_state(args)
     wants = [Want(p, args.port, args.external_port or args.port) for p in ("tcp", "udp")]
     manager = MappingManager(wants, _factories(args.only, args.gateway), args.lan_address,
                              lifetime=args.lifetime, check_every=args.check_every,
@@ -76,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 manager.status.kind in ("reachable",):
             publisher.publish(manager.external_address)
         if status_file is not None:
-            write_atomic(status_file, json.dumps(_status(manager, publisher)).encode(), 0o644)
+            write_atomic(status_file, json.dumps(status_dict(manager, publisher)).encode(), 0o644)
         return delay
 
     scheduler = Scheduler([Job("mapping", mapping, base=1.0, cap=args.check_every)])
@@ -85,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: done.set())
     if args.once:
         scheduler.run_due()
-        print(json.dumps(_status(manager, publisher)))
+        print(json.dumps(status_dict(manager, publisher)))
     else:
         scheduler.start()
         done.wait()
@@ -93,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.keep:
         manager.stop()
         if status_file is not None:
-            write_atomic(status_file, json.dumps(_status(manager, publisher)).encode(), 0o644)
+            write_atomic(status_file, json.dumps(status_dict(manager, publisher)).encode(), 0o644)
     return 0
 
 
@@ -162,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dns-zone", default="")
     run.add_argument("--tsig-name", default="")
     run.add_argument("--ddns-url", default="")
+    run.add_argument("--state", default="",
+                     help="the appliance's state folder: its reach settings and status file")
     run.set_defaults(func=cmd_run)
     cert = sub.add_parser("cert", help="get a certificate by TLS-ALPN-01 or HTTP-01")
     cert.add_argument("--directory", required=True)

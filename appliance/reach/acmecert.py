@@ -29,8 +29,6 @@ from .challenges import AlpnChallengeStore, HttpChallenges
 
 log = logging.getLogger(__name__)
 
-LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
-LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 USER_AGENT = "OCGate/0.1"
 
 
