@@ -51,8 +51,12 @@ def form_values(settings: ReachSettings) -> dict[str, str]:
 
 
 def _url(text: str) -> str:
-    parts = urlsplit(text)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:  # "Invalid IPv6 URL" and friends: a typing error, not a crash
+        host = None
+    if host is None or parts.scheme not in ("https", "http"):
         raise FormError(_("'%(url)s' is not an http(s) address.", url=text[:80]))
     return text.rstrip("/")
 

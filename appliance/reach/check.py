@@ -36,6 +36,8 @@ def check_once(lan_address: str, port: int, *, gateway: str = "", probe_target: 
                              probe_target=probe_target)
     try:
         manager.refresh()
-        return status_dict(manager, None)
+        found = status_dict(manager, None)
     finally:
         manager.stop()
+    found["leases"] = []  # removed again: the page must not show a mapping that is gone
+    return found

@@ -743,14 +743,18 @@ _FORM_SEEDS = [b"\x00alice", b"\x01ocgate", b"\x02vpn.example.com", b"\x03[2001:
                b"\x04a.example, b.example;c", b"\x051.1.1.1 9.9.9.9",
                b"\x0610.0.0.0/8, 2001:db8::/32", b"\x07alice@example.org",
                b"\x0810.0.0.0/8\x001.1.1.1\x00192.168.1.4\x00100000\x000",
-               b"\x09staff, admins", b"\x0atcp-port = 443\n"]
+               b"\x09staff, admins", b"\x0atcp-port = 443\n",
+               b"\x0bon\x00rfc2136\x00vpn.home.test\x00198.18.100.53\x00home.test\x00k\x00"
+               b"\x00on\x00staging\x00\x00me@example.org\x00c2VjcmV0\x00\x00\x00",
+               b"\x0bon\x00duckdns\x00myvpn\x00\x00\x00\x00https://dd.test\x00on\x00custom"
+               b"\x00https://ca.test/dir\x00\x00\x00\x00\x00tok"]
 
 
 def _run_forms(data: bytes) -> object:
     from appliance.firstboot import forms
     from appliance.webui import settingsform, userstore
 
-    kind = data[0] % 11 if data else 0
+    kind = data[0] % 12 if data else 0
     text = _text(data[1:])
     wizard = (forms.parse_username, forms.parse_label, forms.parse_dns_name, forms.parse_host,
               forms.parse_name_list, forms.parse_dns_servers, forms.parse_routes)
@@ -763,9 +767,30 @@ def _run_forms(data: bytes) -> object:
         return userstore.parse_settings_form(*fields)
     if kind == 9:
         return userstore.parse_groups(text)
+    if kind == 11:
+        return _reach_form(text)
     if len(text) > 2000:
         text = text[:2000]
     return settingsform.validate_text(text, "fuzz.conf"), settingsform.warnings_for(text, "f")
+
+
+def _reach_form(text: str) -> object:
+    """firstboot/reachform.py: never raises; what it accepts must survive reach.json."""
+    import json
+
+    from appliance.firstboot import reachform
+    from appliance.reach.settings import ReachSettings
+
+    names = reachform.FIELDS + reachform.SECRET_FIELDS
+    form = dict(zip(names, text.split("\x00"), strict=False))
+    got = reachform.parse_reach_form(form, {})
+    if not got.errors:
+        again = ReachSettings.from_json(json.loads(got.settings.to_json()))
+        if again != got.settings:
+            raise ContractViolation(f"reach settings changed through reach.json: {again}")
+        if got.settings.acme and not got.settings.name:
+            raise ContractViolation("ACME accepted without a public name")
+    return got
 
 
 def _forms_allowed() -> tuple[type[BaseException], ...]:
@@ -972,7 +997,7 @@ _SPECS: list[_Spec] = [
           "wire.py typed records: every IPC message, control.from_wire records"),
     _Spec("web_forms", _run_forms, _forms_allowed, _static(_FORM_SEEDS),
           (b",", b" ", b"/", b".", b":", b"\x00", b"xn--", b"@"), 2048,
-          "firstboot/forms.py, webui/userstore.py, webui/settingsform.py validators"),
+          "firstboot/forms.py, reachform.py, webui/userstore.py, webui/settingsform.py validators"),
     _Spec("backup_archive", _run_backup_archive, _backup_allowed,
           lambda: [_backup_sample(), b"\x1f\x8b\x08\x00" + bytes(20)], (b"\x1f\x8b",),
           1 << 16, "webui/backup.py plan_restore on the raw upload"),
