@@ -281,8 +281,12 @@ def test_banner_and_derived_values() -> None:
     assert cfg.no_compress_limit == 64
     cfg = cfg_of("idle-timeout = 0\nsession-timeout = 0\n")
     assert cfg.idle_timeout is None and cfg.session_timeout is None
-    cfg = cfg_of("listen-host = 192.0.2.1\nudp-port = 0\n")
-    assert cfg.udp_listen_host == "192.0.2.1" and cfg.udp_port is None
+    cfg = cfg_of("listen-host = 198.51.100.1\nudp-port = 0\n")
+    assert cfg.udp_listen_host == "198.51.100.1" and cfg.udp_port is None
+    cfg = cfg_of("listen-host = 198.51.100.1\nudp-listen-host = 198.51.100.2\n"
+                 "listen-netns = outside\n")
+    assert (cfg.listen_host, cfg.udp_listen_host) == ("198.51.100.1", "198.51.100.2")
+    assert cfg.listen_netns == "outside" and cfg.warnings == []
     cfg = cfg_of("device =\ntls-priorities = \"\"\n")
     assert cfg.device == "vpns" and cfg.tls_priorities == "NORMAL:%SERVER_PRECEDENCE:%COMPAT"
 

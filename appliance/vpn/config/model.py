@@ -276,8 +276,8 @@ class _Builder:
                              entry: _Entry) -> None:
         """Stop at a REFUSED_UNIMPLEMENTED option that is on (see there)."""
         why = REFUSED_UNIMPLEMENTED.get(target.name)
-        if why is None or value == "" or target.name == "udp-listen-host":
-            return  # udp-listen-host: refused in _finish_derived, if not = listen-host
+        if why is None or value == "":
+            return
         if target.type == "bool":
             if not _BOOLS[value.lower()]:
                 return
@@ -451,13 +451,8 @@ class _Builder:
             if getattr(cfg, attr) == 0:
                 setattr(cfg, attr, None)  # ocserv: 0 means "no limit", like unset
         cfg.no_compress_limit = max(cfg.no_compress_limit, 64)
-        if cfg.udp_listen_host is None:
+        if cfg.udp_listen_host is None:  # ocserv: DTLS listens where TLS does
             cfg.udp_listen_host = cfg.listen_host
-        elif cfg.udp_listen_host != cfg.listen_host:
-            raise self.error("option 'udp-listen-host' is not implemented: "
-                             f"{REFUSED_UNIMPLEMENTED['udp-listen-host']}; remove it or "
-                             "make it equal to listen-host to start",
-                             self.lines.get("udp-listen-host"))
         if cfg.cisco_client_compat or cfg.cisco_svc_client_compat:
             cfg.dtls_legacy = True
         if cfg.cisco_client_compat:

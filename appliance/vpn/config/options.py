@@ -91,7 +91,8 @@ class OptionSpec:
 
 # Options the OCGate server acts on today (the rest are parsed, checked and reported).
 _IMPLEMENTED = frozenset({
-    "tcp-port", "udp-port", "listen-host", "auth", "server-cert", "server-key",
+    "tcp-port", "udp-port", "listen-host", "udp-listen-host", "listen-netns", "auth",
+    "server-cert", "server-key",
     "ipv4-network", "ipv4-netmask", "route", "no-route", "dns", "default-domain", "split-dns",
     "mtu", "keepalive", "dpd", "mobile-dpd", "mobile-idle-timeout", "idle-timeout",
     "session-timeout", "cookie-timeout",
@@ -429,11 +430,9 @@ REFUSED_UNIMPLEMENTED: dict[str, str] = {
                       "would bypass the VPN",
     "included-http-headers": "the headers (e.g. Strict-Transport-Security) would not be "
                              "sent",
-    "listen-netns": "the sockets would be opened in the server's own network namespace",
     "match-tls-dtls-ciphers": "DTLS would not be held to the TLS channel's cipher",
     "route-del-cmd": "routes added by route-add-cmd would not be removed when a user "
                      "leaves",
-    "udp-listen-host": "DTLS would listen on the listen-host address(es) instead",
 }
 IMPLEMENTED_ENABLE_AUTH: frozenset[str] = frozenset({"certificate"})
 IMPLEMENTED_ACCT: frozenset[str] = frozenset({"radius"})
