@@ -1062,14 +1062,23 @@ def test_harmless_unimplemented_option_warns(name: str) -> None:
     assert f"option '{name}' is not implemented yet (ignored)" in cfg.warnings
 
 
+def test_enable_auth_password_alternative() -> None:
+    """auth = certificate with enable-auth = a password method: either one logs in."""
+    for method in ("plain[passwd=/p]", "pam", "radius[config=/r]"):
+        cfg = parse_config(f"auth = certificate\nenable-auth = {method}\nca-cert = /ca\n"
+                           "cert-user-oid = 2.5.4.3\nipv4-network = 203.0.113.0/24\n")
+        assert [m.name for m in cfg.enable_auth] == [method.split("[")[0]]
+        assert cfg.warnings == []
+
+
 @pytest.mark.parametrize("line, fragment", [
     ("auth = gssapi", "auth = gssapi: this authentication method is not implemented"),
     ("auth = oidc[config=/etc/ocserv/oidc.json]", "auth = oidc: this authentication"),
     ("enable-auth = gssapi", "enable-auth = gssapi: this authentication method is not "
-                             "implemented (for 'enable-auth': certificate)"),
-    ("enable-auth = pam", "enable-auth = pam: this authentication method"),
-    ("enable-auth = radius[config=/r]", "enable-auth = radius: this authentication"),
-    ("enable-auth = plain[passwd=/p]", "enable-auth = plain: this authentication"),
+                             "implemented (for 'enable-auth': certificate, pam, plain, "
+                             "radius)"),
+    ("enable-auth = pam", "only one password-based authentication method may be "
+                          "configured ('plain' and 'pam')"),  # ocserv refuses it too
     ("acct = pam", "accounting method 'pam' is not implemented (only radius)"),
     ("[vhost:vpn.test]\nbanner = hi", "virtual host sections are not implemented"),
 ])

@@ -434,7 +434,7 @@ REFUSED_UNIMPLEMENTED: dict[str, str] = {
     "route-del-cmd": "routes added by route-add-cmd would not be removed when a user "
                      "leaves",
 }
-IMPLEMENTED_ENABLE_AUTH: frozenset[str] = frozenset({"certificate"})
+IMPLEMENTED_ENABLE_AUTH: frozenset[str] = frozenset({"certificate", "plain", "pam", "radius"})
 IMPLEMENTED_ACCT: frozenset[str] = frozenset({"radius"})
 
 # Keys accepted in per-user/per-group files (ocserv master, §10.7).

@@ -421,10 +421,12 @@ class SecMod:
                 self._notify(ipc.SessionRevoked(session.sid))
             return ipc.Ack(ok=session is not None)
         assert isinstance(msg, ipc.ConnectCertCheck)
+        # as ocserv: the method this connection logged in with, else the one it starts with
+        method = state.method or self.setup.first(state.cert is not None)
         refusal = self.cert_gate.check(
             msg.cookie, self.store.peek(msg.cookie, now),
             state.cert.username if state.cert is not None else None,
-            connect_needs_cert(self.cfg, self.setup.cert_required), now)
+            connect_needs_cert(self.cfg, method is not None and method.cert), now)
         if refusal:
             log.info("CONNECT from %s refused: %s", state.remote_ip or "?", refusal)
         return ipc.Ack(ok=not refusal, reason=refusal)
