@@ -112,7 +112,7 @@ _IMPLEMENTED = frozenset({
     "enable-auth", "ca-cert", "crl", "cert-user-oid", "cert-group-oid",
     "select-group", "default-select-group", "auto-select-group",
     "cisco-client-compat", "user-profile", "select-group-by-url", "listen-proxy-proto",
-    "acct", "stats-report-time",  # RADIUS accounting (auth/radius/auth.py)
+    "acct", "stats-report-time",  # RADIUS (auth/radius/) and PAM (auth/pam.py) accounting
 })
 
 # Options that only take effect on a restart (ocserv's "non-reloadable").
@@ -435,7 +435,7 @@ REFUSED_UNIMPLEMENTED: dict[str, str] = {
                      "leaves",
 }
 IMPLEMENTED_ENABLE_AUTH: frozenset[str] = frozenset({"certificate", "plain", "pam", "radius"})
-IMPLEMENTED_ACCT: frozenset[str] = frozenset({"radius"})
+IMPLEMENTED_ACCT: frozenset[str] = frozenset({"radius", "pam"})
 
 # Keys accepted in per-user/per-group files (ocserv master, §10.7).
 USER_OPTIONS: frozenset[str] = frozenset(

@@ -442,7 +442,7 @@ def restrict(device: str, settings: ipc.SessionSettings) -> None:
 def accounting_for(cfg: Config) -> NullAccounting:
     """The accounting hooks main calls: no-ops without an ``acct`` line.  RADIUS accounting
     is imported only when configured, so a server without it never loads pyrad."""
-    if cfg.acct is None:
+    if cfg.acct is None or cfg.acct.name != "radius":  # acct = pam: the sec-mod's
         return NullAccounting()
     from ..auth.radius.acct import make_accounting  # imports pyrad
 

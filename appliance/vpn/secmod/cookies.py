@@ -27,6 +27,7 @@ class Session:
     expires: float | None  # None while a connection uses it
     in_use: int = 0
     extra: dict = field(default_factory=dict)  # back-end session attributes (RADIUS)
+    accounted: bool = False  # acct = pam accepted it at its first open (ocserv: session_is_open)
 
 
 def _hash_cookie(cookie: str) -> bytes:

@@ -30,6 +30,7 @@ from .. import ipc, unixpath
 from ..auth.base import CertError
 from ..auth.cert import cert_identity
 from ..auth.groups import group_policy
+from ..auth.pam import PamAccounting
 from ..auth.registry import AuthSetup, make_setup
 from ..config import Config, ConfigError
 from ..protocol.tls.handshake import (
@@ -39,7 +40,7 @@ from ..protocol.tls.handshake import (
     make_server_context,
 )
 from .anyconnect import CertGate, ProfileCache, connect_needs_cert, profile_answer
-from .cookies import SessionStore
+from .cookies import Session, SessionStore
 from .login import AuthState, Login
 from .memtrim import release_memory
 
@@ -89,6 +90,7 @@ class SecMod:
         self.events = events  # one-way notifications to main (ban points)
         self.setup = make_auth_setup(cfg)
         self.store = SessionStore(cfg.cookie_timeout)
+        self.pam_acct = PamAccounting() if cfg.acct and cfg.acct.name == "pam" else None
         self.cert_gate = CertGate()  # CONNECTs whose certificate check passed
         self.profiles = ProfileCache()
         self.main_chan = main_chan
@@ -184,6 +186,9 @@ class SecMod:
             session = self.store.open(msg.cookie, now)
             if session is None:
                 reply = ipc.SessionInfo(ok=False, reason="cookie is not valid")
+            elif not self._account(session):  # ocserv then fails the session for good
+                self.store.close(session.sid, True, now)
+                reply = ipc.SessionInfo(ok=False, reason="refused by PAM account management")
             else:
                 reply = ipc.SessionInfo(ok=True, sid=session.sid, username=session.username,
                                         groupname=session.groupname, started=session.created,
@@ -196,6 +201,13 @@ class SecMod:
         else:
             reply = ipc.Ack(ok=False, reason=f"unexpected {type(msg).__name__}")
         return reply
+
+    def _account(self, session: Session) -> bool:
+        """acct = pam: the first open of a session asks PAM's account stack."""
+        if self.pam_acct is None or session.accounted:
+            return True
+        session.accounted = self.pam_acct.allowed(session.username)
+        return session.accounted
 
     # --- workers ------------------------------------------------------------------------------
 
