@@ -99,7 +99,8 @@ def test_ocserv_master_defaults() -> None:
 
 
 def test_not_implemented_and_user_options() -> None:
-    assert "nbns" in NOT_IMPLEMENTED
+    assert "nbns" not in NOT_IMPLEMENTED and "syslog-facility" not in NOT_IMPLEMENTED
+    assert "ping-leases" in REFUSED_UNIMPLEMENTED
     for name in ("cisco-client-compat", "user-profile", "select-group-by-url"):
         assert name not in NOT_IMPLEMENTED  # AnyConnect behaviour (anyconnect*.py)
     for name in ("tcp-port", "auth", "route", "dns", "ipv4-dns", "compression-algo-priority"):
@@ -533,18 +534,18 @@ def test_syntax_errors(line: str, fragment: str) -> None:
 
 def test_unknown_and_unimplemented_warn_once() -> None:
     cfg = cfg_of("foo = 1\nfoo = 2\nbar = x\ncompression-algo-priority = lzs:95\n"
-                 "select-group = a\nselect-group = b[Group B]\nnbns = 10.0.0.9\n"
-                 "ipv4-nbns = 10.0.0.8\n")
+                 "select-group = a\nselect-group = b[Group B]\nnbns = 198.51.100.9\n"
+                 "ipv4-nbns = 198.51.100.8\nproxy-url = /p\noutput-buffer = 10\n")
     assert cfg.warnings == [
         "unknown option 'foo' (kept)",
         "unknown option 'bar' (kept)",
-        "option 'nbns' is not implemented yet (ignored)",
-        "option 'ipv4-nbns' is not implemented yet (ignored)",
+        "option 'proxy-url' is not implemented yet (ignored)",
+        "option 'output-buffer' is not implemented yet (ignored)",
     ]
     assert cfg.select_groups == [("a", "a"), ("b", "Group B")]
-    assert cfg.nbns == ["10.0.0.9", "10.0.0.8"]
+    assert cfg.nbns == ["198.51.100.9", "198.51.100.8"]
     assert [(k, v) for k, v, _ in cfg.raw][2:5] == [("foo", "1"), ("foo", "2"), ("bar", "x")]
-    assert [line for _, _, line in cfg.raw] == list(range(1, 11))
+    assert [line for _, _, line in cfg.raw] == list(range(1, 13))
 
 
 def test_repeated_scalar_last_wins() -> None:
@@ -1016,13 +1017,13 @@ HARMLESS_UNIMPLEMENTED = {
     "camouflage_realm", "camouflage_secret",  # camouflage itself is refused when on
     "cisco-svc-client-compat",  # a feature (the /svc endpoint) that is simply absent
     "client-bypass-protocol",  # without it clients keep that traffic in the tunnel
-    "debug-no-secmod-stats", "log-level", "syslog-facility", "use-utmp",  # logging
+    "debug-no-secmod-stats", "log-level", "use-utmp",  # logging (login records stay
+    # in the server log; utmp is an audit copy, no access control)
     "dh-params",  # OCGate offers no finite-field DHE suites
     "host-update-script", "hostname", "listen-host-is-dyndns", "proxy-url",  # hints
-    "nbns", "ipv4-nbns", "ipv6-nbns",  # WINS servers pushed to clients
     "key-pin", "pin-file", "srk-pin", "srk-pin-file",  # PKCS#11/TPM keys: cannot load
     "ocsp-response",  # no stapled OCSP response: clients may still check themselves
-    "limit-worker-memory", "output-buffer", "net-priority", "ping-leases",  # tuning
+    "output-buffer", "net-priority",  # tuning
     "sec-mod-scale", "sec-mod-db-cleanup-time", "server-drain-ms",
     "server-stats-reset-time",
     "no-udp",  # DTLS stays available; it is encrypted like TLS

@@ -99,7 +99,7 @@ class Config:
     use_occtl: bool = False
     chroot_dir: str | None = None
     isolate_workers: bool = False
-    limit_worker_memory: bool = True
+    limit_worker_memory: bool = False
     sec_mod_scale: int | None = None
     pid_file: str | None = None
     log_level: int = 2

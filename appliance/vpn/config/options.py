@@ -112,6 +112,8 @@ _IMPLEMENTED = frozenset({
     "enable-auth", "ca-cert", "crl", "cert-user-oid", "cert-group-oid",
     "select-group", "default-select-group", "auto-select-group",
     "cisco-client-compat", "user-profile", "select-group-by-url", "listen-proxy-proto",
+    "nbns",  # pushed as X-CSTP-NBNS (main/sessions.py, protocol/cstp.py)
+    "syslog-facility",  # background mode (main/daemon.py)
     "acct", "stats-report-time",  # RADIUS (auth/radius/) and PAM (auth/pam.py) accounting
 })
 
@@ -232,7 +234,8 @@ def _specs() -> dict[str, OptionSpec]:
     opt("use-seccomp", "bool", False, "g", "Obsolete name of isolate-workers",
         alias_of="isolate-workers",
         deprecated="'use-seccomp' was replaced by 'isolate-workers'")
-    opt("limit-worker-memory", "bool", True, "g", "Cap each worker's heap as a defence "
+    # not in ocserv 1.1.6; OCGate sets no such cap, so its default here is what it does
+    opt("limit-worker-memory", "bool", False, "g", "Cap each worker's heap as a defence "
         "against memory-exhaustion attacks")
     opt("sec-mod-scale", "int", None, "g", "Number of security-module processes (default: "
         "derived from max-clients)", minimum=1)
@@ -430,7 +433,11 @@ REFUSED_UNIMPLEMENTED: dict[str, str] = {
                       "would bypass the VPN",
     "included-http-headers": "the headers (e.g. Strict-Transport-Security) would not be "
                              "sent",
+    "limit-worker-memory": "the workers' memory would not be capped (a defence against "
+                           "memory exhaustion)",
     "match-tls-dtls-ciphers": "DTLS would not be held to the TLS channel's cipher",
+    "ping-leases": "an address still used by another host (a proxy-ARP LAN) could be "
+                   "leased to a client, which would then receive that host's traffic",
     "route-del-cmd": "routes added by route-add-cmd would not be removed when a user "
                      "leaves",
 }
