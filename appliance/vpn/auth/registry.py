@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ..config import AuthMethod
 from .base import PAM_ANSWER_TIMEOUT, AuthConfigError, PasswordBackend
 from .groups import GroupPolicy
-from .pam import PamAuth
+from .pam import PamAccounting, PamAuth
 from .plain import PlainAuth
 
 # --------------------------------------------------------------------------- set-up
@@ -32,6 +32,7 @@ class AuthSetup:
     password: PasswordBackend | None = None  # at most one, wherever it is configured
     methods: tuple[Method, ...] = ()
     groups: GroupPolicy = field(default_factory=GroupPolicy)
+    account: PamAccounting | None = None  # acct = pam (RADIUS accounting lives in main)
 
     @property
     def cert_required(self) -> bool:
@@ -76,9 +77,13 @@ class AuthSetup:
 def make_setup(auth: Sequence[AuthMethod], enable_auth: Sequence[AuthMethod],
                ca_cert: str | None, cert_user_oid: str | None,
                groups: GroupPolicy | None = None,
-               answer_timeout: float = PAM_ANSWER_TIMEOUT) -> AuthSetup:
-    """Back-ends for ``auth`` (all must pass) and ``enable-auth`` (any one suffices)."""
+               answer_timeout: float = PAM_ANSWER_TIMEOUT,
+               acct: AuthMethod | None = None) -> AuthSetup:
+    """Back-ends for ``auth`` (all must pass), ``enable-auth`` (any one suffices) and
+    ``acct = pam``."""
     setup = AuthSetup(groups=groups or GroupPolicy())
+    if acct is not None and acct.name == "pam":
+        setup.account = PamAccounting()
     methods = [Method(cert=any(m.name == "certificate" for m in auth),
                       password=any(m.name != "certificate" for m in auth))]
     for method in [*auth, *enable_auth]:

@@ -30,7 +30,6 @@ from .. import ipc, unixpath
 from ..auth.base import CertError
 from ..auth.cert import cert_identity
 from ..auth.groups import group_policy
-from ..auth.pam import PamAccounting
 from ..auth.registry import AuthSetup, make_setup
 from ..config import Config, ConfigError
 from ..protocol.tls.handshake import (
@@ -70,7 +69,7 @@ def make_auth_setup(cfg: Config) -> AuthSetup:
     """The configured back-ends; AuthConfigError explains an impossible combination."""
     policy = group_policy(cfg.select_groups, cfg.default_select_group, cfg.auto_select_group)
     return make_setup(cfg.auth, cfg.enable_auth, cfg.ca_cert, cfg.cert_user_oid, policy,
-                      answer_timeout=float(max(cfg.auth_timeout, 30)))
+                      answer_timeout=float(max(cfg.auth_timeout, 30)), acct=cfg.acct)
 
 
 def _crl_stamp(path: str | None) -> tuple[int, int] | None:
@@ -90,7 +89,6 @@ class SecMod:
         self.events = events  # one-way notifications to main (ban points)
         self.setup = make_auth_setup(cfg)
         self.store = SessionStore(cfg.cookie_timeout)
-        self.pam_acct = PamAccounting() if cfg.acct and cfg.acct.name == "pam" else None
         self.cert_gate = CertGate()  # CONNECTs whose certificate check passed
         self.profiles = ProfileCache()
         self.main_chan = main_chan
@@ -204,9 +202,9 @@ class SecMod:
 
     def _account(self, session: Session) -> bool:
         """acct = pam: the first open of a session asks PAM's account stack."""
-        if self.pam_acct is None or session.accounted:
+        if self.setup.account is None or session.accounted:
             return True
-        session.accounted = self.pam_acct.allowed(session.username)
+        session.accounted = self.setup.account.allowed(session.username)
         return session.accounted
 
     # --- workers ------------------------------------------------------------------------------
