@@ -107,17 +107,19 @@ class Sessions:
                 log.info("session %s of '%s' taken over by a new connection from %s",
                          info.sid[:8], info.username, conn.remote_ip)
                 self.terminate(other, "session taken over", invalidate=False)
-        if cfg.max_same_clients and sum(
-                1 for c in self.host.conns.values() if c is not conn and c.username == info.username
-                and c.state in ("connecting", "connected")) >= cfg.max_same_clients:
-            self._refuse_session(conn, f"max-same-clients ({cfg.max_same_clients}) reached")
-            return
         try:
             user = radius_user_config(info.extra) or load_user_config(
                 cfg, info.username, info.groupname or None)
         except (ConfigError, OSError) as exc:
             log.error("per-user configuration of '%s': %s", info.username, exc)
             self._refuse_session(conn, "per-user configuration error", status=503)
+            return
+        # the user file's value, else the group file's, else the global one; 0 = no limit
+        limit = user_setting(cfg, user, "max_same_clients")
+        if limit and sum(
+                1 for c in self.host.conns.values() if c is not conn and c.username == info.username
+                and c.state in ("connecting", "connected")) >= limit:
+            self._refuse_session(conn, f"max-same-clients ({limit}) reached")
             return
         mobile = req.platform.lower().startswith(("android", "apple-ios"))
         settings = effective_settings(cfg, user, info.started, time.time(), mobile=mobile)
