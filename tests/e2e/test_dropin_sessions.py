@@ -81,3 +81,70 @@ def test_max_same_clients_per_user_and_per_group(net: TestNet, workdir: Path, ki
                for user in ("alice", "bob", "dave")}
     assert got == {"alice": [True, True, False], "bob": [True, True, True],
                    "dave": [True, False, False]}, got
+
+
+# ------------------------------------------------------------------ DEVICE_PLATFORM / _TYPE
+
+SCRIPT_KEYS = ("DEVICE_PLATFORM", "DEVICE_TYPE")
+
+
+def _env_script(workdir: Path, name: str) -> tuple[Path, Path]:
+    """A connect-script that writes its whole environment to ``<dir>/<pid>``."""
+    dumps = workdir / f"{name}-env"
+    dumps.mkdir(mode=0o777)
+    script = workdir / f"{name}.sh"
+    script.write_text(f"#!/bin/sh\nenv > {dumps}/$$\nexit 0\n")
+    script.chmod(0o755)
+    return script, dumps
+
+
+def _last_env(dumps: Path, before: set[Path]) -> dict[str, str]:
+    new = sorted(set(dumps.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    assert new, "the connect-script did not run"
+    return dict(line.split("=", 1) for line in new[-1].read_text().splitlines() if "=" in line)
+
+
+def _device_view(kind: str, workdir: Path, net: TestNet) -> dict[str, object]:
+    users = make_accounts(("alice",))
+    script, dumps = _env_script(workdir, kind)
+    conf = [f"connect-script = {script}", "idle-timeout = 1200", "mobile-idle-timeout = 2400"]
+    seen: dict[str, object] = {}
+    with running(kind, workdir, net, users, extra_conf=conf) as server:
+        for os_name in ("android", "apple-ios", "linux-64", "win"):
+            client = Client(net, server.files, link=net.add_client(), name=f"os-{os_name}")
+            before = set(dumps.iterdir())
+            try:
+                assert client.connect("alice", users["alice"], extra_args=[f"--os={os_name}"])
+                env = _last_env(dumps, before)
+                cstp = client.cstp_headers()
+            finally:
+                client.close()
+            seen[os_name] = ({k: env.get(k) for k in SCRIPT_KEYS},
+                             cstp.get("X-CSTP-DPD"), cstp.get("X-CSTP-Idle-Timeout"))
+        # the cookie of an android login, used by a linux-64 client: the auth request decides
+        client = Client(net, server.files, link=net.add_client(), name="cookie")
+        try:
+            cookie = client.authenticate("alice", users["alice"],
+                                         extra_args=["--os=android"])["COOKIE"]
+            before = set(dumps.iterdir())
+            assert client.connect_with_cookie(cookie, extra_args=["--os=linux-64"])
+            env = _last_env(dumps, before)
+            cstp = client.cstp_headers()
+        finally:
+            client.close()
+        seen["cookie"] = ({k: env.get(k) for k in SCRIPT_KEYS}, cstp.get("X-CSTP-DPD"),
+                          cstp.get("X-CSTP-Idle-Timeout"))
+    return seen
+
+
+def test_device_platform_and_type_come_from_the_auth_request(net: TestNet,
+                                                             workdir: Path) -> None:
+    got = {kind: _device_view(kind, workdir, net) for kind in KINDS}
+    android = {"DEVICE_PLATFORM": "android", "DEVICE_TYPE": "android"}
+    # what ocserv 1.1.6 does: the scripts see the login's identifiers (openconnect sends
+    # them only for a mobile --os), mobile-dpd / mobile-idle-timeout follow the CONNECT's
+    assert got["ocserv"]["android"] == (android, "1800", "2400"), got
+    assert got["ocserv"]["linux-64"] == ({"DEVICE_PLATFORM": "", "DEVICE_TYPE": ""},
+                                         "90", "1200"), got
+    assert got["ocserv"]["cookie"] == (android, "90", "1200"), got
+    assert got["ocgate"] == got["ocserv"], got

@@ -621,3 +621,10 @@ def test_connect_errors() -> None:
     assert connect_error(404).startswith(b"HTTP/1.1 404 Not found\r\n")
     with pytest.raises(CstpError):
         connect_error(200)
+
+
+def test_device_identifiers_drop_values_ocserv_would_not_keep() -> None:
+    headers = Headers([("X-AnyConnect-Identifier-DeviceType", "d" * 64),
+                       ("X-AnyConnect-Identifier-Platform", "p" * 63)])
+    assert cstp.device_identifiers(headers) == ("", "p" * 63)
+    assert cstp.device_identifiers(Headers([])) == ("", "")

@@ -32,6 +32,8 @@ class Conn:
     ipv4: str = ""
     hostname: str = ""
     user_agent: str = ""
+    device_type: str = ""  # X-AnyConnect-Identifier-DeviceType of the login (the sec-mod's)
+    platform: str = ""  # X-AnyConnect-Identifier-Platform of the login
     tls_description: str = ""
     mtu: int = 0
     connected_at: float = 0.0

@@ -98,6 +98,8 @@ class Sessions:
         conn.sid, conn.username, conn.groupname = info.sid, info.username, info.groupname
         conn.radius = info.extra
         conn.hostname, conn.user_agent = req.hostname, req.user_agent
+        # the scripts see what the login request named, as in ocserv (docs/protocol.md 8.3)
+        conn.device_type, conn.platform = info.device_type, info.platform
         conn.tls_description = req.tls_description
         conn.session_started = info.started
         conn.state = "connecting"
@@ -121,6 +123,8 @@ class Sessions:
                 and c.state in ("connecting", "connected")) >= limit:
             self._refuse_session(conn, f"max-same-clients ({limit}) reached")
             return
+        # mobile-dpd / mobile-idle-timeout follow the CONNECT's own platform header: ocserv
+        # 1.1.6 decides so (a cookie from an android login used by linux-64 gets dpd)
         mobile = req.platform.lower().startswith(("android", "apple-ios"))
         settings = effective_settings(cfg, user, info.started, time.time(), mobile=mobile)
         explicit = getattr(user, "explicit_ipv4", None)
@@ -375,7 +379,8 @@ class Sessions:
         return script_env(
             reason=reason, username=conn.username, groupname=conn.groupname,
             hostname=conn.hostname, device=conn.device, user_agent=conn.user_agent,
-            device_type="", platform="", ip_real=conn.remote_ip, ip_real_local=conn.local_ip,
+            device_type=conn.device_type, platform=conn.platform,
+            ip_real=conn.remote_ip, ip_real_local=conn.local_ip,
             ip_local=conn.ipv4_local, ip_remote=conn.ipv4, worker_id=conn.pid,
             **script_ipv6(conn.lease6),
             routes=conn.routes, no_routes=conn.no_routes, dns=conn.dns, stats=stats)

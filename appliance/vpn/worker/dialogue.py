@@ -145,7 +145,8 @@ class Worker:
     def _first_form(self, req: http.Request) -> None:
         """GET of the login page: the same first step as an XML ``init``."""
         self._answer(self._ask_secmod(ipc.AuthInit("", None, self.peer.remote_ip,
-                                                   req.headers.get("User-Agent") or "")))
+                                                   req.headers.get("User-Agent") or "",
+                                                   *cstp.device_identifiers(req.headers))))
 
     def _show_form(self, answer: ipc.AuthReply) -> None:
         """The form step the security module asked for (docs/protocol.md §2.4.2, §2.4.3)."""
@@ -199,9 +200,10 @@ class Worker:
         if self.url_group:  # the URL decides, as ocserv's groupname_url_forced
             reply.group = self.url_group
         agent = req.headers.get("User-Agent") or ""
+        device = cstp.device_identifiers(req.headers)
         if reply.username:
             answer = self._ask_secmod(ipc.AuthInit(reply.username, reply.group,
-                                                   self.peer.remote_ip, agent))
+                                                   self.peer.remote_ip, agent, *device))
             # the combined form: the password came with the username (ocserv re-reads it)
             if answer.status == "continue" and answer.form == "password" \
                     and reply.password is not None:
@@ -210,7 +212,7 @@ class Worker:
             answer = self._ask_secmod(ipc.AuthCont(reply.password))
         else:
             answer = self._ask_secmod(ipc.AuthInit("", reply.group, self.peer.remote_ip,
-                                                   agent))
+                                                   agent, *device))
         return self._answer(answer)
 
     def _answer(self, answer: ipc.AuthReply) -> str | None:
