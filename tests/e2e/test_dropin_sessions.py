@@ -11,6 +11,8 @@ pool carries traffic.
 from __future__ import annotations
 
 import contextlib
+import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -147,4 +149,82 @@ def test_device_platform_and_type_come_from_the_auth_request(net: TestNet,
     assert got["ocserv"]["linux-64"] == ({"DEVICE_PLATFORM": "", "DEVICE_TYPE": ""},
                                          "90", "1200"), got
     assert got["ocserv"]["cookie"] == (android, "90", "1200"), got
+    assert got["ocgate"] == got["ocserv"], got
+
+
+# ------------------------------------------------------------------ route-add-cmd / -del-cmd
+
+
+def _wait_for(check, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return bool(check())
+
+
+def _route_log(kind: str, workdir: Path, net: TestNet) -> dict[str, object]:
+    """What the route commands wrote, with each session's TUN name replaced by DEV."""
+    users = make_accounts(("bob", "carol"))
+    per_user = workdir / f"{kind}-iroutes"
+    per_user.mkdir(mode=0o755)
+    (per_user / "bob").write_text("iroute = 198.18.200.0/24\niroute = 198.18.201.0/255.255.255.0\n")
+    # the second route is bob's: while he is connected its "ip route add" fails, so carol
+    # is refused and her first route is removed again
+    (per_user / "carol").write_text("iroute = 198.18.202.0/24\niroute = 198.18.200.0/24\n")
+    out = workdir / f"{kind}-routes.log"
+    conf = [
+        f"config-per-user = {per_user}/",
+        f'route-add-cmd = "echo add R=%{{R}} r=%R RI=%{{RI}} D=%{{D}} d=%D >> {out} && '
+        f'ip route add %{{R}} dev %{{D}} 2>/dev/null"',
+        f'route-del-cmd = "echo del R=%{{R}} RI=%{{RI}} D=%D | tee -a {out} > /dev/null; '
+        f'ip route delete %{{R}} dev %{{D}}"',
+    ]
+    seen: dict[str, object] = {}
+
+    def lines() -> list[str]:
+        return out.read_text().splitlines() if out.exists() else []
+
+    with running(kind, workdir, net, users, extra_conf=conf) as server:
+        bob = Client(net, server.files, link=net.add_client(), name="bob")
+        carol = Client(net, server.files, link=net.add_client(), name="carol")
+        try:
+            assert bob.connect("bob", users["bob"])
+            shown = net.server_ns.run(["ip", "-o", "route", "show", "root",
+                                       "198.18.200.0/23"]).stdout.split("\n")
+            devs = {line.split(" dev ")[1].split()[0] for line in shown if " dev " in line}
+            assert len(devs) == 1, shown
+            dev = devs.pop()
+            seen["kernel"] = sorted(line.split()[0] for line in shown if line)
+            seen["bob up"] = [x.replace(dev, "DEV") for x in lines()]
+            carol.connect("carol", users["carol"])
+            _wait_for(lambda: not any(u["Username"] == "carol" for u in json.loads(
+                server.occtl("-j", "show", "users").stdout)))
+            time.sleep(2)  # let a retrying client fail once more, if it does
+            carol.close()
+            seen["carol"] = sorted({x for x in lines()[2:] if "198.18.202." in x or
+                                    "198.18.200." in x})
+            seen["carol"] = [x.split(" D=")[0] for x in seen["carol"]]  # her own TUN names
+            assert not any(u["Username"] == "carol" for u in json.loads(
+                server.occtl("-j", "show", "users").stdout))
+            mark = len(lines())
+            bob.disconnect()
+            assert _wait_for(lambda: len(lines()) >= mark + 2), lines()
+            seen["bob down"] = [x.replace(dev, "DEV") for x in lines()[mark:]]
+        finally:
+            bob.close()
+            carol.close()
+    return seen
+
+
+def test_route_commands_run_through_the_shell_with_every_placeholder(net: TestNet,
+                                                                      workdir: Path) -> None:
+    got = {kind: _route_log(kind, workdir, net) for kind in KINDS}
+    add = ("add R=198.18.200.0/255.255.255.0 r=198.18.200.0/255.255.255.0 RI=198.18.200.0/24 "
+           "D=DEV d=DEV")
+    assert got["ocserv"]["bob up"][0] == add, got
+    assert got["ocserv"]["kernel"] == ["198.18.200.0/24", "198.18.201.0/24"], got
+    assert len(got["ocserv"]["bob down"]) == 2, got
+    assert "del R=198.18.202.0/255.255.255.0 RI=198.18.202.0/24" in got["ocserv"]["carol"], got
     assert got["ocgate"] == got["ocserv"], got

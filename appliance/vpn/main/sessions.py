@@ -13,8 +13,6 @@ import ipaddress
 import logging
 import os
 import selectors
-import shlex
-import subprocess
 import time
 from typing import Any, Protocol
 
@@ -25,12 +23,12 @@ from ..config import Config, ConfigError, load_user_config
 from ..control import ControlServer, make_event
 from ..protocol import cstp
 from ..protocol.cstp import CstpError
-from . import firewall
+from . import firewall, iroutes
 from .conn import Conn, WorkerFault
 from .ipv6 import Ipv6Leases, grant_ipv6, offered_lease, script_ipv6, tun_ipv6
 from .leases import Ipv4LeasePool, LeaseError
 from .management import Management, user_info
-from .scripts import ScriptJob, format_route, script_env
+from .scripts import ScriptJob, script_env
 from .tun import configure_tun, open_tun, remove_tun, tun_index
 
 log = logging.getLogger(__name__)
@@ -217,6 +215,16 @@ class Sessions:
     def _grant(self, conn: Conn) -> None:
         grant = conn.pending_grant
         assert grant is not None
+        cfg = self.host.cfg
+        if conn.iroutes:
+            if not iroutes.apply(cfg.route_add_cmd, cfg.route_del_cmd, conn.iroutes,
+                                 conn.device):
+                log.error("could not apply the iroutes of '%s'; denying access", conn.username)
+                conn.pending_grant = None
+                self._teardown(conn, invalidate=False, run_disconnect=False)
+                self._deny(conn, 503, "iroutes could not be applied")
+                return
+            conn.iroutes_applied = True
         try:
             ipc.send(conn.chan, grant, [conn.tun_fd])
         except OSError as exc:
@@ -233,7 +241,6 @@ class Sessions:
         conn.state = "connected"
         conn.connected_at = time.time()
         self.acct.started(conn)
-        self._iroutes(conn, self.host.cfg.route_add_cmd or "ip route add %{R} dev %{D}")
         log.info("'%s' connected from %s: %s on %s (session %s)", conn.username,
                  conn.remote_ip, conn.ipv4, conn.device, conn.sid[:8])
         if self.host.control is not None:
@@ -250,21 +257,11 @@ class Sessions:
             self.pools[net] = Ipv4LeasePool(net, predictable=self.host.cfg.predictable_ips)
         return self.pools[net]
 
-    def _iroutes(self, conn: Conn, template: str) -> None:
-        """iroute: networks behind this client, routed to its TUN by route-add-cmd (main
-        runs it as root; the default is ocserv's ``ip route add %{R} dev %{D}``)."""
-        for route in conn.iroutes:
-            net = ipaddress.ip_network(route, strict=False)
-            cmd = (template.replace("%{RI}", str(net)).replace("%{R}", format_route(net))
-                   .replace("%{D}", conn.device))
-            try:
-                done = subprocess.run(shlex.split(cmd), timeout=5, capture_output=True,
-                                      text=True, check=False)
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                log.error("iroute command %r failed: %s", cmd, exc)
-                continue
-            if done.returncode != 0:
-                log.error("iroute command %r failed: %s", cmd, done.stderr.strip())
+    def _remove_iroutes(self, conn: Conn) -> None:
+        """route-del-cmd for the routes route-add-cmd set, while the TUN still exists."""
+        if conn.iroutes_applied:
+            conn.iroutes_applied = False
+            iroutes.remove(self.host.cfg.route_del_cmd, conn.iroutes, conn.device)
 
     def _refuse_session(self, conn: Conn, reason: str, status: int = 401) -> None:
         self._close_session(conn.sid, invalidate=False)
@@ -283,6 +280,7 @@ class Sessions:
         except (OSError, ipc.IpcError):
             pass
         if conn.state in ("connecting", "connected"):
+            self._remove_iroutes(conn)
             if conn.device:
                 try:
                     remove_tun(conn.device, index=conn.ifindex)
@@ -310,6 +308,7 @@ class Sessions:
             conn.tun_fd = -1
         if conn.app_id and self.by_app_id.get(conn.app_id) is conn:
             del self.by_app_id[conn.app_id]
+        self._remove_iroutes(conn)
         if conn.device:
             try:
                 remove_tun(conn.device, index=conn.ifindex)
