@@ -19,7 +19,14 @@ from pathlib import Path
 import pytest
 
 from tests.prereqs import needs_command
-from tests.support.harness import Client, Server, make_server_files, server_command, write_passwd
+from tests.support.harness import (
+    Client,
+    Server,
+    make_server_files,
+    ping,
+    server_command,
+    write_passwd,
+)
 from tests.support.netns import TestNet
 from tests.support.rig import make_accounts
 
@@ -227,4 +234,53 @@ def test_route_commands_run_through_the_shell_with_every_placeholder(net: TestNe
     assert got["ocserv"]["kernel"] == ["198.18.200.0/24", "198.18.201.0/24"], got
     assert len(got["ocserv"]["bob down"]) == 2, got
     assert "del R=198.18.202.0/255.255.255.0 RI=198.18.202.0/24" in got["ocserv"]["carol"], got
+    assert got["ocgate"] == got["ocserv"], got
+
+
+# ------------------------------------------------------------------ IPv6-only pool
+
+POOL6 = "2001:db8:7::/48"
+
+
+def _ipv6_only_view(kind: str, workdir: Path) -> dict[str, object]:
+    users = make_accounts(("alice",))
+    script, dumps = _env_script(workdir, f"{kind}-v6")
+    with TestNet(ipv6=True) as net:
+        no_v4 = {"ipv4-network": "", "ipv4-netmask": "", "route": f"route = {net.route6}",
+                 "dns": "dns = 2001:db8:5::53"}
+        conf = [f"ipv6-network = {POOL6}", "ipv6-subnet-prefix = 64",
+                f"connect-script = {script}"]
+        with running(kind, workdir, net, users, extra_conf=conf, replace=no_v4) as server:
+            client = Client(net, server.files, name="v6only")
+            try:
+                assert client.connect("alice", users["alice"], no_dtls=False)
+                env = client.env()
+                dtls = client.wait_dtls()
+                pinged = ping(client.ns, net.inside_ip6, count=3).ok
+                script_env = _last_env(dumps, set())
+                rows = json.loads(server.occtl("-j", "show", "users").stdout)
+            finally:
+                client.close()
+    return {
+        "client": {k: env.get(k) for k in ("INTERNAL_IP4_ADDRESS", "INTERNAL_IP4_NETMASK",
+                                           "INTERNAL_IP6_ADDRESS", "INTERNAL_IP6_NETMASK",
+                                           "CISCO_IPV6_SPLIT_INC_0_ADDR",
+                                           "CISCO_IPV6_SPLIT_INC_0_MASKLEN",
+                                           "CISCO_SPLIT_INC")},
+        "ping6": pinged,
+        "dtls": dtls,
+        "script": {k: (script_env[k].split("%")[0] if k in script_env else None)
+                   for k in ("IP_LOCAL", "IP_REMOTE", "IPV6_LOCAL", "IPV6_REMOTE",
+                             "IPV6_PREFIX")},
+        "occtl": [(r.get("IPv4"), r.get("P-t-P IPv4"), r.get("IPv6"),
+                   (r.get("P-t-P IPv6") or "").split("%")[0]) for r in rows],
+    }
+
+
+def test_ipv6_only_pool_carries_traffic(workdir: Path) -> None:
+    """ipv6-network without ipv4-network: openconnect gets only an IPv6 address, pings the
+    inside host over it (DTLS up), and scripts and occtl show no IPv4, on both servers."""
+    got = {kind: _ipv6_only_view(kind, workdir) for kind in KINDS}
+    assert got["ocserv"]["ping6"] and got["ocserv"]["dtls"], got
+    assert got["ocserv"]["client"]["INTERNAL_IP4_ADDRESS"] is None, got
     assert got["ocgate"] == got["ocserv"], got

@@ -56,12 +56,14 @@ class Sessions:
 
     def __init__(self, host: SessionHost) -> None:
         cfg = host.cfg
-        if cfg.ipv4_network is None:  # load_config checks the pool
-            raise ConfigError("'ipv4-network' must be set")
         self.host = host
-        self.pool = Ipv4LeasePool(cfg.ipv4_network, predictable=cfg.predictable_ips)
+        # None for an IPv6-only server (ipv6-network without ipv4-network), as ocserv allows
+        self.pool = Ipv4LeasePool(cfg.ipv4_network, predictable=cfg.predictable_ips) \
+            if cfg.ipv4_network is not None else None
         # config-per-user/group may give a user another ipv4-network: one pool per network
-        self.pools: dict[ipaddress.IPv4Network, Ipv4LeasePool] = {cfg.ipv4_network: self.pool}
+        self.pools: dict[ipaddress.IPv4Network, Ipv4LeasePool] = {}
+        if cfg.ipv4_network is not None and self.pool is not None:
+            self.pools[cfg.ipv4_network] = self.pool
         self.lease_pool: dict[str, Ipv4LeasePool] = {}  # session id -> the pool it leases from
         self.lease_expiry: dict[str, float] = {}
         self.leases6 = Ipv6Leases.from_config(cfg)
@@ -128,12 +130,13 @@ class Sessions:
         explicit = getattr(user, "explicit_ipv4", None)
         pool = self._pool_for(getattr(user, "ipv4_network", None), info.sid)
         try:
-            ipv4 = pool.acquire(info.sid, info.username, explicit)
+            ipv4 = pool.acquire(info.sid, info.username, explicit) if pool else None
             lease6 = self.leases6.acquire(info.sid, info.username, user)
         except LeaseError as exc:
             self._refuse_session(conn, f"no IP address available: {exc}")
             return
-        self.lease_pool[info.sid] = pool
+        if pool is not None:
+            self.lease_pool[info.sid] = pool
         self.lease_expiry.pop(info.sid, None)
         try:
             base_mtu, mtu = cstp.compute_mtu(
@@ -147,6 +150,10 @@ class Sessions:
             self._refuse_session(conn, "no usable MTU", status=503)
             return
         conn.lease6 = offered_lease(lease6, mtu, info.username)
+        if ipv4 is None and conn.lease6 is None:  # IPv6-only, and the MTU is below 1280
+            self._refuse_session(conn, "no IP address available: no IPv4 pool, and no IPv6 "
+                                 f"below an MTU of 1280 (MTU {mtu})", status=503)
+            return
         if app_id:
             # registered before the grant: the client's ClientHello may follow the CONNECT
             # response immediately (docs/protocol.md 11, item 22)
@@ -156,13 +163,13 @@ class Sessions:
             fd, device = open_tun(f"{cfg.device}%d", vnet_hdr=True)  # for worker/gro.py
             settings = dataclasses.replace(settings, base_mtu=base_mtu, mtu=mtu,
                                            vnet_hdr=True)
-            configure_tun(device, local=pool.local_address, peer=ipv4, mtu=mtu,
+            configure_tun(device, local=pool.local_address if pool else None, peer=ipv4, mtu=mtu,
                           **tun_ipv6(conn.lease6))
         except OSError as exc:
             log.error("cannot create a TUN device: %s", exc)
             self._refuse_session(conn, "TUN device creation failed", status=503)
             return
-        conn.tun_fd, conn.device, conn.ipv4, conn.mtu = fd, device, str(ipv4), mtu
+        conn.tun_fd, conn.device, conn.ipv4, conn.mtu = fd, device, str(ipv4 or ""), mtu
         conn.ifindex = tun_index(device)
         try:
             restrict(device, settings)
@@ -173,16 +180,17 @@ class Sessions:
             self._refuse_session(conn, "firewall restrictions failed", status=503)
             return
         conn.restricted = bool(settings.restrict_routes or settings.restrict_ports)
-        conn.ipv4_local = str(pool.local_address)
+        conn.ipv4_local = str(pool.local_address) if pool and ipv4 else ""
         conn.iroutes = [str(r) for r in getattr(user, "iroute", None) or []]
         conn.routes, conn.no_routes = settings.routes, settings.no_routes
         conn.dns = settings.dns
         conn.settings = settings
         conn.pending_grant = ipc.ConnectGrant(
             ok=True, status=200, sid=info.sid, username=info.username,
-            groupname=info.groupname, device=device, ipv4=str(ipv4),
-            ipv4_local=str(pool.local_address),
-            ipv4_netmask=str(pool.netmask), session_started=info.started,
+            groupname=info.groupname, device=device, ipv4=conn.ipv4,
+            ipv4_local=conn.ipv4_local,
+            ipv4_netmask=str(pool.netmask) if pool and ipv4 else "",
+            session_started=info.started,
             **grant_ipv6(lease6, conn.lease6),
             settings=settings)
         if cfg.connect_script:
@@ -246,8 +254,9 @@ class Sessions:
         if self.host.control is not None:
             self.host.control.publish_event(make_event("connect", user_info(conn)))
 
-    def _pool_for(self, network: object, sid: str) -> Ipv4LeasePool:
-        """The pool of a per-user ``ipv4-network`` (kept across reconnects of a session)."""
+    def _pool_for(self, network: object, sid: str) -> Ipv4LeasePool | None:
+        """The pool of a per-user ``ipv4-network`` (kept across reconnects of a session);
+        None when neither the user nor the server has an IPv4 pool."""
         if sid in self.lease_pool:
             return self.lease_pool[sid]
         if not network:
@@ -358,7 +367,9 @@ class Sessions:
                     self._release(sid)
 
     def _release(self, sid: str) -> None:
-        self.lease_pool.pop(sid, self.pool).release(sid)
+        pool = self.lease_pool.pop(sid, None)
+        if pool is not None:
+            pool.release(sid)
         self.leases6.release(sid)
 
     def poll_jobs(self, now: float) -> None:
@@ -380,7 +391,7 @@ class Sessions:
             hostname=conn.hostname, device=conn.device, user_agent=conn.user_agent,
             device_type=conn.device_type, platform=conn.platform,
             ip_real=conn.remote_ip, ip_real_local=conn.local_ip,
-            ip_local=conn.ipv4_local, ip_remote=conn.ipv4, worker_id=conn.pid,
+            ip_local=conn.ipv4_local or None, ip_remote=conn.ipv4 or None, worker_id=conn.pid,
             **script_ipv6(conn.lease6),
             routes=conn.routes, no_routes=conn.no_routes, dns=conn.dns, stats=stats)
 

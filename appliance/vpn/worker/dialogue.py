@@ -330,7 +330,7 @@ class Worker:
                                                      app_id, mtu=s.base_mtu - 28))
         self._send_plain(cstp.build_connect_response(params))
         log.info("user '%s' connected from %s as %s on %s", grant.username,
-                 self.peer.remote_ip, grant.ipv4, grant.device)
+                 self.peer.remote_ip, grant.ipv4 or grant.ipv6, grant.device)
         remaining = s.session_remaining
         timers = Timers(dpd=s.dpd, idle_timeout=s.idle_timeout,
                         session_deadline=(time.monotonic() + remaining)
@@ -381,8 +381,9 @@ def connect_params(grant: ipc.ConnectGrant, creq: cstp.ConnectRequest) -> cstp.C
         hostname=creq.hostname,
         dpd=s.dpd,
         default_domain=s.default_domain,
-        ipv4_address=ipaddress.IPv4Address(grant.ipv4),
-        ipv4_netmask=ipaddress.IPv4Address(grant.ipv4_netmask),
+        # none on an IPv6-only server
+        ipv4_address=ipaddress.IPv4Address(grant.ipv4) if grant.ipv4 else None,
+        ipv4_netmask=ipaddress.IPv4Address(grant.ipv4_netmask) if grant.ipv4 else None,
         dns=s.dns,
         nbns=s.nbns,
         split_dns=s.split_dns,
