@@ -58,7 +58,7 @@ def request_headers(text: str) -> Headers:
 
 # Verbatim from ocserv-transcript.txt section 1 (the redacted secret replaced by hex).
 DTLS_REQUEST = f"""
-Host: 192.0.2.101
+Host: 198.18.2.11
 User-Agent: Open AnyConnect VPN Agent v9.01-3
 Cookie: webvpn=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=
 X-CSTP-Version: 1
@@ -77,7 +77,7 @@ X-DTLS-Accept-Encoding: oc-lz4,lzs
 """  # noqa: E501
 
 TLS_REQUEST = """
-Host: 192.0.2.101
+Host: 198.18.2.11
 User-Agent: Open AnyConnect VPN Agent v9.01-3
 Cookie: webvpn=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=
 X-CSTP-Version: 1
