@@ -570,6 +570,19 @@ def test_two_step_conversation_is_relayed_as_forms(secmod: SecMod) -> None:
     assert session is not None and (session.username, session.groupname) == ("alice", "staff")
 
 
+def test_session_keeps_the_login_requests_device_identifiers(secmod: SecMod) -> None:
+    """DEVICE_TYPE / DEVICE_PLATFORM come from the login, whatever the CONNECT says."""
+    secmod.setup.password = Scripted(["Password:"], ["pw"])
+    state = AuthState()
+    secmod.login.auth_init(state, ipc.AuthInit("alice", None, "198.18.0.2", "test",
+                                               "Pixel 8", "android"))
+    done = secmod.login.auth_cont(state, "pw")
+    assert done.status == "ok"
+    info = secmod._main_request(ipc.SessionOpen(done.cookie, "198.18.0.2"))
+    assert isinstance(info, ipc.SessionInfo) and info.ok
+    assert (info.device_type, info.platform) == ("Pixel 8", "android")
+
+
 def test_wrong_answer_restarts_then_fails_after_three(secmod: SecMod) -> None:
     backend = Scripted(["Password:", "Code:"], ["pw", "1"])
     secmod.setup.password = backend

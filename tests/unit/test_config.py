@@ -347,8 +347,8 @@ def test_ipv6_pool() -> None:
                        "ipv6-subnet-prefix = 64\n" + v4)
     assert cfg.ipv6_network == V6("fda9:4efe:7e3b::/48")
     assert cfg.ipv6_subnet_prefix == 64
-    with pytest.raises(ConfigError, match=r"an IPv6-only pool is not supported yet"):
-        parse_config('auth = "plain[passwd=/x]"\nipv6-network = fda9:4efe:7e3b:3ea::/48\n')
+    only6 = parse_config('auth = "plain[passwd=/x]"\nipv6-network = fda9:4efe:7e3b:3ea::/48\n')
+    assert only6.ipv4_network is None and only6.ipv6_network == V6("fda9:4efe:7e3b::/48")
     cfg = parse_config('auth = "plain[passwd=/x]"\nipv6-network = fd00::\nipv6-prefix = 56\n'
                        + v4)
     assert cfg.ipv6_network == V6("fd00::/56")

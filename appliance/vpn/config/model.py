@@ -418,9 +418,6 @@ class _Builder:
         if cfg.ipv4_network is None and cfg.ipv6_network is None:
             raise self.error("no address pool: set 'ipv4-network' and/or 'ipv6-network'",
                              None)
-        if cfg.ipv4_network is None:  # main and the workers assume an IPv4 lease
-            raise self.error("an IPv6-only pool is not supported yet: set 'ipv4-network' "
-                             "as well", None)
 
     def _finish_routes(self, cfg: Config) -> None:
         ipv6 = cfg.ipv6_network is not None

@@ -101,7 +101,7 @@ _IMPLEMENTED = frozenset({
     "run-as-user", "run-as-group", "occtl-socket-file", "use-occtl", "tls-priorities",
     "rekey-time", "rekey-method", "tunnel-all-dns", "compression", "no-compress-limit",
     "compression-algo-priority", "dtls-psk", "dtls-legacy", "switch-to-tcp-timeout",
-    "try-mtu-discovery", "iroute", "route-add-cmd", "explicit-ipv4",
+    "try-mtu-discovery", "iroute", "route-add-cmd", "route-del-cmd", "explicit-ipv4",
     "ipv6-network", "ipv6-subnet-prefix", "explicit-ipv6",
     "restrict-user-to-routes", "restrict-user-to-ports",
     "rx-data-per-sec", "tx-data-per-sec", "max-ban-score", "ban-time",
@@ -261,9 +261,10 @@ def _specs() -> dict[str, OptionSpec]:
     opt("disconnect-script", "path", None, "g", "Program run after a client disconnects")
     opt("host-update-script", "path", None, "g", "Program run when a client reports its "
         "host name")
-    opt("route-add-cmd", "str", None, "g", "Command that installs a route to a client's "
-        "iroute; %{R}, %{RI} and %{D} are filled in")
-    opt("route-del-cmd", "str", None, "g", "Command that removes such a route again")
+    opt("route-add-cmd", "str", None, "g", "Shell command routing a client's iroute: "
+        "%{R} route as net/mask, %{RI} as CIDR, %{D} device")
+    opt("route-del-cmd", "str", None, "g", "Shell command that removes such a route when "
+        "the session ends (same placeholders)")
     opt("max-clients", "int", 0, "g", "Most clients connected at once; 0 = no limit")
     opt("max-same-clients", "int", 0, "u", "Most simultaneous sessions of one user; "
         "0 = no limit")
@@ -438,8 +439,6 @@ REFUSED_UNIMPLEMENTED: dict[str, str] = {
     "match-tls-dtls-ciphers": "DTLS would not be held to the TLS channel's cipher",
     "ping-leases": "an address still used by another host (a proxy-ARP LAN) could be "
                    "leased to a client, which would then receive that host's traffic",
-    "route-del-cmd": "routes added by route-add-cmd would not be removed when a user "
-                     "leaves",
 }
 IMPLEMENTED_ENABLE_AUTH: frozenset[str] = frozenset({"certificate", "plain", "pam", "radius"})
 IMPLEMENTED_ACCT: frozenset[str] = frozenset({"radius", "pam"})

@@ -40,6 +40,7 @@ class AuthState:
     group_given: bool = False  # the client named a group (or the default entry)
     remote_ip: str = ""
     user_agent: str = ""
+    device: tuple[str, str] = ("", "")  # (device type, platform) of the login's request
     tries: int = 0
     answers: int = 0  # answers given in this attempt: the 2nd..nth input gets a counter
     retry_note: str = ""  # "Login failed." before the next prompt after a wrong answer
@@ -69,6 +70,7 @@ class Login:
         self.end_attempt(state)
         state.remote_ip = msg.remote_ip
         state.user_agent = msg.user_agent
+        state.device = (msg.device_type, msg.platform)
         state.tries = 0
         state.retry_note = ""
         state.group_given = bool(msg.group)
@@ -199,7 +201,7 @@ class Login:
             log.info("refusing '%s' from %s: %s", username, state.remote_ip, exc)
             return self.fail(state, "Authentication failed")
         cookie, session = self.store.create(username, group, state.remote_ip, time.time(),
-                                            extra)
+                                            extra, device=state.device)
         log.info("user '%s' authenticated from %s%s (session %s)", username, state.remote_ip,
                  f" in group '{group}'" if group else "", session.sid[:8])
         self.end_attempt(state)

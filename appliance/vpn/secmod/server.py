@@ -190,7 +190,8 @@ class SecMod:
             else:
                 reply = ipc.SessionInfo(ok=True, sid=session.sid, username=session.username,
                                         groupname=session.groupname, started=session.created,
-                                        extra=session.extra)
+                                        extra=session.extra, device_type=session.device[0],
+                                        platform=session.device[1])
         elif isinstance(msg, ipc.SessionClose):
             self.store.close(msg.sid, msg.invalidate, now)
             reply = ipc.Ack()
