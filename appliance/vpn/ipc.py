@@ -276,6 +276,24 @@ class SessionClose:
 
 
 @message
+class TlsReload:
+    """main → sec-mod (SIGHUP, occtl reload): load server-cert and server-key again (the
+    files may have been replaced on disk, e.g. by an ACME renewal). New
+    handshakes use the new pair; a pair that does not load leaves the running one. The
+    paths and PINs are the sec-mod's own (a restart changes them, as in ocserv)."""
+
+
+@message
+class TlsReloaded:
+    """sec-mod → main: whether the pair loaded, and the SHA-1 of the certificate it now
+    serves (workers put it in the webvpnc cookie), so main never reads the file a second
+    time and races a renewal."""
+    ok: bool
+    reason: str = ""
+    cert_sha1: str = field(default="", metadata={"format": "hex", "max_len": 40})
+
+
+@message
 class BanPoints:
     """sec-mod → main (event channel): the client of worker ``pid`` earned ban points
     (wrong password). Main charges the address it knows for that worker, not ``ip``, which

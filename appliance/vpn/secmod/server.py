@@ -32,6 +32,7 @@ from ..auth.cert import cert_identity
 from ..auth.groups import group_policy
 from ..auth.registry import AuthSetup, make_setup
 from ..config import Config, ConfigError
+from ..protocol.tls.credentials import Credentials, KeyLoadError, load_credentials, read_pin_file
 from ..protocol.tls.handshake import (
     HandshakeError,
     HandshakeResult,
@@ -92,6 +93,11 @@ class SecMod:
         self.cert_gate = CertGate()  # CONNECTs whose certificate check passed
         self.profiles = ProfileCache()
         self.main_chan = main_chan
+        # the private key is loaded here, after the fork from main, and nowhere else; before
+        # the listener exists, so that main sees a key that does not load as a failed start
+        self.crl_stamp = _crl_stamp(cfg.crl)
+        self.credentials = self._load_credentials()
+        self.tls_ctx = self._make_tls_context(self.credentials)
         self.sel = selectors.DefaultSelector()
         if os.path.exists(listen_path):
             os.unlink(listen_path)
@@ -104,22 +110,46 @@ class SecMod:
         self.listener.listen(128)
         self.listen_path = listen_path
         self.workers: dict[socket.socket, AuthState] = {}
-        # the private key is loaded here, after the fork from main, and nowhere else
-        self.crl_stamp = _crl_stamp(cfg.crl)
-        self.tls_ctx = self._make_tls_context()
         self.handshakes: dict[int, Handshake] = {}  # by client socket fd
         # PAM threads wake the loop through this pipe when a conversation has news
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.login = Login(cfg, self.setup, self.store, self.profiles, self._notify,
                            self._wake)
 
-    def _make_tls_context(self) -> SSL.Context:
+    def _load_credentials(self) -> Credentials:
+        """server-cert and server-key, read now; an encrypted key opens with key-pin or the
+        pin-file's PIN, never at a console (protocol/tls/credentials.py)."""
         cfg = self.cfg
         if cfg.server_cert is None or cfg.server_key is None:
             raise ConfigError("'server-cert' and 'server-key' must be set")
-        return make_server_context(cfg.server_cert, cfg.server_key, cfg.tls_priorities,
-                                   cfg.ca_cert, client_certs=self.setup.wants_cert,
+        try:
+            pin = cfg.key_pin or (read_pin_file(cfg.pin_file) if cfg.pin_file else None)
+            return load_credentials(cfg.server_cert, cfg.server_key, pin)
+        except KeyLoadError as exc:
+            raise ConfigError(f"{cfg.where('server-key')}: {exc}") from None
+
+    def _make_tls_context(self, creds: Credentials) -> SSL.Context:
+        cfg = self.cfg
+        return make_server_context(creds, cfg.tls_priorities, cfg.ca_cert,
+                                   client_certs=self.setup.wants_cert,
                                    crl_file=cfg.crl if self.setup.wants_cert else None)
+
+    def _reload_tls(self) -> ipc.TlsReloaded:
+        """SIGHUP: the certificate and key files again (ocserv's sec-mod reloads its keys;
+        the paths themselves need a restart, as there). Handshakes under way finish with
+        the context they started with; live sessions have their own keys and go on."""
+        try:
+            creds = self._load_credentials()
+            ctx = self._make_tls_context(creds)
+        except (OSError, ValueError, SSL.Error) as exc:  # ConfigError is a ValueError
+            log.error("reload: cannot load server-cert %s / server-key %s, keeping the "
+                      "running pair: %s", self.cfg.server_cert, self.cfg.server_key, exc)
+            return ipc.TlsReloaded(ok=False, reason=str(exc)[:400])
+        self.credentials, self.tls_ctx = creds, ctx
+        self.crl_stamp = _crl_stamp(self.cfg.crl)
+        log.info("reload: server certificate %s loaded sha1=%s", self.cfg.server_cert,
+                 creds.sha1)
+        return ipc.TlsReloaded(ok=True, cert_sha1=creds.sha1)
 
     def _refresh_crl(self) -> None:
         """ocserv re-reads the CRL when the file changes; a new context picks it up."""
@@ -129,7 +159,7 @@ class SecMod:
         if stamp == self.crl_stamp:
             return
         try:
-            self.tls_ctx = self._make_tls_context()
+            self.tls_ctx = self._make_tls_context(self.credentials)
         except (OSError, ValueError, SSL.Error) as exc:
             log.error("cannot reload CRL %s (keeping the old one): %s", self.cfg.crl, exc)
             return
@@ -174,10 +204,12 @@ class SecMod:
             log.error("cannot answer main's %s: %s", type(msg).__name__, exc)
             ipc.send(chan, ipc.Ack(ok=False, reason="answer too large"))
 
-    def _main_request(self, msg: object) -> ipc.SessionInfo | ipc.SessionsList | ipc.Ack:
+    def _main_request(self, msg: object) -> object:
         now = time.time()
-        reply: ipc.SessionInfo | ipc.SessionsList | ipc.Ack
-        if isinstance(msg, ipc.SessionOpen) and not self.cert_gate.admit(
+        reply: object
+        if isinstance(msg, ipc.TlsReload):
+            reply = self._reload_tls()
+        elif isinstance(msg, ipc.SessionOpen) and not self.cert_gate.admit(
                 msg.cookie, connect_needs_cert(self.cfg, self.setup.cert_required), now):
             reply = ipc.SessionInfo(ok=False, reason="no certificate check for this CONNECT")
         elif isinstance(msg, ipc.SessionOpen):

@@ -18,6 +18,7 @@ from OpenSSL import SSL, crypto
 from OpenSSL._util import lib as _ssl_lib
 
 from .cpu import aes_accelerated
+from .credentials import Credentials
 from .priorities import parse_priorities
 from .record import (
     CT_CHANGE_CIPHER_SPEC,
@@ -44,7 +45,7 @@ class HandshakeError(Exception):
     """The handshake failed; the connection must be closed."""
 
 
-def make_server_context(cert_file: str, key_file: str, priorities: str | None = None,
+def make_server_context(credentials: Credentials, priorities: str | None = None,
                         ca_file: str | None = None, *, client_certs: bool = False,
                         crl_file: str | None = None) -> SSL.Context:
     """A server context following ocserv's ``tls-priorities`` (see protocol/tls/priorities.py).
@@ -53,7 +54,8 @@ def make_server_context(cert_file: str, key_file: str, priorities: str | None = 
     GNUTLS_CERT_REQUEST) that is verified against ``ca_file`` and ``crl_file``. A missing
     or failing certificate does not abort the handshake: the outcome is recorded in the
     result and the auth dialogue answers 401 where a certificate is required
-    (docs/protocol.md §2.6, §2.7), as ocserv does.
+    (docs/protocol.md §2.6, §2.7), as ocserv does. ``credentials`` come from
+    protocol/tls/credentials.py (an encrypted key is unlocked there, never at a console).
     """
     policy = parse_priorities(priorities or DEFAULT_PRIORITIES, aes_hw=aes_accelerated())
     if policy.inert:
@@ -70,8 +72,11 @@ def make_server_context(cert_file: str, key_file: str, priorities: str | None = 
     ctx.set_cipher_list(policy.tls12_cipher_list.encode())
     ctx.set_tls13_ciphersuites(policy.tls13_suites.encode())
     _set_groups(ctx, policy.groups_list)
-    ctx.use_certificate_chain_file(cert_file)
-    ctx.use_privatekey_file(key_file)
+    leaf, *extra = credentials.chain
+    ctx.use_certificate(leaf)
+    for cert in extra:
+        ctx.add_extra_chain_cert(cert)
+    ctx.use_privatekey(credentials.key)
     ctx.check_privatekey()
     if ca_file:
         ctx.load_verify_locations(ca_file)
