@@ -244,6 +244,9 @@ class TlsResult:
     description: str = ""
     sni: str = ""
     leftover: str = field(default="", metadata={"format": "hex", "max_len": MAX_MESSAGE})
+    # the certificates the client was shown (DER as hex, leaf first): /cert.pem, /ca.pem
+    server_chain: list[str] = field(default_factory=list, metadata={
+        "max_items": 8, "format": "hex", "max_len": 16384})
 
 
 # --- main <-> security module ----------------------------------------------------------------

@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from appliance import pki
 from appliance.reach import acmecert
-from tests.prereqs import needs_command
+from tests.prereqs import needs_command, require_command
 from tests.support.harness import (
     Client,
     Server,
@@ -141,4 +142,72 @@ def test_acme_install_reloads_the_running_server(net: TestNet, workdir: Path,
     with pytest.raises(acmecert.ReloadError, match="not reloaded"):
         acmecert.install(broken, files.cert, files.key, str(files.occtl_socket))
     _connects_with_pin(net, files, opened, "still-renewed", pin)
+    server.assert_running()
+
+
+# ---------------------------------------------------------------- 2. certificate downloads
+
+
+def _curl(net: TestNet, files: ServerFiles, path: str) -> tuple[int, dict[str, str], bytes]:
+    """curl over TLS, pinning the server key: (exit code, header fields, body)."""
+    out = files.dir / "curl"
+    out.mkdir(exist_ok=True)
+    head, body = out / "head", out / "body"
+    for f in (head, body):
+        f.unlink(missing_ok=True)
+    pin = "sha256//" + files.pin.removeprefix("pin-sha256:")
+    proc = net.primary.ns.run(
+        [require_command("curl", "curl"), "-sS", "--http1.1", "-k", "--pinnedpubkey", pin,
+         "--max-time", "10", "-D", str(head), "-o", str(body),
+         f"https://{net.primary.server_ip}{path}"], check=False, timeout=20)
+    fields: dict[str, str] = {}
+    lines = head.read_text().splitlines() if head.exists() else []
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    if lines:
+        fields[":status"] = lines[0].strip()
+    return proc.returncode, fields, body.read_bytes() if body.exists() else b""
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_certificate_downloads_as_ocserv(net: TestNet, workdir: Path, kind: str) -> None:
+    """/cert.pem|cer: the served certificate; /ca.pem|cer: the one after it in server-cert
+    if it is the issuer, else the connection closes unanswered; no login needed."""
+    files, server = _server(net, workdir, kind)
+    server.start()
+    leaf, ca = pki.load_cert(files.cert), pki.load_cert(files.ca)
+
+    rc, head, body = _curl(net, files, "/cert.pem")
+    assert rc == 0, (rc, head)
+    assert head[":status"] == "HTTP/1.1 200 OK"
+    assert head["content-type"] == "application/x-pem-file"
+    assert head["x-transcend-version"] == "1"
+    assert head["connection"].lower() == "keep-alive"
+    assert int(head["content-length"]) == len(body)
+    assert body == leaf.public_bytes(Encoding.PEM)
+    rc, head, body = _curl(net, files, "/cert.cer?x=1")
+    assert (rc, head["content-type"]) == (0, "application/pkix-cert")
+    assert body == leaf.public_bytes(Encoding.DER)
+    for path in ("/ca.pem", "/ca.cer"):  # server-cert holds no CA certificate
+        rc, head, body = _curl(net, files, path)
+        assert rc == 52 and not head and not body, (path, rc, head, body)  # empty reply
+
+    time.sleep(1.1)  # ocserv notices a changed file by its mtime (seconds)
+    pki.write_cert(files.cert, leaf, ca)
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while (got := _curl(net, files, "/ca.pem"))[0] != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    rc, head, body = got
+    assert rc == 0, (rc, head)
+    assert head["content-type"] == "application/pkix-cert"
+    assert body == ca.public_bytes(Encoding.PEM)
+    rc, head, body = _curl(net, files, "/ca.cer")
+    assert (rc, head["content-type"]) == (0, "application/pkix-cert")
+    assert body == ca.public_bytes(Encoding.DER)
+    rc, head, body = _curl(net, files, "/cert.pem")
+    assert body == leaf.public_bytes(Encoding.PEM)
     server.assert_running()

@@ -64,6 +64,7 @@ class Handshake:
     deadline: float
     out: bytes = b""  # handshake bytes the socket could not take yet
     remote_ip: str = ""
+    chain: tuple[bytes, ...] = ()  # what this handshake's context serves (DER)
 
 
 def make_auth_setup(cfg: Config) -> AuthSetup:
@@ -339,7 +340,8 @@ class SecMod:
             return
         sock.setblocking(False)
         h = Handshake(worker, sock, ServerHandshake(self.tls_ctx),
-                      time.monotonic() + handshake_timeout(self.cfg), remote_ip=msg.remote_ip)
+                      time.monotonic() + handshake_timeout(self.cfg), remote_ip=msg.remote_ip,
+                      chain=self.credentials.chain_der)
         self.handshakes[sock.fileno()] = h
         self.sel.register(sock, selectors.EVENT_READ, self._handshake_readable)
 
@@ -369,7 +371,8 @@ class SecMod:
             self._note_certificate(h, r)
             self._end_handshake(h, ipc.TlsResult(
                 ok=True, keys=r.keys.to_wire(), psk=r.psk.hex(), description=r.description,
-                sni=r.sni or "", leftover=h.hs.leftover.hex()))
+                sni=r.sni or "", leftover=h.hs.leftover.hex(),
+                server_chain=[der.hex() for der in h.chain]))
 
     def _flush_handshake(self, h: Handshake) -> None:
         """Send what we can; a handshake flight is small, so waiting for room is rare."""

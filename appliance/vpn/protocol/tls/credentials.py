@@ -19,6 +19,7 @@ key file does not need it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -47,8 +48,10 @@ class Credentials:
         """Upper-case SHA-1 of the leaf (ocserv's webvpnc ``sh:``)."""
         return self.chain[0].fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303
 
-    def chain_der(self) -> list[bytes]:
-        return [cert.public_bytes(serialization.Encoding.DER) for cert in self.chain]
+    @functools.cached_property
+    def chain_der(self) -> tuple[bytes, ...]:
+        """The chain as DER, once per load (every handshake result carries it)."""
+        return tuple(cert.public_bytes(serialization.Encoding.DER) for cert in self.chain)
 
 
 def load_credentials(cert_file: str, key_file: str, pin: str | None = None) -> Credentials:
