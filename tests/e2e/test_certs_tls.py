@@ -19,7 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from appliance import pki
 from appliance.reach import acmecert
@@ -49,9 +53,14 @@ def opened() -> Iterator[list[Client]]:
 
 
 def _server(net: TestNet, workdir: Path, kind: str, extra: list[str] | None = None,
-            **kwargs: object) -> tuple[ServerFiles, Server]:
-    files = make_server_files(workdir / kind, net, users=USERS, extra_conf=extra or [],
-                              **kwargs)  # type: ignore[arg-type]
+            replace_auth: bool = False) -> tuple[ServerFiles, Server]:
+    """Files for ``kind`` with ``extra`` lines (which bring their own ``auth`` lines with
+    ``replace_auth``), and the server, not started yet."""
+    files = make_server_files(workdir / kind, net, users=USERS, extra_conf=extra or [])
+    if replace_auth:
+        lines = [line for line in files.conf_lines if not line.startswith("auth = \"plain")]
+        files.conf_lines = lines
+        files.conf.write_text("\n".join(lines) + "\n")
     return files, Server(net, files, server_command(kind))
 
 
@@ -210,4 +219,78 @@ def test_certificate_downloads_as_ocserv(net: TestNet, workdir: Path, kind: str)
     assert body == ca.public_bytes(Encoding.DER)
     rc, head, body = _curl(net, files, "/cert.pem")
     assert body == leaf.public_bytes(Encoding.PEM)
+    server.assert_running()
+
+
+# ---------------------------------------------------------------- 3. CRL from a CA without cRLSign
+
+
+def _ca_without_crl_sign(files: ServerFiles) -> None:
+    """Replace the client-certificate CA (ca-cert) by one whose keyUsage has keyCertSign
+    but not cRLSign, as many home-made CAs have; the server's own certificate is pinned
+    and stays as it is."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "CA without cRLSign")])
+    now = datetime.datetime.now(datetime.UTC)
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+          .public_key(key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, key_cert_sign=True,
+                                       crl_sign=False, encipher_only=False,
+                                       decipher_only=False), critical=True)
+          .sign(key, hashes.SHA256()))
+    pki.write_key(files.ca_key, key)
+    pki.write_cert(files.ca, ca)
+
+
+def _client_pair(files: ServerFiles, user: str) -> tuple[Path, Path]:
+    ca_key, ca = pki.load_key(files.ca_key), pki.load_cert(files.ca)
+    key, cert = pki.make_client_cert(ca_key, ca, username=user, days=2)
+    d = files.dir / "client-certs"
+    d.mkdir(mode=0o700, exist_ok=True)
+    pki.write_key(d / f"{user}-key.pem", key)
+    pki.write_cert(d / f"{user}-cert.pem", cert)
+    return d / f"{user}-cert.pem", d / f"{user}-key.pem"
+
+
+def _write_crl(files: ServerFiles, revoked: list[Path]) -> Path:
+    ca_key, ca = pki.load_key(files.ca_key), pki.load_cert(files.ca)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
+               .last_update(now - datetime.timedelta(minutes=5))
+               .next_update(now + datetime.timedelta(days=2)))
+    for path in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(pki.load_cert(path).serial_number)
+            .revocation_date(now).build())
+    crl = files.dir / "crl.pem"
+    crl.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(Encoding.PEM))  # type: ignore[arg-type]
+    return crl
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_crl_of_a_ca_without_crl_sign(net: TestNet, workdir: Path, opened: list[Client],
+                                      kind: str) -> None:
+    """GnuTLS does not ask the CRL's issuer for cRLSign; the CRL must still revoke."""
+    crl = workdir / kind / "crl.pem"
+    files, server = _server(net, workdir, kind, [
+        "auth = certificate", f"ca-cert = {workdir / kind / 'ca-cert.pem'}",
+        "cert-user-oid = 0.9.2342.19200300.100.1.1", f"crl = {crl}"], replace_auth=True)
+    _ca_without_crl_sign(files)
+    good, revoked = _client_pair(files, "bob"), _client_pair(files, "alice")
+    _write_crl(files, [revoked[0]])
+    server.start()
+
+    ok = _client(net, files, opened, "good-cert")
+    assert ok.connect("bob", "unused", extra_args=["-c", str(good[0]), "-k", str(good[1])]), \
+        ok.log[-3000:] + server.log[-3000:]
+    assert ping(ok.ns, net.inside_ip, count=2).ok
+    bad = _client(net, files, opened, "revoked-cert")
+    assert not bad.connect("alice", "unused",
+                           extra_args=["-c", str(revoked[0]), "-k", str(revoked[1])])
+    assert "401" in bad.log or "certificate" in bad.log.lower(), bad.log[-2000:]
     server.assert_running()
