@@ -1016,7 +1016,7 @@ HARMLESS_UNIMPLEMENTED = {
     "dh-params",  # OCGate offers no finite-field DHE suites
     "host-update-script", "hostname", "listen-host-is-dyndns", "proxy-url",  # hints
     "nbns", "ipv4-nbns", "ipv6-nbns",  # WINS servers pushed to clients
-    "key-pin", "pin-file", "srk-pin", "srk-pin-file",  # PKCS#11/TPM keys: cannot load
+    "srk-pin", "srk-pin-file",  # TPM keys only, which server-key refuses to load
     "ocsp-response",  # no stapled OCSP response: clients may still check themselves
     "limit-worker-memory", "output-buffer", "net-priority", "ping-leases",  # tuning
     "sec-mod-scale", "sec-mod-db-cleanup-time", "server-drain-ms",

@@ -92,6 +92,7 @@ class OptionSpec:
 # Options the OCGate server acts on today (the rest are parsed, checked and reported).
 _IMPLEMENTED = frozenset({
     "tcp-port", "udp-port", "listen-host", "auth", "server-cert", "server-key",
+    "key-pin", "pin-file",  # an encrypted server-key (protocol/tls/credentials.py)
     "ipv4-network", "ipv4-netmask", "route", "no-route", "dns", "default-domain", "split-dns",
     "mtu", "keepalive", "dpd", "mobile-dpd", "mobile-idle-timeout", "idle-timeout",
     "session-timeout", "cookie-timeout",
@@ -280,7 +281,8 @@ def _specs() -> dict[str, OptionSpec]:
     opt("server-key", "path", None, "v", "Private key of server-cert (PEM)")
     opt("dh-params", "path", None, "v", "Diffie-Hellman parameters for old DHE cipher "
         "suites")
-    opt("pin-file", "path", None, "v", "File holding the PIN of a PKCS#11 or TPM key")
+    opt("pin-file", "path", None, "v", "File holding the PIN of server-key (encrypted "
+        "PEM; PKCS#11 and TPM keys are not supported)")
     opt("srk-pin-file", "path", None, "v", "File holding the TPM storage-root-key PIN")
     opt("key-pin", "str", None, "v", "PIN that unlocks server-key (instead of pin-file)",
         secret=True)
