@@ -374,3 +374,33 @@ def test_encrypted_server_key_with_key_pin(net: TestNet, workdir: Path, opened: 
         assert f"{files.conf}:{line}: server-key {files.key}: wrong key-pin" in wrong, wrong
         assert f"{files.conf}:{line}: server-key {files.key} is encrypted and neither " \
             "key-pin nor pin-file is set" in missing, missing
+
+
+# ---------------------------------------------------------------- 5. TLS 1.2 resumption
+
+
+def _gnutls_resume(net: TestNet) -> str:
+    """gnutls-cli --resume (TLS 1.2): a session, then a second connection that resumes it
+    and asks for the login page over it (not /cert.pem: ocserv has no certificate to give
+    on a resumed session and closes the connection)."""
+    cli = require_command("gnutls-cli", "gnutls-bin")
+    request = r"GET / HTTP/1.1\r\nHost: vpn.e2e.test\r\n\r\n"
+    script = (f"(printf '{request}'; sleep 3) | {cli} --insecure --resume --priority "
+              f"NORMAL:-VERS-ALL:+VERS-TLS1.2 -p 443 {net.primary.server_ip}")
+    proc = net.primary.ns.run(["sh", "-c", script], check=False, timeout=30)
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tls12_session_resumption(net: TestNet, workdir: Path, kind: str) -> None:
+    """A TLS 1.2 client that reconnects resumes its session (abbreviated handshake), and
+    the resumed connection carries requests."""
+    files, server = _server(net, workdir, kind)
+    server.start()
+    out = _gnutls_resume(net)
+    assert "This is a resumed session" in out, out
+    resumed = out[out.index("This is a resumed session"):]
+    assert "HTTP/1.1 200 OK" in resumed and "<auth id" in resumed, out
+    if kind == "ocgate":
+        assert "TLS session resumed for" in server.log
+    server.assert_running()

@@ -43,6 +43,7 @@ from .anyconnect import CertGate, ProfileCache, connect_needs_cert, profile_answ
 from .cookies import SessionStore
 from .login import AuthState, Login
 from .memtrim import release_memory
+from .resumption import ResumptionContexts
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,10 @@ class SecMod:
         self.crl_stamp = _crl_stamp(cfg.crl)
         self.credentials = self._load_credentials()
         self.tls_ctx = self._make_tls_context(self.credentials)
+        # TLS 1.2 resumption as ocserv offers it (secmod/resumption.py), not with client
+        # certificates: a resumed session would skip their check
+        self.resumption = None if self.setup.wants_cert else ResumptionContexts(
+            self._resuming_context, cfg.max_clients)
         self.sel = selectors.DefaultSelector()
         if os.path.exists(listen_path):
             os.unlink(listen_path)
@@ -129,11 +134,16 @@ class SecMod:
         except KeyLoadError as exc:
             raise ConfigError(f"{cfg.where('server-key')}: {exc}") from None
 
-    def _make_tls_context(self, creds: Credentials) -> SSL.Context:
+    def _make_tls_context(self, creds: Credentials, resume: bool = False) -> SSL.Context:
         cfg = self.cfg
         return make_server_context(creds, cfg.tls_priorities, cfg.ca_cert,
                                    client_certs=self.setup.wants_cert,
-                                   crl_file=cfg.crl if self.setup.wants_cert else None)
+                                   crl_file=cfg.crl if self.setup.wants_cert else None,
+                                   resume_timeout=max(cfg.cookie_timeout, 1) if resume else 0)
+
+    def _resuming_context(self) -> SSL.Context:
+        """A context for one client address, with a session cache (secmod/resumption.py)."""
+        return self._make_tls_context(self.credentials, resume=True)
 
     def _reload_tls(self) -> ipc.TlsReloaded:
         """SIGHUP: the certificate and key files again (ocserv's sec-mod reloads its keys;
@@ -148,6 +158,8 @@ class SecMod:
             return ipc.TlsReloaded(ok=False, reason=str(exc)[:400])
         self.credentials, self.tls_ctx = creds, ctx
         self.crl_stamp = _crl_stamp(self.cfg.crl)
+        if self.resumption is not None:
+            self.resumption.reset(self._resuming_context)
         log.info("reload: server certificate %s loaded sha1=%s", self.cfg.server_cert,
                  creds.sha1)
         return ipc.TlsReloaded(ok=True, cert_sha1=creds.sha1)
@@ -339,11 +351,26 @@ class SecMod:
             self._reply(worker, ipc.TlsResult(ok=False, reason="no usable socket"))
             return
         sock.setblocking(False)
-        h = Handshake(worker, sock, ServerHandshake(self.tls_ctx),
+        h = Handshake(worker, sock, ServerHandshake(self._context_for(sock, msg.remote_ip)),
                       time.monotonic() + handshake_timeout(self.cfg), remote_ip=msg.remote_ip,
                       chain=self.credentials.chain_der)
         self.handshakes[sock.fileno()] = h
         self.sel.register(sock, selectors.EVENT_READ, self._handshake_readable)
+
+    def _context_for(self, sock: socket.socket, claimed_ip: str) -> SSL.Context:
+        """The context of this client's handshake: with resumption, the one of its address
+        as the socket says (the worker's word only behind a PROXY-protocol balancer)."""
+        if self.resumption is None:
+            return self.tls_ctx
+        address = claimed_ip
+        if not self.cfg.listen_proxy_proto:
+            try:
+                peer = sock.getpeername()
+            except OSError:
+                peer = None
+            if isinstance(peer, tuple):
+                address = str(peer[0])
+        return self.resumption.context_for(address)
 
     def _handshake_readable(self, sock: socket.socket) -> None:
         h = self.handshakes.get(sock.fileno())
@@ -368,6 +395,8 @@ class SecMod:
         if h.hs.done and not h.out:
             r = h.hs.result
             assert r is not None
+            if r.resumed:
+                log.info("TLS session resumed for %s", h.remote_ip)
             self._note_certificate(h, r)
             self._end_handshake(h, ipc.TlsResult(
                 ok=True, keys=r.keys.to_wire(), psk=r.psk.hex(), description=r.description,
