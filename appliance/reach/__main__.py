@@ -137,7 +137,11 @@ def cmd_cert(args: argparse.Namespace) -> int:
 def _installed(issued: Issued, args: argparse.Namespace) -> int:
     from . import acmecert
 
-    acmecert.install(issued, Path(args.cert), Path(args.key))
+    try:
+        acmecert.install(issued, Path(args.cert), Path(args.key), args.occtl_socket or None)
+    except acmecert.ReloadError as exc:
+        log.error("reach acme installed but not in use: %s", exc)
+        return 1
     print(json.dumps({"not_before": issued.not_before.isoformat(),
                       "not_after": issued.not_after.isoformat(),
                       "renew_at": acmecert.renew_at(issued.not_before,
@@ -187,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="map TCP port 80 on the router while the challenge runs")
     cert.add_argument("--lan-address", default="")
     cert.add_argument("--gateway", default="")
+    cert.add_argument("--occtl-socket", default="",
+                      help="the VPN server's occtl socket: reload it once the pair is installed")
     cert.set_defaults(func=cmd_cert)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -1021,7 +1021,7 @@ HARMLESS_UNIMPLEMENTED = {
     # in the server log; utmp is an audit copy, no access control)
     "dh-params",  # OCGate offers no finite-field DHE suites
     "host-update-script", "hostname", "listen-host-is-dyndns", "proxy-url",  # hints
-    "key-pin", "pin-file", "srk-pin", "srk-pin-file",  # PKCS#11/TPM keys: cannot load
+    "srk-pin", "srk-pin-file",  # TPM keys only, which server-key refuses to load
     "ocsp-response",  # no stapled OCSP response: clients may still check themselves
     "output-buffer", "net-priority",  # tuning
     "sec-mod-scale", "sec-mod-db-cleanup-time", "server-drain-ms",

@@ -196,6 +196,11 @@ class Config:
         """All traffic goes through the VPN: no routes at all, or a default route."""
         return not self.route or any(net.prefixlen == 0 for net in self.route)
 
+    def where(self, option: str) -> str:
+        """``file:line`` of the (last) line that sets ``option``, for error messages."""
+        lines = [line for key, _value, line in self.raw if key == option]
+        return f"{self.path}:{lines[-1]}" if lines else self.path
+
     @property
     def min_reauth_time(self) -> int:
         """ocserv 1.1 name of ban_time (Debian 12's ocserv.conf still uses it)."""

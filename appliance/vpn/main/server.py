@@ -136,6 +136,9 @@ class Main:
                 # (else each full collection copies those pages; the soak saw +10 % USS)
                 gc.freeze()
                 run_secmod(self.cfg, self.secmod_path, child, ev_child)
+            except ConfigError as exc:  # e.g. server-key that does not open: file:line
+                log.error("sec-mod cannot start: %s", exc)
+                code = 1
             except BaseException:  # noqa: BLE001 - the child must never return into main
                 log.exception("sec-mod failed")
                 code = 1
@@ -152,6 +155,9 @@ class Main:
         while not os.path.exists(self.secmod_path):
             if time.monotonic() > deadline:
                 raise RuntimeError("the security module did not start")
+            if os.waitpid(pid, os.WNOHANG)[0]:  # it said why (a key that does not load)
+                self.secmod_pid = 0
+                raise RuntimeError("the security module exited during start")
             time.sleep(0.01)
 
     def _signals(self) -> None:
@@ -182,7 +188,11 @@ class Main:
         self.notifier = Notifier.from_environ(unset_environment=True)
         self._listen()
         gc.freeze()  # main's collector must not copy the pages it shares with the sec-mod
-        self._start_secmod()
+        try:
+            self._start_secmod()
+        except RuntimeError as exc:
+            log.error("%s; not starting", exc)
+            return 1
         self.sessions.acct.attach(self.sel)  # after the sec-mod fork: only workers must drop it
         if self.cfg.use_occtl and self.cfg.occtl_socket_file:
             # after the sec-mod fork, so that only workers need to drop it
@@ -255,8 +265,19 @@ class Main:
         message = f"configuration reloaded from {self.config_path}"
         if restart:
             message += "; needs a restart to change: " + ", ".join(n for n, _a in restart)
+        message += self._reload_tls()
         log.info("%s", message)
         return message
+
+    def _reload_tls(self) -> str:
+        """The sec-mod reads server-cert and server-key again (a renewed certificate, e.g.
+        appliance/reach/acmecert.py); workers forked from now on name the new certificate."""
+        reply = self.secmod_call(ipc.TlsReload())
+        if isinstance(reply, ipc.TlsReloaded) and reply.ok:
+            self.cert_sha1 = reply.cert_sha1
+            return ""
+        reason = reply.reason if isinstance(reply, ipc.TlsReloaded) else "sec-mod did not answer"
+        return f"; server certificate not reloaded: {reason}"
 
     # --- workers ------------------------------------------------------------------------------
 
