@@ -81,7 +81,7 @@ class ServerStats:
 def user_info(conn: Conn) -> UserInfo:
     s = conn.settings
     return UserInfo(
-        id=conn.pid, username=conn.username, groupname=conn.groupname,
+        id=conn.pid, username=conn.username, groupname=conn.groupname, vhost=conn.vhost,
         state="connected" if conn.state == "connected" else "pre-auth",
         device=conn.device, mtu=conn.mtu, remote_ip=conn.remote_ip, local_ip=conn.local_ip,
         ipv4=conn.ipv4, ptp_ipv4=conn.ipv4_local, **occtl_ipv6(conn.lease6),
