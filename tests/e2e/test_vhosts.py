@@ -46,6 +46,7 @@ class Vhost:
     cert: Path
     key: Path
     pin: str
+    sha1: str  # what the profile cookie (webvpnc sh:) names
     users: dict[str, str]
     pool: ipaddress.IPv4Network
     dns: str
@@ -59,11 +60,13 @@ def opened() -> Iterator[list[Client]]:
         client.close()
 
 
-def _pair(files: ServerFiles, net: TestNet, name: str) -> tuple[bytes, bytes, str]:
+def _pair(files: ServerFiles, net: TestNet, name: str) -> tuple[bytes, bytes, str, str]:
+    """A new key and certificate for ``name``: (key PEM, cert PEM, pin-sha256, SHA-1)."""
     ca_key, ca = pki.load_key(files.ca_key), pki.load_cert(files.ca)
     key, cert = pki.make_server_cert(ca_key, ca, names=[name], addresses=[net.server_ip],
                                      days=2)
-    return pki.key_pem(key), pki.cert_pem(cert), pki.pin_sha256(cert)
+    return (pki.key_pem(key), pki.cert_pem(cert), pki.pin_sha256(cert),
+            pki.sha1_fingerprint_hex(cert))
 
 
 def _setup(net: TestNet, workdir: Path, kind: str) -> tuple[ServerFiles, Server,
@@ -73,9 +76,9 @@ def _setup(net: TestNet, workdir: Path, kind: str) -> tuple[ServerFiles, Server,
     lines = [line.replace("ipv4-netmask = 255.255.255.0", "ipv4-netmask = 255.255.255.192")
              for line in files.conf_lines]  # the default pool: 203.0.113.0/26
     for name, (users, pool, dns) in HOSTS.items():
-        key_pem, cert_pem, pin = _pair(files, net, name)
+        key_pem, cert_pem, pin, sha1 = _pair(files, net, name)
         vh = Vhost(name, files.dir / f"{name}-cert.pem", files.dir / f"{name}-key.pem", pin,
-                   users, ipaddress.IPv4Network(pool), dns)
+                   sha1, users, ipaddress.IPv4Network(pool), dns)
         vh.cert.write_bytes(cert_pem)
         vh.key.write_bytes(key_pem)
         vh.key.chmod(0o600)
@@ -124,6 +127,7 @@ def test_each_name_gets_its_vhost(net: TestNet, workdir: Path, opened: list[Clie
         assert _connect(ok, vh.name, user, password), ok.log[-1500:] + server.log[-3000:]
         assert ipaddress.IPv4Address(ok.address()) in vh.pool, ok.address()
         assert ok.env()["INTERNAL_IP4_DNS"].split() == [vh.dns], ok.env()
+        assert f"sh:{vh.sha1};" in ok.log, ok.log[-2000:]  # the host's certificate hash
         ok.disconnect()
         # no one else's users: the default's, nor the other host's
         for other, secret in [("alice", DEFAULT_USERS["alice"])] + [
@@ -151,7 +155,7 @@ def test_sighup_reloads_a_vhost_pair(net: TestNet, workdir: Path, opened: list[C
     first = _client(net, files, opened, "first", vh.name, vh.pin)
     assert _connect(first, vh.name, "ben", vh.users["ben"]), first.log[-3000:]
     time.sleep(1.1)  # ocserv reloads a key file only if its mtime is past the last load
-    key_pem, cert_pem, pin = _pair(files, net, vh.name)
+    key_pem, cert_pem, pin, _sha1 = _pair(files, net, vh.name)
     vh.key.write_bytes(key_pem)
     vh.cert.write_bytes(cert_pem)
     assert server.pid is not None

@@ -601,6 +601,14 @@ def test_vhost_server_wide_option_is_warned_as_in_ocserv() -> None:
             "ocserv (the global value applies)") in cfg.warnings
 
 
+def test_vhost_gets_a_server_wide_ocgate_option_and_is_told() -> None:
+    cfg = cfg_of("cookie-timeout = 600\n" + VHOST)
+    assert cfg.vhost("www.example.com").cookie_timeout == 600
+    assert ("ocserv.conf:3: 'cookie-timeout' also applies to the virtual hosts (ocserv "
+            "1.1.6 would give them its built-in default)") in cfg.warnings
+    assert not any("also applies" in w for w in cfg_of("cookie-timeout = 600\n").warnings)
+
+
 @pytest.mark.parametrize("line, fragment", [
     ("ipv6-network = fd00::/48", "the IPv6 pool is server-wide"),
     ("cookie-timeout = 60", "the cookie store is server-wide"),

@@ -37,7 +37,13 @@ from .values import (
     _to_int,
     _to_route,
 )
-from .vhost import SERVER_WIDE, inherit_server_wide, vhost_name, vhost_refusal
+from .vhost import (
+    GLOBAL_IN_OCGATE,
+    SERVER_WIDE,
+    inherit_server_wide,
+    vhost_name,
+    vhost_refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -604,6 +610,12 @@ def parse_config(text: str, path: str = "ocserv.conf") -> Config:
     cfg.raw = raw
     for name, entries in sections.items():
         cfg.vhosts[name] = _build_vhost(cfg, name, entries, builder)
+    if cfg.vhosts:
+        for key, _value, line in raw:
+            if key in GLOBAL_IN_OCGATE:
+                builder.warn_once("vhglobal:" + key, f"{path}:{line}: '{key}' also applies "
+                                  "to the virtual hosts (ocserv 1.1.6 would give them its "
+                                  "built-in default)")
     cfg.warnings = builder.warnings
     log.debug("parsed %s: %d settings, %d warnings", path, len(raw), len(cfg.warnings))
     return cfg

@@ -123,7 +123,7 @@ class Worker:
             # hash is the one clients pin in the profile cookie
             self.cfg = self.cfg.vhost(result.vhost)
             if self.server_chain:
-                self.cert_sha1 = hashlib.sha1(self.server_chain[0]).hexdigest()  # noqa: S324
+                self.cert_sha1 = hashlib.sha1(self.server_chain[0]).hexdigest().upper()  # noqa: S324
             log.debug("connection from %s is for vhost=%s", self.peer.remote_ip, result.vhost)
         log.debug("TLS established with %s: %s", self.peer.remote_ip, self.tls.description)
         leftover = bytes.fromhex(result.leftover)
