@@ -330,6 +330,7 @@ class SessionEntry:
     created: float
     expires: float | None  # None while a connection uses it
     in_use: int = field(metadata=COUNTER)
+    vhost: str = field(default="", metadata=LINE)  # "" for the default host
 
 
 @message

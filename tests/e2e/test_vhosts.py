@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
 import signal
 import time
@@ -128,6 +129,8 @@ def test_each_name_gets_its_vhost(net: TestNet, workdir: Path, opened: list[Clie
         assert ipaddress.IPv4Address(ok.address()) in vh.pool, ok.address()
         assert ok.env()["INTERNAL_IP4_DNS"].split() == [vh.dns], ok.env()
         assert f"sh:{vh.sha1};" in ok.log, ok.log[-2000:]  # the host's certificate hash
+        shown = json.loads(server.occtl("-j", "show", "users").stdout)
+        assert [(u["Username"], u["vhost"]) for u in shown] == [(user, vh.name)], shown
         ok.disconnect()
         # no one else's users: the default's, nor the other host's
         for other, secret in [("alice", DEFAULT_USERS["alice"])] + [

@@ -607,6 +607,9 @@ def test_vhost_gets_a_server_wide_ocgate_option_and_is_told() -> None:
     assert ("ocserv.conf:3: 'cookie-timeout' also applies to the virtual hosts (ocserv "
             "1.1.6 would give them its built-in default)") in cfg.warnings
     assert not any("also applies" in w for w in cfg_of("cookie-timeout = 600\n").warnings)
+    six = cfg_of("ipv6-network = fd00::/48\n" + VHOST)  # a section has no IPv6 pool
+    assert six.vhost("www.example.com").ipv6_network is None
+    assert not any("also applies" in w for w in six.warnings)
 
 
 @pytest.mark.parametrize("line, fragment", [

@@ -33,8 +33,11 @@ _REFUSED: dict[str, str] = {
 }
 
 # Per-host options whose global value OCGate applies to every virtual host (see _REFUSED);
-# ocserv would give a section that does not set them its built-in default instead.
-GLOBAL_IN_OCGATE: frozenset[str] = frozenset(_REFUSED)
+# ocserv would give a section that does not set them its built-in default instead.  The
+# IPv6 pool is not among them: a section's clients get no IPv6 (main/sessions.py), as a
+# section without ipv6-network gets none in ocserv.
+GLOBAL_IN_OCGATE: frozenset[str] = frozenset(
+    {"acct", "cookie-timeout", "persistent-cookies", "stats-report-time"})
 
 
 def vhost_refusal(option: str) -> str | None:
@@ -61,7 +64,6 @@ def inherit_server_wide(vcfg: Any, glob: Any, *, explicit_priorities: bool) -> N
         if attr is not None and not OPTIONS[name].alias_of:
             setattr(vcfg, attr, getattr(glob, attr))
     vcfg.udp_listen_host = glob.udp_listen_host
-    vcfg.acct = glob.acct
     if not explicit_priorities:
         base = glob.tls_priorities if glob.tls_priorities else DEFAULT_TLS_PRIORITIES
         vcfg.tls_priorities = base + (":-VERS-TLS1.3" if vcfg.cisco_client_compat

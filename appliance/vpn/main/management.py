@@ -137,7 +137,8 @@ class Management:
         if not isinstance(reply, ipc.SessionsList):
             return []
         return [SessionInfo(full_session_id=s.sid, username=s.username,
-                            groupname=s.groupname, remote_ip=s.remote_ip,
+                            groupname=s.groupname, vhost=s.vhost or "default",
+                            remote_ip=s.remote_ip,
                             created=s.created, expires=s.expires, in_use=s.in_use,
                             session_is_open=s.in_use > 0, tls_auth_ok=True)
                 for s in reply.sessions]

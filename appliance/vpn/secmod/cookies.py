@@ -92,4 +92,4 @@ class SessionStore:
 
     def listing(self) -> list[ipc.SessionEntry]:
         return [ipc.SessionEntry(s.sid, s.username, s.groupname, s.remote_ip, s.created,
-                                 s.expires, s.in_use) for s in self._by_hash.values()]
+                                 s.expires, s.in_use, s.vhost) for s in self._by_hash.values()]
