@@ -179,3 +179,32 @@ def test_sighup_reloads_a_vhost_pair(net: TestNet, workdir: Path, opened: list[C
     assert _connect(other, alpha.name, "ann", alpha.users["ann"]), other.log[-3000:]
     assert first.running
     server.assert_running()
+
+
+def test_reload_keeps_the_hosts_the_sec_mod_serves(net: TestNet, workdir: Path,
+                                                   opened: list[Client]) -> None:
+    """OCGate: a section added, or a host's auth changed, waits for a restart (the sec-mod
+    made the hosts' keys and back-ends at start); the reload says so, and clients keep
+    being served by the running hosts, never by a half-applied mix."""
+    files, server, vhosts = _setup(net, workdir, "ocgate")
+    server.start()
+    alpha = vhosts["alpha.test"]
+    text = files.conf.read_text().replace(f"passwd={files.dir}/alpha.test.passwd",
+                                          f"passwd={files.dir}/beta.test.passwd")
+    files.conf.write_text(text + "[vhost:gamma.test]\nipv4-network = 203.0.113.192/26\n"
+                          f'auth = "plain[passwd={files.passwd}]"\n'
+                          f"server-cert = {files.cert}\nserver-key = {files.key}\n")
+    out = server.occtl("reload").stdout
+    assert "[vhost:…] sections added or removed" in out, out
+    # gamma is not served yet: its name gets the default host (its pool, not gamma's)
+    gamma = _client(net, files, opened, "gamma", "gamma.test", files.pin)
+    assert _connect(gamma, "gamma.test", "alice", DEFAULT_USERS["alice"]), gamma.log[-3000:]
+    assert ipaddress.IPv4Address(gamma.address()) in ipaddress.IPv4Network("203.0.113.0/26")
+    gamma.disconnect()
+    files.conf.write_text(text)
+    out = server.occtl("reload").stdout
+    assert "auth in [vhost:alpha.test]" in out, out
+    ann = _client(net, files, opened, "ann", alpha.name, alpha.pin)
+    assert _connect(ann, alpha.name, "ann", alpha.users["ann"]), ann.log[-3000:]
+    assert ipaddress.IPv4Address(ann.address()) in alpha.pool
+    server.assert_running()
