@@ -65,7 +65,7 @@
 /* One worker serves one session from one thread: a few process-wide buffers, allocated on
  * first use, are all the memory this needs. */
 #define SEAL_BUF (160 * 1024)
-#define OPEN_BUF (256 * 1024)
+#define OPEN_BUF (128 * 1024)
 #define RECV_BUF (65536 + 64)
 static uint8_t *seal_buf, *open_buf, *recv_buf;
 
