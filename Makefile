@@ -10,7 +10,7 @@ APT_PACKAGES = openconnect ocserv vpnc-scripts iproute2 iputils-ping nftables ip
 	gnutls-bin libgnutls30 openssl ca-certificates chromium libseccomp2 \
 	haproxy freeradius libradcli4 oathtool gcc libc6-dev libpam0g libpam0g-dev libpam-modules libcrypt1 \
 	passwd util-linux mount systemd genimage mtools dosfstools fdisk e2fsprogs \
-	python3-pip python3-dev libssl-dev bind9 bind9-utils bind9-dnsutils pebble miniupnpd-nftables coturn conntrack
+	python3-pip python3-dev libssl-dev bind9 bind9-utils bind9-dnsutils pebble miniupnpd-nftables coturn conntrack curl
 STAMP = .deps.stamp
 
 .PHONY: run test deps apt-deps unit e2e lint bench clean

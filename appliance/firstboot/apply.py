@@ -93,6 +93,12 @@ def plan_files(plan: SetupPlan, layout: StateLayout) -> list[StagedFile]:
         files.append(StagedFile(rel(path), plan.user.client_cert_pem, 0o644))
     files.append(StagedFile(rel(layout.admin_passwd), b"", 0o600))  # placeholder, see below
     files.append(StagedFile(rel(layout.passwd), b"", 0o600))
+    if plan.reach is not None:
+        files.append(StagedFile(rel(layout.reach_settings), plan.reach.settings.to_json(),
+                                0o644))
+        if plan.reach.secrets:
+            files.append(StagedFile(rel(layout.reach_secrets), json.dumps(
+                plan.reach.secrets, indent=1, sort_keys=True).encode() + b"\n", 0o600))
     files.append(StagedFile(rel(layout.conf), render_conf(plan, layout).encode(), 0o600))
     return files
 
@@ -337,7 +343,8 @@ def factory_reset(layout: StateLayout) -> list[str]:
     removed = []
     targets = [layout.setup_done, layout.conf, Path(str(layout.conf) + ".bak"),
                layout.passwd, layout.admin_passwd, layout.staging, layout.certs_dir,
-               layout.setup_code]
+               layout.setup_code, layout.reach_settings, layout.reach_secrets,
+               layout.reach_status]
     for path in targets:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)

@@ -8,19 +8,22 @@ The appliance's supervisor and the tests drive it the same way.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..atomicfile import write_atomic
 from . import credentials, ddns
+from .check import status_dict
 from .jobs import Job, Scheduler
 from .manager import MappingManager, Want, default_factories
+
+if TYPE_CHECKING:
+    from .acmecert import Issued
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +31,6 @@ log = logging.getLogger(__name__)
 def _factories(only: str, gateway: str) -> list[Any]:
     found = default_factories(gateway)
     return found if only == "auto" else [f for f in found if f[0] == only]
-
-
-def _status(manager: MappingManager, publisher: ddns.Publisher | None) -> dict[str, Any]:
-    st = manager.status
-    return {
-        "status": dataclasses.asdict(st) if st else None,
-        "external_address": manager.external_address,
-        "via": manager.active.name if manager.active else "",
-        "leases": [{"protocol": lease.protocol, "internal_port": lease.internal_port,
-                    "external_port": lease.external_port, "lifetime": lease.lifetime}
-                   for lease in manager.leases.values()],
-        "dns": {"name": publisher.name, "published": publisher.published} if publisher else None,
-        "last_check": manager.last_check,
-    }
 
 
 def _publisher(args: argparse.Namespace) -> ddns.Publisher | None:
@@ -59,7 +48,27 @@ def _publisher(args: argparse.Namespace) -> ddns.Publisher | None:
     return ddns.Publisher(updater, args.name)
 
 
+def _from_state(args: argparse.Namespace) -> None:
+    """``--state DIR``: the owner's choices (reach.json, reach-secrets.json) fill in what the
+    command line left open, and the status goes where the pages read it."""
+    from ..state import StateLayout
+    from . import settings
+
+    layout = StateLayout.at(args.state)
+    chosen = settings.load(layout.reach_settings)
+    args.status_file = args.status_file or str(layout.reach_status)
+    if not args.ddns and chosen.ddns and chosen.name:
+        args.ddns, args.name = chosen.ddns, chosen.name
+        args.dns_server = args.dns_server or chosen.dns_server
+        args.dns_zone = args.dns_zone or chosen.dns_zone
+        args.tsig_name = args.tsig_name or chosen.tsig_name
+        args.ddns_url = args.ddns_url or chosen.ddns_url
+        args.secrets = args.secrets or str(layout.reach_secrets)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.state:
+        _from_state(args)
     wants = [Want(p, args.port, args.external_port or args.port) for p in ("tcp", "udp")]
     manager = MappingManager(wants, _factories(args.only, args.gateway), args.lan_address,
                              lifetime=args.lifetime, check_every=args.check_every,
@@ -73,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 manager.status.kind in ("reachable",):
             publisher.publish(manager.external_address)
         if status_file is not None:
-            write_atomic(status_file, json.dumps(_status(manager, publisher)).encode(), 0o644)
+            write_atomic(status_file, json.dumps(status_dict(manager, publisher)).encode(), 0o644)
         return delay
 
     scheduler = Scheduler([Job("mapping", mapping, base=1.0, cap=args.check_every)])
@@ -82,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: done.set())
     if args.once:
         scheduler.run_due()
-        print(json.dumps(_status(manager, publisher)))
+        print(json.dumps(status_dict(manager, publisher)))
     else:
         scheduler.start()
         done.wait()
@@ -90,13 +99,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.keep:
         manager.stop()
         if status_file is not None:
-            write_atomic(status_file, json.dumps(_status(manager, publisher)).encode(), 0o644)
+            write_atomic(status_file, json.dumps(status_dict(manager, publisher)).encode(), 0o644)
     return 0
 
 
 def cmd_cert(args: argparse.Namespace) -> int:
     from . import acmecert, challenges
 
+    if args.challenge == "tls-alpn-01":  # answered by the sec-mod on the VPN's own port
+        alpn = challenges.store_beside(args.cert)
+        issuer = acmecert.AcmeIssuer(args.directory, Path(args.state), email=args.email,
+                                     ca_bundle=args.ca_bundle or True, alpn=alpn)
+        return _installed(issuer.issue(args.name), args)
     http01 = challenges.HttpChallenges()
     server = challenges.serve_http01(http01, args.http01_address, args.http01_port)
     port80 = None
@@ -117,7 +131,17 @@ def cmd_cert(args: argparse.Namespace) -> int:
         server.server_close()
         if port80 is not None:
             port80.stop()
-    acmecert.install(issued, Path(args.cert), Path(args.key))
+    return _installed(issued, args)
+
+
+def _installed(issued: Issued, args: argparse.Namespace) -> int:
+    from . import acmecert
+
+    try:
+        acmecert.install(issued, Path(args.cert), Path(args.key), args.occtl_socket or None)
+    except acmecert.ReloadError as exc:
+        log.error("reach acme installed but not in use: %s", exc)
+        return 1
     print(json.dumps({"not_before": issued.not_before.isoformat(),
                       "not_after": issued.not_after.isoformat(),
                       "renew_at": acmecert.renew_at(issued.not_before,
@@ -148,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dns-zone", default="")
     run.add_argument("--tsig-name", default="")
     run.add_argument("--ddns-url", default="")
+    run.add_argument("--state", default="",
+                     help="the appliance's state folder: its reach settings and status file")
     run.set_defaults(func=cmd_run)
-    cert = sub.add_parser("cert", help="get a certificate by HTTP-01")
+    cert = sub.add_parser("cert", help="get a certificate by TLS-ALPN-01 or HTTP-01")
     cert.add_argument("--directory", required=True)
     cert.add_argument("--name", required=True)
     cert.add_argument("--state", required=True)
@@ -157,12 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     cert.add_argument("--key", required=True)
     cert.add_argument("--email", default="")
     cert.add_argument("--ca-bundle", default="")
+    cert.add_argument("--challenge", choices=("tls-alpn-01", "http-01"), default="tls-alpn-01",
+                      help="tls-alpn-01: the VPN server using --cert answers on its port")
     cert.add_argument("--http01-address", default="")
     cert.add_argument("--http01-port", type=int, default=80)
     cert.add_argument("--map-http01", action="store_true",
                       help="map TCP port 80 on the router while the challenge runs")
     cert.add_argument("--lan-address", default="")
     cert.add_argument("--gateway", default="")
+    cert.add_argument("--occtl-socket", default="",
+                      help="the VPN server's occtl socket: reload it once the pair is installed")
     cert.set_defaults(func=cmd_cert)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

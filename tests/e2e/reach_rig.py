@@ -30,12 +30,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from appliance import pki
 from tests.prereqs import require_command
+from tests.support.harness import write_passwd
 from tests.support.netns import Netns
 
 BIND_IP = "198.18.100.53"
 PEBBLE_IP = "198.18.100.14"
 STUN_IPS = ("198.18.100.3", "198.18.100.4")
+DDNS_IP = "198.18.100.80"  # the dyndns2/DuckDNS stand-in (tests/support/ddnsendpoint.py)
+DDNS_PORT = 8245
 INET_WAN = "198.18.0.1"
 ROUTER_WAN = "198.18.0.2"
 ROUTER_WAN2 = "198.18.0.3"  # the address after "the provider changed it"
@@ -108,7 +112,7 @@ class Home:
         self.inet = Netns.create("inet")
         self.router = Netns.create("router")
         self.lan = Netns.create("lan", private_resolv_conf=True)
-        for ip in (BIND_IP, PEBBLE_IP, *STUN_IPS):
+        for ip in (BIND_IP, PEBBLE_IP, DDNS_IP, *STUN_IPS):
             self.inet.ip("addr", "add", f"{ip}/32", "dev", "lo")
         if self.cgnat:  # inet <-> isp (public side) <-> router (100.64/10 side)
             self.isp = Netns.create("isp")
@@ -303,6 +307,44 @@ deny 0-65535 0.0.0.0/0 0-65535
     def router_rules(self) -> str:
         return self.router.run(["nft", "list", "chain", "inet", TABLE,
                                 "prerouting_miniupnpd"]).stdout
+
+    def start_ddns_endpoint(self, accounts: dict[str, object]) -> Path:
+        """The HTTP DDNS stand-in on the "Internet"; returns the JSON file it records in."""
+        state = self.work / "ddns-endpoint.json"
+        state.write_text(json.dumps(accounts))
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self._spawn("ddns-endpoint", self.inet, ["python3", "-m", "tests.support.ddnsendpoint",
+                                                 DDNS_IP, str(DDNS_PORT), str(state)],
+                    env=env, cwd=str(REPO))
+        _wait("DDNS endpoint", lambda: f":{DDNS_PORT} " in self.inet.run(["ss", "-Hltn"]).stdout)
+        return state
+
+    # ------------------------------------------------------------ the VPN server
+    def start_vpn(self, users: dict[str, str]) -> Path:
+        """OCGate on the appliance's TCP and UDP 443, with a self-signed (appliance CA)
+        certificate to begin with; returns its folder (server-cert.pem, server-key.pem)."""
+        d = self.work / "vpn"
+        if not d.exists():
+            d.mkdir(mode=0o755)
+            ca_key, ca = pki.make_ca("OCGate reach test CA", days=2)
+            key, cert = pki.make_server_cert(ca_key, ca, names=[NAME], addresses=[APPLIANCE],
+                                             days=2)
+            pki.write_key(d / "server-key.pem", key)
+            pki.write_cert(d / "server-cert.pem", cert)
+            write_passwd(d / "ocpasswd", users)
+            (d / "ocserv.conf").write_text("\n".join([
+                f'auth = "plain[passwd={d / "ocpasswd"}]"', "tcp-port = 443", "udp-port = 443",
+                "run-as-user = nobody", "run-as-group = nogroup",
+                f"socket-file = {d / 'ocserv.sock'}", f"pid-file = {d / 'ocserv.pid'}",
+                f"server-cert = {d / 'server-cert.pem'}", f"server-key = {d / 'server-key.pem'}",
+                "device = ocgr", "ipv4-network = 203.0.113.0", "ipv4-netmask = 255.255.255.0",
+                "max-ban-score = 0", "rate-limit-ms = 0", "use-occtl = false",
+                "cookie-timeout = 300", ""]))
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self._spawn("vpn", self.lan, ["python3", "-m", "appliance.vpn", "-f", "-c",
+                                      str(d / "ocserv.conf")], env=env, cwd=str(REPO))
+        _wait("VPN server", lambda: self.lan.tcp_listening(443), 20)
+        return d
 
     # ------------------------------------------------------------ pebble
     def start_pebble(self) -> Path:

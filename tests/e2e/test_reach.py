@@ -214,7 +214,8 @@ def test_certificate_from_pebble_by_http01(tmp_path: Path) -> None:
         got = home.reach("cert", "--directory", f"https://{PEBBLE_IP}:14000/dir", "--ca-bundle",
                          str(ca), "--name", NAME, "--state", str(state), "--cert",
                          str(state / "server-cert.pem"), "--key", str(state / "server-key.pem"),
-                         "--map-http01", "--lan-address", APPLIANCE, timeout=120)
+                         "--challenge", "http-01", "--map-http01", "--lan-address", APPLIANCE,
+                         timeout=120)
         assert "dport 80" not in home.router_rules() and " 80 " not in home.router_rules(), \
             "port 80 must be mapped only while the challenge runs"
         root = tmp_path / "pebble-root.pem"
@@ -230,3 +231,79 @@ def test_certificate_from_pebble_by_http01(tmp_path: Path) -> None:
         assert "reach acme name=vpn.home.test challenge=http-01 result=answered" in \
             (tmp_path / "reach.log").read_text()
         assert got["renew_at"] < got["not_after"]
+
+
+def _s_client(home: Home, name: str) -> subprocess.CompletedProcess[str]:
+    """An acme-tls/1 ClientHello for ``name`` from the Internet to the router's 443."""
+    return home.inet.run(["openssl", "s_client", "-connect", f"{home.wan}:443", "-servername",
+                          name, "-alpn", "acme-tls/1", "-brief"], input="", check=False,
+                         timeout=20)
+
+
+def test_certificate_from_pebble_by_tls_alpn01(tmp_path: Path) -> None:
+    """The sec-mod answers pebble's TLS-ALPN-01 validation on the VPN's own port, through
+    the router's mapping (no port 80 anywhere); then openconnect from the Internet logs in
+    to https://vpn.home.test/ trusting only pebble's root."""
+    with Home(tmp_path) as home:
+        ca = home.start_pebble()
+        vpn = home.start_vpn({"vpnuser": "reach-pass-1"})
+        secrets = tmp_path / "reach-secrets.json"
+        secrets.write_text(json.dumps({"tsig_secret": home.tsig_secret}))
+        os.chmod(secrets, 0o600)
+        home.reach("run", "--once", "--keep", "--lan-address", APPLIANCE, "--ddns", "rfc2136",
+                   "--name", NAME, "--secrets", str(secrets), "--dns-server", BIND_IP,
+                   "--dns-zone", reach_rig.ZONE, "--tsig-name", reach_rig.TSIG_NAME)
+        assert home.dig(NAME) == ROUTER_WAN
+        # no challenge waiting: an acme-tls/1 hello fails, the real certificate is not shown
+        refused = _s_client(home, NAME)
+        assert refused.returncode != 0, refused.stdout + refused.stderr
+        assert "ALPN protocol: acme-tls/1" not in refused.stdout + refused.stderr
+        assert f"acme-tls/1 name={NAME} result=refused reason=no-challenge" in home.log("vpn")
+        got = home.reach("cert", "--directory", f"https://{PEBBLE_IP}:14000/dir", "--ca-bundle",
+                         str(ca), "--name", NAME, "--state", str(tmp_path / "acme"), "--cert",
+                         str(vpn / "server-cert.pem"), "--key", str(vpn / "server-key.pem"),
+                         timeout=120)
+        assert got["renew_at"] < got["not_after"]
+        reach_log_text = (tmp_path / "reach.log").read_text()
+        assert f"reach acme name={NAME} challenge=tls-alpn-01 result=answered" in reach_log_text
+        assert f"acme-tls/1 name={NAME} result=answered" in home.log("vpn")
+        assert not list((vpn / "acme-alpn").iterdir()), "challenge file left behind"
+        assert " 80 " not in home.router_rules() and "dport 80" not in home.router_rules()
+        root = tmp_path / "pebble-root.pem"
+        root.write_text(home.pebble_root())
+        # the VPN server takes the new certificate at its next start (reload: issue 17)
+        home.stop("vpn")
+        home.start_vpn({"vpnuser": "reach-pass-1"})
+        login = home.inet.run(["openconnect", "--authenticate", "--non-inter",
+                               "--passwd-on-stdin", "--user", "vpnuser", "--cafile", str(root),
+                               f"--resolve={NAME}:{home.wan}", f"https://{NAME}/"],
+                              input="reach-pass-1\n", check=False, timeout=60)
+        assert login.returncode == 0 and "COOKIE=" in login.stdout, login.stdout + login.stderr
+        assert "servercert" not in login.stderr.lower()
+
+
+@pytest.mark.format_test
+@pytest.mark.parametrize("kind", ["dyndns2", "duckdns"])
+def test_http_ddns_publishes_the_router_address(tmp_path: Path, kind: str) -> None:
+    """Format test: the reach service, mapping through the router, sends the router's WAN
+    address to a stand-in that speaks the documented dyndns2 / DuckDNS format."""
+    with Home(tmp_path, protocols=("pcp",)) as home:
+        secret = {"dyndns2": {"username": "owner", "password": "pw-not-logged-1"},
+                  "duckdns": {"token": "tok-not-logged-2"}}[kind]
+        name = {"dyndns2": NAME, "duckdns": "myvpn"}[kind]
+        state = home.start_ddns_endpoint(
+            {"dyndns2": {"owner": ["pw-not-logged-1", [NAME]]},
+             "duckdns": {"tok-not-logged-2": ["myvpn"]}})
+        secrets = tmp_path / "reach-secrets.json"
+        secrets.write_text(json.dumps(secret))
+        os.chmod(secrets, 0o600)
+        url = f"http://{reach_rig.DDNS_IP}:{reach_rig.DDNS_PORT}"
+        got = home.reach("run", "--once", "--lan-address", APPLIANCE, "--ddns", kind,
+                         "--name", name, "--secrets", str(secrets), "--ddns-url", url)
+        assert got["dns"] == {"name": name, "published": [ROUTER_WAN, None]}
+        seen = json.loads(state.read_text())
+        host = NAME if kind == "dyndns2" else "myvpn.duckdns.org"
+        assert seen["records"][host] == {"A": ROUTER_WAN}
+        log = (tmp_path / "reach.log").read_text()
+        assert f"reach ddns via={kind} name={name} a={ROUTER_WAN}" in log
+        assert "not-logged" not in log, "a DDNS password or token was logged"

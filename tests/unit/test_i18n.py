@@ -139,7 +139,8 @@ def test_the_python_check_catches_an_unmarked_sentence(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- templates
 
 #: Words that are the same in every language: product and platform names, protocols.
-NAMES = re.compile(r"\b(OCGate|OpenConnect|Windows|macOS|Android|RADIUS|DTLS|TLS|HTTP|"
+NAMES = re.compile(r"\b(OCGate|OpenConnect|Windows|macOS|Android|RADIUS|DTLS|TLS|HTTP|DuckDNS|"
+                   r"Let's Encrypt|"
                    r"ocserv\.conf|X{4}(?:-X{4})+)\b")
 CHECKED_ATTRIBUTES = {"title", "placeholder", "aria-label", "alt"}
 LETTER = re.compile(r"[^\W\d_]")
@@ -320,6 +321,25 @@ def test_the_catalog_check_catches_a_new_marked_string(tmp_path: Path) -> None:
     page.write_text("<p>{{ _('A sentence nobody has translated yet') }}</p>\n")
     fresh = _ids(catalogs.extract(tmp_path / "messages.pot", root=tmp_path))
     assert fresh - _ids(catalogs.TEMPLATE) == {("A sentence nobody has translated yet",)}
+
+
+def test_catalog_update_keeps_each_header_and_translation(tmp_path: Path) -> None:
+    """``make catalog`` on catalogs that already follow the code changes nothing a reader
+    needs: the header (with ``Plural-Forms``) and every translation stay."""
+    import shutil
+
+    from babel.messages.pofile import read_po
+
+    shutil.copytree(i18n.TRANSLATIONS, tmp_path / "t")
+    catalogs.update(tmp_path / "t", tmp_path / "t" / "messages.pot")
+    for code in i18n.TRANSLATED:
+        name = Path(code, "LC_MESSAGES", f"{i18n.DOMAIN}.po")
+        with open(i18n.TRANSLATIONS / name, "rb") as a, open(tmp_path / "t" / name, "rb") as b:
+            before, after = read_po(a, locale=code), read_po(b, locale=code)
+        assert after.plural_forms == before.plural_forms, code
+        assert "Plural-Forms" in (tmp_path / "t" / name).read_text(encoding="utf-8"), code
+        assert {m.id: m.string for m in after if m.id} == {
+            m.id: m.string for m in before if m.id}, code
 
 
 #: Non-Latin scripts: a translation without a single letter of the script is English left

@@ -33,6 +33,7 @@ from ..worker.errors import Peer
 from .bans import BanSettings, BanTable
 from .conn import Conn, WorkerFault
 from .management import Management
+from .netns import ListenNamespace
 from .proxyintake import ProxyIntake
 from .sandbox import apply_worker_sandbox
 from .sessions import TERMINATE_GRACE, Sessions
@@ -72,6 +73,7 @@ class Main:
         self.listeners: list[socket.socket] = []
         self.udp_sockets: list[socket.socket] = []
         self.dtls_ctx = make_dtls_context() if cfg.udp_port else None
+        self.listen_ns = ListenNamespace(cfg.listen_netns)  # before any fork or drop
         self.secmod_pid = 0
         self.secmod_chan: socket.socket | None = None
         self.secmod_events: socket.socket | None = None
@@ -88,42 +90,36 @@ class Main:
     # --- start-up -----------------------------------------------------------------------------
 
     def _listen(self) -> None:
-        hosts = [self.cfg.listen_host] if self.cfg.listen_host else ["::"]
-        for host in hosts:
-            for family, _, _, _, addr in socket.getaddrinfo(
-                    host, self.cfg.tcp_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR, 1,
-                                 "SO_REUSEADDR")
-                if family == socket.AF_INET6 and host == "::":
-                    optional_sockopt(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0,
-                                     "IPV6_V6ONLY")
-                sock.bind(addr)
-                sock.listen(1024)
-                sock.setblocking(False)
-                self.listeners.append(sock)
-                self.sel.register(sock, selectors.EVENT_READ, self._accept)
-                log.info("listening on TCP %s port %d", addr[0], addr[1])
-                break
-        if not self.cfg.udp_port:
-            return
-        for host in hosts:
-            for family, _, _, _, addr in socket.getaddrinfo(
-                    host, self.cfg.udp_port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE):
-                sock = socket.socket(family, socket.SOCK_DGRAM)
-                optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR, 1,
-                                 "SO_REUSEADDR")
+        """TCP on listen-host, UDP on udp-listen-host (which defaults to it), each on every
+        address the name resolves to, in the listen-netns namespace when that is set."""
+        self._bind_all(self.cfg.listen_host, self.cfg.tcp_port, socket.SOCK_STREAM)
+        if self.cfg.udp_port:
+            self._bind_all(self.cfg.udp_listen_host, self.cfg.udp_port, socket.SOCK_DGRAM)
+
+    def _bind_all(self, host: str | None, port: int, kind: int) -> None:
+        host = host or "::"
+        tcp = kind == socket.SOCK_STREAM
+        for family, _, _, _, addr in socket.getaddrinfo(host, port, type=kind,
+                                                        flags=socket.AI_PASSIVE):
+            sock = self.listen_ns.socket(family, kind)
+            optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR, 1, "SO_REUSEADDR")
+            if not tcp:
                 optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEPORT, 1,
                                  "SO_REUSEPORT")
-                if family == socket.AF_INET6 and host == "::":
-                    optional_sockopt(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0,
-                                     "IPV6_V6ONLY")
-                sock.bind(addr)
-                sock.setblocking(False)
+            if family == socket.AF_INET6 and host == "::":
+                optional_sockopt(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0,
+                                 "IPV6_V6ONLY")
+            sock.bind(addr)
+            sock.setblocking(False)
+            if tcp:
+                sock.listen(1024)
+                self.listeners.append(sock)
+                self.sel.register(sock, selectors.EVENT_READ, self._accept)
+            else:
                 self.udp_sockets.append(sock)
                 self.sel.register(sock, selectors.EVENT_READ, self._udp_readable)
-                log.info("listening on UDP %s port %d", addr[0], addr[1])
-                break
+            log.info("listening on %s %s port %d", "TCP" if tcp else "UDP", addr[0], addr[1])
+            break
 
     def _start_secmod(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -140,6 +136,9 @@ class Main:
                 # (else each full collection copies those pages; the soak saw +10 % USS)
                 gc.freeze()
                 run_secmod(self.cfg, self.secmod_path, child, ev_child)
+            except ConfigError as exc:  # e.g. server-key that does not open: file:line
+                log.error("sec-mod cannot start: %s", exc)
+                code = 1
             except BaseException:  # noqa: BLE001 - the child must never return into main
                 log.exception("sec-mod failed")
                 code = 1
@@ -156,6 +155,9 @@ class Main:
         while not os.path.exists(self.secmod_path):
             if time.monotonic() > deadline:
                 raise RuntimeError("the security module did not start")
+            if os.waitpid(pid, os.WNOHANG)[0]:  # it said why (a key that does not load)
+                self.secmod_pid = 0
+                raise RuntimeError("the security module exited during start")
             time.sleep(0.01)
 
     def _signals(self) -> None:
@@ -186,7 +188,11 @@ class Main:
         self.notifier = Notifier.from_environ(unset_environment=True)
         self._listen()
         gc.freeze()  # main's collector must not copy the pages it shares with the sec-mod
-        self._start_secmod()
+        try:
+            self._start_secmod()
+        except RuntimeError as exc:
+            log.error("%s; not starting", exc)
+            return 1
         self.sessions.acct.attach(self.sel)  # after the sec-mod fork: only workers must drop it
         if self.cfg.use_occtl and self.cfg.occtl_socket_file:
             # after the sec-mod fork, so that only workers need to drop it
@@ -259,8 +265,19 @@ class Main:
         message = f"configuration reloaded from {self.config_path}"
         if restart:
             message += "; needs a restart to change: " + ", ".join(n for n, _a in restart)
+        message += self._reload_tls()
         log.info("%s", message)
         return message
+
+    def _reload_tls(self) -> str:
+        """The sec-mod reads server-cert and server-key again (a renewed certificate, e.g.
+        appliance/reach/acmecert.py); workers forked from now on name the new certificate."""
+        reply = self.secmod_call(ipc.TlsReload())
+        if isinstance(reply, ipc.TlsReloaded) and reply.ok:
+            self.cert_sha1 = reply.cert_sha1
+            return ""
+        reason = reply.reason if isinstance(reply, ipc.TlsReloaded) else "sec-mod did not answer"
+        return f"; server certificate not reloaded: {reason}"
 
     # --- workers ------------------------------------------------------------------------------
 
@@ -397,6 +414,7 @@ class Main:
         self._wake_r.close()
         self._wake_w.close()
         self.sessions.acct.close_in_child()
+        self.listen_ns.close()
         self.sel.close()
 
     def _from_worker(self, chan: socket.socket) -> None:
@@ -576,11 +594,15 @@ class Main:
                 continue  # the client retransmits its hello; one socket is enough
             conn.udp_forwarded_at = now
             local = sock.getsockname()
-            bind_ip = conn.local_ip if sock.family == socket.AF_INET else (
-                "::ffff:" + conn.local_ip if "." in conn.local_ip else conn.local_ip)
+            # a listener on one address (udp-listen-host) answers from it; a wildcard one
+            # from the address the client's TLS connection came to
+            bind_ip = local[0] if not ipaddress.ip_address(local[0]).is_unspecified \
+                else conn.local_ip if sock.family == socket.AF_INET \
+                else "::ffff:" + conn.local_ip if "." in conn.local_ip else conn.local_ip
             try:
-                fd = udp_socket_for((bind_ip, local[1]), addr, sock.family,
-                                    self.cfg.try_mtu_discovery)
+                with self.listen_ns.entered():
+                    fd = udp_socket_for((bind_ip, local[1]), addr, sock.family,
+                                        self.cfg.try_mtu_discovery)
             except OSError as exc:
                 log.warning("cannot open a UDP socket for %s: %s", addr[0], exc)
                 continue

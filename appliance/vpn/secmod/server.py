@@ -26,22 +26,26 @@ from dataclasses import dataclass
 from cryptography import x509
 from OpenSSL import SSL
 
+from ...reach.challenges import store_beside
 from .. import ipc, unixpath
 from ..auth.base import CertError
 from ..auth.cert import cert_identity
 from ..auth.groups import group_policy
 from ..auth.registry import AuthSetup, make_setup
 from ..config import Config, ConfigError
+from ..protocol.tls.credentials import Credentials, KeyLoadError, load_credentials, read_pin_file
 from ..protocol.tls.handshake import (
     HandshakeError,
     HandshakeResult,
     ServerHandshake,
     make_server_context,
 )
+from .acmealpn import AcmeAlpn
 from .anyconnect import CertGate, ProfileCache, connect_needs_cert, profile_answer
-from .cookies import SessionStore
+from .cookies import Session, SessionStore
 from .login import AuthState, Login
 from .memtrim import release_memory
+from .resumption import ResumptionContexts
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +67,14 @@ class Handshake:
     deadline: float
     out: bytes = b""  # handshake bytes the socket could not take yet
     remote_ip: str = ""
+    chain: tuple[bytes, ...] = ()  # what this handshake's context serves (DER)
 
 
 def make_auth_setup(cfg: Config) -> AuthSetup:
     """The configured back-ends; AuthConfigError explains an impossible combination."""
     policy = group_policy(cfg.select_groups, cfg.default_select_group, cfg.auto_select_group)
     return make_setup(cfg.auth, cfg.enable_auth, cfg.ca_cert, cfg.cert_user_oid, policy,
-                      answer_timeout=float(max(cfg.auth_timeout, 30)))
+                      answer_timeout=float(max(cfg.auth_timeout, 30)), acct=cfg.acct)
 
 
 def _crl_stamp(path: str | None) -> tuple[int, int] | None:
@@ -92,6 +97,17 @@ class SecMod:
         self.cert_gate = CertGate()  # CONNECTs whose certificate check passed
         self.profiles = ProfileCache()
         self.main_chan = main_chan
+        # the private key is loaded here, after the fork from main, and nowhere else; before
+        # the listener exists, so that main sees a key that does not load as a failed start
+        self.crl_stamp = _crl_stamp(cfg.crl)
+        self.credentials = self._load_credentials()
+        self.tls_ctx = self._make_tls_context(self.credentials)
+        assert cfg.server_cert is not None  # _load_credentials refused it otherwise
+        self.acme_alpn = AcmeAlpn(store_beside(cfg.server_cert))  # TLS-ALPN-01 answers
+        # TLS 1.2 resumption as ocserv offers it (secmod/resumption.py), not with client
+        # certificates: a resumed session would skip their check
+        self.resumption = None if self.setup.wants_cert else ResumptionContexts(
+            self._resuming_context, cfg.max_clients)
         self.sel = selectors.DefaultSelector()
         if os.path.exists(listen_path):
             os.unlink(listen_path)
@@ -104,22 +120,53 @@ class SecMod:
         self.listener.listen(128)
         self.listen_path = listen_path
         self.workers: dict[socket.socket, AuthState] = {}
-        # the private key is loaded here, after the fork from main, and nowhere else
-        self.crl_stamp = _crl_stamp(cfg.crl)
-        self.tls_ctx = self._make_tls_context()
         self.handshakes: dict[int, Handshake] = {}  # by client socket fd
         # PAM threads wake the loop through this pipe when a conversation has news
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.login = Login(cfg, self.setup, self.store, self.profiles, self._notify,
                            self._wake)
 
-    def _make_tls_context(self) -> SSL.Context:
+    def _load_credentials(self) -> Credentials:
+        """server-cert and server-key, read now; an encrypted key opens with key-pin or the
+        pin-file's PIN, never at a console (protocol/tls/credentials.py)."""
         cfg = self.cfg
         if cfg.server_cert is None or cfg.server_key is None:
             raise ConfigError("'server-cert' and 'server-key' must be set")
-        return make_server_context(cfg.server_cert, cfg.server_key, cfg.tls_priorities,
-                                   cfg.ca_cert, client_certs=self.setup.wants_cert,
-                                   crl_file=cfg.crl if self.setup.wants_cert else None)
+        try:
+            pin = cfg.key_pin or (read_pin_file(cfg.pin_file) if cfg.pin_file else None)
+            return load_credentials(cfg.server_cert, cfg.server_key, pin)
+        except KeyLoadError as exc:
+            raise ConfigError(f"{cfg.where('server-key')}: {exc}") from None
+
+    def _make_tls_context(self, creds: Credentials, resume: bool = False) -> SSL.Context:
+        cfg = self.cfg
+        return make_server_context(creds, cfg.tls_priorities, cfg.ca_cert,
+                                   client_certs=self.setup.wants_cert,
+                                   crl_file=cfg.crl if self.setup.wants_cert else None,
+                                   resume_timeout=max(cfg.cookie_timeout, 1) if resume else 0)
+
+    def _resuming_context(self) -> SSL.Context:
+        """A context for one client address, with a session cache (secmod/resumption.py)."""
+        return self._make_tls_context(self.credentials, resume=True)
+
+    def _reload_tls(self) -> ipc.TlsReloaded:
+        """SIGHUP: the certificate and key files again (ocserv's sec-mod reloads its keys;
+        the paths themselves need a restart, as there). Handshakes under way finish with
+        the context they started with; live sessions have their own keys and go on."""
+        try:
+            creds = self._load_credentials()
+            ctx = self._make_tls_context(creds)
+        except (OSError, ValueError, SSL.Error) as exc:  # ConfigError is a ValueError
+            log.error("reload: cannot load server-cert %s / server-key %s, keeping the "
+                      "running pair: %s", self.cfg.server_cert, self.cfg.server_key, exc)
+            return ipc.TlsReloaded(ok=False, reason=str(exc)[:400])
+        self.credentials, self.tls_ctx = creds, ctx
+        self.crl_stamp = _crl_stamp(self.cfg.crl)
+        if self.resumption is not None:
+            self.resumption.reset(self._resuming_context)
+        log.info("reload: server certificate %s loaded sha1=%s", self.cfg.server_cert,
+                 creds.sha1)
+        return ipc.TlsReloaded(ok=True, cert_sha1=creds.sha1)
 
     def _refresh_crl(self) -> None:
         """ocserv re-reads the CRL when the file changes; a new context picks it up."""
@@ -129,7 +176,7 @@ class SecMod:
         if stamp == self.crl_stamp:
             return
         try:
-            self.tls_ctx = self._make_tls_context()
+            self.tls_ctx = self._make_tls_context(self.credentials)
         except (OSError, ValueError, SSL.Error) as exc:
             log.error("cannot reload CRL %s (keeping the old one): %s", self.cfg.crl, exc)
             return
@@ -174,20 +221,26 @@ class SecMod:
             log.error("cannot answer main's %s: %s", type(msg).__name__, exc)
             ipc.send(chan, ipc.Ack(ok=False, reason="answer too large"))
 
-    def _main_request(self, msg: object) -> ipc.SessionInfo | ipc.SessionsList | ipc.Ack:
+    def _main_request(self, msg: object) -> object:
         now = time.time()
-        reply: ipc.SessionInfo | ipc.SessionsList | ipc.Ack
-        if isinstance(msg, ipc.SessionOpen) and not self.cert_gate.admit(
+        reply: object
+        if isinstance(msg, ipc.TlsReload):
+            reply = self._reload_tls()
+        elif isinstance(msg, ipc.SessionOpen) and not self.cert_gate.admit(
                 msg.cookie, connect_needs_cert(self.cfg, self.setup.cert_required), now):
             reply = ipc.SessionInfo(ok=False, reason="no certificate check for this CONNECT")
         elif isinstance(msg, ipc.SessionOpen):
             session = self.store.open(msg.cookie, now)
             if session is None:
                 reply = ipc.SessionInfo(ok=False, reason="cookie is not valid")
+            elif not self._account(session):  # ocserv then fails the session for good
+                self.store.close(session.sid, True, now)
+                reply = ipc.SessionInfo(ok=False, reason="refused by PAM account management")
             else:
                 reply = ipc.SessionInfo(ok=True, sid=session.sid, username=session.username,
                                         groupname=session.groupname, started=session.created,
-                                        extra=session.extra)
+                                        extra=session.extra, device_type=session.device[0],
+                                        platform=session.device[1])
         elif isinstance(msg, ipc.SessionClose):
             self.store.close(msg.sid, msg.invalidate, now)
             reply = ipc.Ack()
@@ -196,6 +249,13 @@ class SecMod:
         else:
             reply = ipc.Ack(ok=False, reason=f"unexpected {type(msg).__name__}")
         return reply
+
+    def _account(self, session: Session) -> bool:
+        """acct = pam: the first open of a session asks PAM's account stack."""
+        if self.setup.account is None or session.accounted:
+            return True
+        session.accounted = self.setup.account.allowed(session.username)
+        return session.accounted
 
     # --- workers ------------------------------------------------------------------------------
 
@@ -306,10 +366,27 @@ class SecMod:
             self._reply(worker, ipc.TlsResult(ok=False, reason="no usable socket"))
             return
         sock.setblocking(False)
-        h = Handshake(worker, sock, ServerHandshake(self.tls_ctx),
-                      time.monotonic() + handshake_timeout(self.cfg), remote_ip=msg.remote_ip)
+        h = Handshake(worker, sock, ServerHandshake(self._context_for(sock, msg.remote_ip),
+                                                    self.acme_alpn.choose),
+                      time.monotonic() + handshake_timeout(self.cfg), remote_ip=msg.remote_ip,
+                      chain=self.credentials.chain_der)
         self.handshakes[sock.fileno()] = h
         self.sel.register(sock, selectors.EVENT_READ, self._handshake_readable)
+
+    def _context_for(self, sock: socket.socket, claimed_ip: str) -> SSL.Context:
+        """The context of this client's handshake: with resumption, the one of its address
+        as the socket says (the worker's word only behind a PROXY-protocol balancer)."""
+        if self.resumption is None:
+            return self.tls_ctx
+        address = claimed_ip
+        if not self.cfg.listen_proxy_proto:
+            try:
+                peer = sock.getpeername()
+            except OSError:
+                peer = None
+            if isinstance(peer, tuple):
+                address = str(peer[0])
+        return self.resumption.context_for(address)
 
     def _handshake_readable(self, sock: socket.socket) -> None:
         h = self.handshakes.get(sock.fileno())
@@ -334,10 +411,17 @@ class SecMod:
         if h.hs.done and not h.out:
             r = h.hs.result
             assert r is not None
+            if r.alpn is not None:  # an ACME validation: it has seen the certificate
+                log.info("acme-tls/1 name=%s result=answered", r.sni)
+                self._end_handshake(h, ipc.TlsResult(ok=False, reason="acme-tls/1 answered"))
+                return
+            if r.resumed:
+                log.info("TLS session resumed for %s", h.remote_ip)
             self._note_certificate(h, r)
             self._end_handshake(h, ipc.TlsResult(
                 ok=True, keys=r.keys.to_wire(), psk=r.psk.hex(), description=r.description,
-                sni=r.sni or "", leftover=h.hs.leftover.hex()))
+                sni=r.sni or "", leftover=h.hs.leftover.hex(),
+                server_chain=[der.hex() for der in h.chain]))
 
     def _flush_handshake(self, h: Handshake) -> None:
         """Send what we can; a handshake flight is small, so waiting for room is rare."""
@@ -421,10 +505,12 @@ class SecMod:
                 self._notify(ipc.SessionRevoked(session.sid))
             return ipc.Ack(ok=session is not None)
         assert isinstance(msg, ipc.ConnectCertCheck)
+        # as ocserv: the method this connection logged in with, else the one it starts with
+        method = state.method or self.setup.first(state.cert is not None)
         refusal = self.cert_gate.check(
             msg.cookie, self.store.peek(msg.cookie, now),
             state.cert.username if state.cert is not None else None,
-            connect_needs_cert(self.cfg, self.setup.cert_required), now)
+            connect_needs_cert(self.cfg, method is not None and method.cert), now)
         if refusal:
             log.info("CONNECT from %s refused: %s", state.remote_ip or "?", refusal)
         return ipc.Ack(ok=not refusal, reason=refusal)
