@@ -17,6 +17,8 @@ import random
 import select
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +55,27 @@ def test_the_native_module_is_built() -> None:
     """`pip install -e .` builds it here (libssl-dev, gcc in APT_PACKAGES): the comparison
     below must not silently compare the Python path with itself."""
     assert native.fastpath is not None, native.why_not
+
+
+_STATUS = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout, "
+           "format='%(message)s'); {pre}from appliance.vpn import native; native.log_status(); "
+           "print('fastpath', native.fastpath is not None)")
+
+
+@pytest.mark.parametrize("env,pre,line,loaded", [
+    ({}, "", "native_datapath=on", True),
+    ({"OCGATE_NATIVE": "0"}, "", "native_datapath=off reason='OCGATE_NATIVE=0'", False),
+    # a missing or unloadable build: the import fails, the Python path runs, one line says so
+    ({}, "sys.modules['appliance.vpn.native._fastpath'] = None; ",
+     "native_datapath=off reason='not built (", False),
+])
+def test_switch_and_fallback(env: dict[str, str], pre: str, line: str, loaded: bool) -> None:
+    out = subprocess.run([sys.executable, "-c", _STATUS.format(pre=pre)], check=True,
+                         capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(
+                             os.path.dirname(os.path.abspath(__file__)))),
+                         env=dict(os.environ, **env)).stdout.splitlines()
+    assert len(out) == 2 and out[0].startswith(line)
+    assert out[1] == f"fastpath {loaded}"
 
 
 @contextlib.contextmanager
