@@ -100,7 +100,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         out.acme_directory, out.email = chosen.acme_directory, chosen.email
         out.cert = first("server-cert", str(layout.server_cert))
         out.key = first("server-key", str(layout.server_key))
-        out.own_ca = str(layout.ca_cert)
+        out.own_ca = first("ca-cert", str(layout.ca_cert))
         out.account_dir = str(layout.certs_dir)
         use_occtl = first("use-occtl", "false").lower() in ("true", "yes", "1")
         out.occtl_socket = first("occtl-socket-file", str(layout.occtl_socket)) \

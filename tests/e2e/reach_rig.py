@@ -331,6 +331,9 @@ deny 0-65535 0.0.0.0/0 0-65535
                                              days=2)
             pki.write_key(d / "server-key.pem", key)
             pki.write_cert(d / "server-cert.pem", cert)
+            # where the device keeps its own CA (StateLayout): the reach service tells a
+            # certificate of its own from a public one by it
+            pki.write_cert(d / "certs" / "ca-cert.pem", ca)
             write_passwd(d / "ocpasswd", users)
             (d / "ocserv.conf").write_text("\n".join([
                 f'auth = "plain[passwd={d / "ocpasswd"}]"', "tcp-port = 443", "udp-port = 443",
@@ -338,7 +341,8 @@ deny 0-65535 0.0.0.0/0 0-65535
                 f"socket-file = {d / 'ocserv.sock'}", f"pid-file = {d / 'ocserv.pid'}",
                 f"server-cert = {d / 'server-cert.pem'}", f"server-key = {d / 'server-key.pem'}",
                 "device = ocgr", "ipv4-network = 203.0.113.0", "ipv4-netmask = 255.255.255.0",
-                "max-ban-score = 0", "rate-limit-ms = 0", "use-occtl = false",
+                "max-ban-score = 0", "rate-limit-ms = 0", "use-occtl = true",
+                f"occtl-socket-file = {d / 'occtl.sock'}",
                 "cookie-timeout = 300", ""]))
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self._spawn("vpn", self.lan, ["python3", "-m", "appliance.vpn", "-f", "-c",
@@ -347,8 +351,9 @@ deny 0-65535 0.0.0.0/0 0-65535
         return d
 
     # ------------------------------------------------------------ pebble
-    def start_pebble(self) -> Path:
-        """pebble with an API certificate of our own; returns the CA file to trust for it."""
+    def start_pebble(self, validity: int = 0) -> Path:
+        """pebble with an API certificate of our own; returns the CA file to trust for it.
+        ``validity``: the seconds its certificates live (pebble's default otherwise)."""
         d = self.work / "pebble"
         d.mkdir()
         ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -379,7 +384,8 @@ deny 0-65535 0.0.0.0/0 0-65535
             "managementListenAddress": f"{PEBBLE_IP}:15000",
             "certificate": str(d / "cert.pem"), "privateKey": str(d / "key.pem"),
             "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "",
-            "externalAccountBindingRequired": False}}))
+            "externalAccountBindingRequired": False,
+            **({"certificateValidityPeriod": validity} if validity else {})}}))
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
                    PEBBLE_AUTHZREUSE="0")
         self._spawn("pebble", self.inet, [self.tools["pebble"], "-config",
@@ -396,4 +402,37 @@ deny 0-65535 0.0.0.0/0 0-65535
             f"'https://{PEBBLE_IP}:15000/roots/0',context=c).read().decode())")])
         return out.stdout
 
+    def pebble_dir(self) -> str:
+        return f"https://{PEBBLE_IP}:14000/dir"
 
+    # ------------------------------------------------------------ a client on the Internet
+    def tunnel(self, name: str, user: str, password: str, root: Path, address: str,
+               tun: str) -> subprocess.Popen[bytes]:
+        """openconnect from the Internet to https://vpn.home.test/ at ``address``, trusting
+        only ``root``; its script routes only the appliance's LAN address into the tunnel
+        (no DNS change: the namespace shares the host's resolv.conf)."""
+        script = self.work / f"{name}-script.sh"
+        script.write_text(
+            "#!/bin/sh\n"
+            'if [ "$reason" = connect ]; then\n'
+            '  ip link set "$TUNDEV" up mtu "${INTERNAL_IP4_MTU:-1400}"\n'
+            '  ip addr add "$INTERNAL_IP4_ADDRESS/32" dev "$TUNDEV"\n'
+            f'  ip route add {APPLIANCE}/32 dev "$TUNDEV"\n'
+            f'  touch {self.work / (name + ".up")}\n'
+            "fi\n")
+        script.chmod(0o700)
+        (self.work / f"{name}.up").unlink(missing_ok=True)
+        self._spawn(name, self.inet, ["openconnect", "-v", "--non-inter", "--passwd-on-stdin",
+                                      "--user", user, "--cafile", str(root),
+                                      f"--resolve={NAME}:{address}", "--script", str(script),
+                                      "--interface", tun, f"https://{NAME}/"],
+                    stdin=subprocess.PIPE)
+        proc = self.procs[name]
+        assert proc.stdin is not None
+        proc.stdin.write(password.encode() + b"\n")
+        proc.stdin.close()
+        _wait(f"{name} tunnel", lambda: (self.work / f"{name}.up").exists()
+              or proc.poll() is not None, 40)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name}: openconnect exited: {self.log(name)[-2000:]}")
+        return proc
