@@ -413,3 +413,77 @@ def test_service_applies_settings_issues_renews_and_follows_the_wan(tmp_path: Pa
         wait_for("mappings removed", lambda: APPLIANCE not in home.router_rules(), 20)
         wait_for("status file removed", lambda: not status_file.exists(), 10)
         assert home.tsig_secret not in reach_log(home)
+
+
+_COUNT = """
+table inet ocgcount {{
+ counter tls_in {{}}
+ counter tls_out {{}}
+ counter udp_in {{}}
+ counter udp_out {{}}
+ chain in {{ type filter hook input priority 0; policy accept;
+  ip saddr {wan} tcp sport 443 counter name tls_in
+  ip saddr {wan} udp sport 443 counter name udp_in
+ }}
+ chain out {{ type filter hook output priority 0; policy accept;
+  ip daddr {wan} tcp dport 443 counter name tls_out
+  ip daddr {wan} udp dport 443 counter name udp_out
+ }}
+}}
+"""
+
+
+def _counters(home: Home) -> dict[str, tuple[int, int]]:
+    """(packets, bytes) between the Internet client and the router's port 443."""
+    out = home.inet.run(["nft", "-j", "list", "counters", "table", "inet", "ocgcount"]).stdout
+    return {c["counter"]["name"]: (c["counter"]["packets"], c["counter"]["bytes"])
+            for c in json.loads(out)["nftables"] if "counter" in c}
+
+
+def test_openconnect_from_the_internet_moves_10mb_each_way_over_dtls(tmp_path: Path) -> None:
+    """The full path of the issue: mapping, name, pebble certificate by TLS-ALPN-01; then
+    openconnect in the Internet namespace, trusting only pebble's root, reaches the inside
+    through the router and moves 10 MB each way; the checksums match and the counters on
+    the client's side show the data went in UDP datagrams (DTLS), not over TLS."""
+    from tests.support.dtls import udp_snmp
+    from tests.support.harness import transfer_between
+
+    mb = 1 << 20
+    with Home(tmp_path) as home:
+        ca = home.start_pebble()
+        vpn = home.start_vpn({"vpnuser": "reach-pass-1"})
+        secrets = tmp_path / "reach-secrets.json"
+        secrets.write_text(json.dumps({"tsig_secret": home.tsig_secret}))
+        os.chmod(secrets, 0o600)
+        home.reach("run", "--once", "--keep", "--lan-address", APPLIANCE, "--ddns", "rfc2136",
+                   "--name", NAME, "--secrets", str(secrets), "--dns-server", BIND_IP,
+                   "--dns-zone", reach_rig.ZONE, "--tsig-name", reach_rig.TSIG_NAME)
+        home.reach("cert", "--directory", home.pebble_dir(), "--ca-bundle", str(ca), "--name",
+                   NAME, "--state", str(tmp_path / "acme"), "--cert", str(vpn / "server-cert.pem"),
+                   "--key", str(vpn / "server-key.pem"), "--occtl-socket", str(vpn / "occtl.sock"),
+                   timeout=120)
+        root = tmp_path / "pebble-root.pem"
+        root.write_text(home.pebble_root())
+        home.inet.run(["nft", "-f", "-"], input=_COUNT.format(wan=ROUTER_WAN))
+        session = home.tunnel("dtls", "vpnuser", "reach-pass-1", root, home.dig(NAME), "ocgr2")
+        wait_for("DTLS", lambda: "Established DTLS connection" in home.log("dtls"), 15)
+        ping = home.inet.run(["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", APPLIANCE],
+                             check=False)
+        assert _ping_counts(ping.stdout)[1] == 3, ping.stdout
+        for direction in ("up", "down"):
+            before, snmp_before = _counters(home), udp_snmp(session.pid)
+            got = transfer_between(home.lan, home.inet, APPLIANCE, 10 * mb, direction,
+                                   timeout=120)
+            after, snmp = _counters(home), udp_snmp(session.pid)
+            delta = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
+            assert got.sha_sent == got.sha_received, f"{direction}: SHA-256 mismatch"
+            carried = delta["udp_out" if direction == "up" else "udp_in"]
+            assert carried[1] >= 10 * mb, (direction, delta)
+            # datagrams as the sockets saw them (the hook may see GRO-merged packets)
+            key = "OutDatagrams" if direction == "up" else "InDatagrams"
+            assert snmp[key] - snmp_before[key] >= 10 * mb // 1500, (direction, snmp)
+            tls = delta["tls_in"][1] + delta["tls_out"][1]
+            assert tls < 64 * 1024, f"{direction}: the data went over TLS: {delta}"
+            print(f"\n[e2e] reach 10 MB {direction} in {got.seconds:.1f} s: {delta}")
+        assert session.poll() is None, home.log("dtls")[-2000:]
+        assert "Established DTLS connection" in home.log("dtls")
