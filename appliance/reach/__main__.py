@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state", default="",
                      help="the appliance's state folder: its reach settings and status file, "
                      "the VPN's certificate and control socket; re-read while running")
+    run.add_argument("--ipv6", choices=("auto", "off"), default="auto",
+                     help="auto: with an Internet-reachable IPv6 address, open a PCP pinhole "
+                     "for the VPN's ports and publish the AAAA record")
     run.add_argument("--watch-every", type=float, default=2.0,
                      help="seconds between looks at the settings (--state)")
     run.add_argument("--acme-ca-bundle", default="",

@@ -17,6 +17,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from .jobs import Job, Scheduler
 from .manager import MappingManager, Want, default_factories
 
 log = logging.getLogger(__name__)
+
+PINHOLE_RETRY = 600.0  # seconds between looks for PCP over IPv6 on a router that lacked it
 
 
 def mapping_factories(only: str, gateway_address: str) -> list[Any]:
@@ -61,6 +64,14 @@ def _lan_address(gateway_address: str) -> str:
         return ""
 
 
+def _ipv6(choice: str) -> tuple[str, str]:
+    """(our Internet-reachable IPv6 address, the IPv6 default router) or ("", "")."""
+    if choice == "off":
+        return "", ""
+    address, router = gateway.public_address6(), gateway.default_gateway6()
+    return (str(address), str(router)) if address and router else ("", "")
+
+
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """The command line completed from ``--state``'s files (a copy; ``args`` stays as given).
 
@@ -69,6 +80,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     out.enabled, out.acme = True, False
     out.port = args.port or 443
     out.lan_address = args.lan_address or _lan_address(args.gateway)
+    out.ipv6_address, out.gateway6 = _ipv6(args.ipv6)
     if not args.state:
         return out
     from ..state import StateLayout
@@ -128,18 +140,27 @@ class Engine:
     publisher: ddns.Publisher | None
     scheduler: Scheduler
     status_file: Path | None
+    pinholes: MappingManager | None = None  # IPv6: the same ports opened by PCP
 
     def write_status(self) -> None:
         if self.status_file is not None:
             write_atomic(self.status_file, json.dumps(self.status()).encode(), 0o644)
 
     def status(self) -> dict[str, Any]:
-        return status_dict(self.manager, self.publisher)
+        found = status_dict(self.manager, self.publisher)
+        holes = self.pinholes
+        found["ipv6"] = None if holes is None else {
+            "address": holes.lan_address, "via": holes.active.name if holes.active else "",
+            "leases": [{"protocol": lease.protocol, "external_port": lease.external_port,
+                        "lifetime": lease.lifetime} for lease in holes.leases.values()]}
+        return found
 
     def stop(self, keep: bool) -> None:
         self.scheduler.stop()
         if not keep:
             self.manager.stop()
+            if self.pinholes is not None:
+                self.pinholes.stop()
             self.write_status()
 
 
@@ -151,12 +172,29 @@ def build(a: argparse.Namespace) -> Engine:
     publisher = _publisher(a)
     engine = Engine(manager, publisher, Scheduler(),
                     Path(a.status_file) if a.status_file else None)
+    if a.ipv6_address:
+        from .mappers import PcpMapper
+
+        gw6, ours6 = ipaddress.IPv6Address(a.gateway6), ipaddress.IPv6Address(a.ipv6_address)
+        engine.pinholes = MappingManager(
+            [Want(p, a.port, a.port) for p in ("tcp", "udp")],
+            [("pcp-ipv6", lambda: PcpMapper(gw6, ours6))], a.ipv6_address,
+            lifetime=a.lifetime, check_every=a.check_every)
+
+    retry_holes = [0.0]  # a router without PCP over IPv6 costs a 4 s wait: not every pass
 
     def mapping() -> float:
         delay = manager.refresh()
+        holes = engine.pinholes
+        if holes is not None and (holes.active or time.monotonic() >= retry_holes[0]):
+            delay = min(delay, holes.refresh())
+            if holes.active is None:
+                retry_holes[0] = time.monotonic() + PINHOLE_RETRY
         if publisher is not None and manager.external_address and manager.status and \
                 manager.status.kind == "reachable":
-            publisher.publish(manager.external_address)
+            # AAAA: the pinholed address; "" removes a record whose pinhole is gone
+            publisher.publish(manager.external_address, None if holes is None else
+                              holes.lan_address if holes.active else "")
         engine.write_status()
         return delay
 

@@ -45,6 +45,12 @@ ROUTER_WAN = "198.18.0.2"
 ROUTER_WAN2 = "198.18.0.3"  # the address after "the provider changed it"
 ROUTER_LAN = "198.19.1.1"
 APPLIANCE = "198.19.1.10"
+# IPv6 (Home(ipv6=True)): documentation prefix, routed, no NAT; the router's firewall
+# lets in only what miniupnpd opens (PCP pinholes)
+INET6 = "2001:db8:100::1"
+ROUTER_WAN6 = "2001:db8:100::2"
+ROUTER_LAN6 = "2001:db8:101::1"
+APPLIANCE6 = "2001:db8:101::10"
 ISP_LAN = "100.64.0.1"
 ROUTER_CGNAT = "100.64.0.2"
 ZONE = "home.test"
@@ -82,6 +88,7 @@ class Home:
     work: Path
     protocols: tuple[str, ...] = ("upnp", "nat-pmp", "pcp")
     cgnat: bool = False
+    ipv6: bool = False
     inet: Netns = field(init=False)
     router: Netns = field(init=False)
     lan: Netns = field(init=False)
@@ -138,11 +145,26 @@ class Home:
         self.lan.ip("addr", "add", f"{APPLIANCE}/24", "dev", "eth0")
         self.lan.ip("route", "add", "default", "via", ROUTER_LAN)
         self.router.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        if self.ipv6:
+            self._ipv6()
         self._router_rules()
         self._start_bind()
         self._start_coturn()
         if self.protocols:  # a router with all of them off runs no miniupnpd at all
             self.start_miniupnpd()
+
+    def _ipv6(self) -> None:
+        for ns, steps in (
+                (self.inet, [("addr", "add", f"{INET6}/64", "dev", "up0", "nodad"),
+                             ("route", "add", "2001:db8:101::/64", "via", ROUTER_WAN6)]),
+                (self.router, [("addr", "add", f"{ROUTER_WAN6}/64", "dev", "wan", "nodad"),
+                               ("addr", "add", f"{ROUTER_LAN6}/64", "dev", "lan", "nodad"),
+                               ("route", "add", "default", "via", INET6)]),
+                (self.lan, [("addr", "add", f"{APPLIANCE6}/64", "dev", "eth0", "nodad"),
+                            ("route", "add", "default", "via", ROUTER_LAN6)])):
+            for step in steps:
+                ns.ip(*step)
+        self.router.run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
 
     def _router_rules(self) -> None:
         drop = []
@@ -167,6 +189,7 @@ add rule inet {TABLE} forward ct state established,related accept
 add rule inet {TABLE} forward iifname "lan" oifname "wan" accept
 add rule inet {TABLE} forward iifname "wan" jump miniupnpd
 add rule inet {TABLE} input iifname "lo" accept
+add rule inet {TABLE} input meta l4proto ipv6-icmp accept
 add rule inet {TABLE} input ct state established,related accept
 add rule inet {TABLE} input ip saddr {{ {stun} }} udp sport {{ 3478, 3479 }} accept
 {chr(10).join(drop)}

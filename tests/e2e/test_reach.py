@@ -487,3 +487,77 @@ def test_openconnect_from_the_internet_moves_10mb_each_way_over_dtls(tmp_path: P
             print(f"\n[e2e] reach 10 MB {direction} in {got.seconds:.1f} s: {delta}")
         assert session.poll() is None, home.log("dtls")[-2000:]
         assert "Established DTLS connection" in home.log("dtls")
+
+
+_ECHO6 = """
+import socket, sys, threading
+port = int(sys.argv[1])
+t = socket.socket(socket.AF_INET6); t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("::", port)); t.listen(8)
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1); u.bind(("::", port))
+def udp():
+    while True:
+        data, peer = u.recvfrom(2048); u.sendto(b"echo6:" + data, peer)
+threading.Thread(target=udp, daemon=True).start()
+while True:
+    c, _ = t.accept(); c.sendall(b"ocgate-lan6\\n"); c.close()
+"""
+
+_PROBE6 = """
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    with socket.create_connection((host, port), timeout=2) as c:
+        tcp = c.recv(64).decode().strip()
+except OSError:
+    tcp = "-"
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.settimeout(2)
+u.sendto(b"dtls?", (host, port))
+try:
+    udp = u.recvfrom(64)[0].decode()
+except OSError:
+    udp = "-"
+print(tcp, udp)
+"""
+
+
+def test_ipv6_pinhole_by_pcp_and_aaaa(tmp_path: Path) -> None:
+    """With a global IPv6 address the service opens the VPN's TCP and UDP port in the
+    router's IPv6 firewall by PCP (a MAP over IPv6), publishes the AAAA record, and closes
+    the pinhole on stop; nothing gets through from the Internet before or after."""
+    with Home(tmp_path, protocols=("pcp",), ipv6=True) as home:
+        home._spawn("echo6", home.lan, ["python3", "-c", _ECHO6, "443"])
+        wait_for("IPv6 echo server", lambda: home.lan.tcp_listening(443), 10)
+
+        def probe() -> str:
+            return home.inet.run(["python3", "-c", _PROBE6, reach_rig.APPLIANCE6, "443"],
+                                 check=False, timeout=20).stdout.strip()
+
+        assert probe() == "- -", "the router's IPv6 firewall must be closed before"
+        secrets = tmp_path / "reach-secrets.json"
+        secrets.write_text(json.dumps({"tsig_secret": home.tsig_secret}))
+        os.chmod(secrets, 0o600)
+        st = service(home, tmp_path, "--lifetime", "120", "--check-every", "2", "--ddns",
+                     "rfc2136", "--name", NAME, "--secrets", str(secrets), "--dns-server",
+                     BIND_IP, "--dns-zone", reach_rig.ZONE, "--tsig-name", reach_rig.TSIG_NAME)
+        got = wait_for("pinholes", lambda: (status(st).get("ipv6") or {}).get("leases")
+                       and status(st), 30)
+        assert got["ipv6"]["address"] == reach_rig.APPLIANCE6 and \
+            got["ipv6"]["via"] == "pcp-ipv6", got
+        assert {(x["protocol"], x["external_port"]) for x in got["ipv6"]["leases"]} == \
+            {("tcp", 443), ("udp", 443)}
+        wait_for("AAAA record", lambda: home.dig(NAME, "AAAA") == reach_rig.APPLIANCE6, 20)
+        assert home.dig(NAME) == ROUTER_WAN
+        assert probe() == "ocgate-lan6 echo6:dtls?"
+        home.procs["reach"].send_signal(signal.SIGTERM)
+        home.procs["reach"].wait(20)
+        assert probe() == "- -", "the pinholes must close when the service stops"
+        log = reach_log(home)
+        for proto in ("tcp", "udp"):
+            assert f"reach mapping via=pcp-ipv6 proto={proto} external_port=443 " \
+                   "internal_port=443 lifetime=" in log
+            assert f"reach mapping via=pcp-ipv6 proto={proto} external_port=443 " \
+                   "result=removed" in log
+        assert f"a={ROUTER_WAN} aaaa={reach_rig.APPLIANCE6}" in log
+

@@ -152,3 +152,27 @@ def test_renewal_time_helper_is_two_thirds_minus_jitter() -> None:
     na = nb + datetime.timedelta(seconds=90)
     assert acmecert.renew_at(nb, na, lambda: 0.0) == nb + datetime.timedelta(seconds=60)
     assert acmecert.renew_at(nb, na, lambda: 1.0) == nb + datetime.timedelta(seconds=55.5)
+
+
+def test_ipv6_default_router_and_which_addresses_get_a_pinhole(tmp_path: Path) -> None:
+    from ipaddress import IPv6Address
+
+    from appliance.reach import gateway
+
+    table = tmp_path / "ipv6_route"
+    # kernel format: dest plen src plen next-hop metric refcnt use flags device
+    table.write_text(
+        "20010db8010100000000000000000000 40 00000000000000000000000000000000 00 "
+        "00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n"
+        "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+        "fe800000000000000000000000000001 00000400 00000002 00000000 00450003 eth0\n")
+    assert gateway.default_gateway6(table) == IPv6Address("fe80::1%eth0")
+    table.write_text(table.read_text().replace("fe800000000000000000000000000001",
+                                               "20010db8010100000000000000000001"))
+    assert gateway.default_gateway6(table) == IPv6Address("2001:db8:101::1")
+    table.write_text(table.read_text().splitlines()[0] + "\n")
+    assert gateway.default_gateway6(table) is None
+    assert gateway.default_gateway6(tmp_path / "missing") is None
+    assert gateway.reachable6(IPv6Address("2001:db8:101::10"))
+    for unreachable in ("fe80::10", "fd00::10", "::1", "ff02::1"):
+        assert not gateway.reachable6(IPv6Address(unreachable)), unreachable
