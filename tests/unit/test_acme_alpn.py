@@ -18,6 +18,7 @@ from appliance.vpn.protocol.tls.clienthello import (
     HelloInfo,
     peek_client_hello,
 )
+from appliance.vpn.protocol.tls.credentials import load_credentials
 from appliance.vpn.protocol.tls.handshake import (
     HandshakeError,
     ServerHandshake,
@@ -82,7 +83,7 @@ def test_acme_tls1_gets_the_challenge_certificate(store: AlpnChallengeStore,
                                                   certfiles: tuple[str, str],
                                                   version: ssl.TLSVersion) -> None:
     client, cin, cout = _client(["acme-tls/1"], "vpn.home.test", version)
-    hs = ServerHandshake(make_server_context(*certfiles), AcmeAlpn(store).choose)
+    hs = ServerHandshake(make_server_context(load_credentials(*certfiles)), AcmeAlpn(store).choose)
     pump_handshake(client, cin, cout, hs)
     assert hs.result is not None and hs.result.alpn == b"acme-tls/1"
     assert client.selected_alpn_protocol() == "acme-tls/1"
@@ -98,10 +99,10 @@ def test_acme_tls1_gets_the_challenge_certificate(store: AlpnChallengeStore,
 
 def test_acme_tls1_for_an_unknown_name_fails(store: AlpnChallengeStore,
                                              certfiles: tuple[str, str]) -> None:
-    hs = ServerHandshake(make_server_context(*certfiles), AcmeAlpn(store).choose)
+    hs = ServerHandshake(make_server_context(load_credentials(*certfiles)), AcmeAlpn(store).choose)
     with pytest.raises(HandshakeError):
         hs.feed(_hello(["acme-tls/1"], "other.home.test"))
-    hs = ServerHandshake(make_server_context(*certfiles), AcmeAlpn(store).choose)
+    hs = ServerHandshake(make_server_context(load_credentials(*certfiles)), AcmeAlpn(store).choose)
     with pytest.raises(HandshakeError):  # no SNI at all
         hs.feed(_hello_without_sni())
 
@@ -122,7 +123,7 @@ def test_a_vpn_client_still_gets_the_server_certificate(store: AlpnChallengeStor
                                                         certfiles: tuple[str, str]) -> None:
     """Same name, no acme-tls/1 (openconnect offers no ALPN): the real certificate, no ALPN."""
     client, cin, cout = _client(None, "vpn.home.test")
-    hs = ServerHandshake(make_server_context(*certfiles), AcmeAlpn(store).choose)
+    hs = ServerHandshake(make_server_context(load_credentials(*certfiles)), AcmeAlpn(store).choose)
     pump_handshake(client, cin, cout, hs)
     assert hs.result is not None and hs.result.alpn is None
     der = client.getpeercert(binary_form=True)
