@@ -359,7 +359,7 @@ def test_service_applies_settings_issues_renews_and_follows_the_wan(tmp_path: Pa
             acme_directory=home.pebble_dir()))
         wait_for("A record", lambda: home.dig(NAME) == ROUTER_WAN, 30)
         wait_for("first certificate",
-                 lambda: "result=installed" in reach_log(home) and
+                 lambda: "reach acme reload result=ok" in reach_log(home) and
                  pki.pin_sha256(_leaf(vpn / "server-cert.pem")) != own_pin, 90)
         log = reach_log(home)
         assert f"reach acme name={NAME} result=ordering reason=no-public-certificate" in log

@@ -9,18 +9,7 @@ from hypothesis import strategies as st
 
 from appliance.vpn.worker.gro import PLAIN, VNET_HDR_LEN, coalesce
 from tests.support.packets import internet_checksum
-
-
-def seg(seq: int, payload: bytes, *, flags: int = 0x10, ack: int = 7, src: int = 1,
-        ttl: int = 64) -> bytes:
-    tcp = struct.pack("!HHIIBBHHH", 40000 + src, 5201, seq, ack, 5 << 4, flags, 502, 0, 0)
-    total = 20 + len(tcp) + len(payload)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 1, 0x4000, ttl, 6, 0,
-                     bytes([203, 0, 113, 50]), bytes([198, 51, 100, 1]))
-    ip = ip[:10] + internet_checksum(ip).to_bytes(2, "big") + ip[12:]
-    pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, len(tcp) + len(payload))
-    tcp = tcp[:16] + internet_checksum(pseudo + tcp + payload).to_bytes(2, "big") + tcp[18:]
-    return ip + tcp + payload
+from tests.support.packets import tcp_segment as seg
 
 
 def test_a_burst_of_one_flow_becomes_one_gso_write():

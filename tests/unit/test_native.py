@@ -41,7 +41,7 @@ from appliance.vpn.worker import datapath, dtlschannel
 from appliance.vpn.worker.datapath import CstpSession, Timers
 from appliance.vpn.worker.dtlschannel import DtlsChannel
 from appliance.vpn.worker.gro import coalesce
-from tests.unit.test_gro import seg
+from tests.support.packets import tcp_segment as seg
 
 CIPHERS = {
     "AES-128-GCM": CipherInfo("AES-128-GCM", 16, "sha256"),
