@@ -49,6 +49,10 @@ REPO = HERE.parent
 OVERLAY = REPO / "buildroot-overlay" / "rootfs"
 UNITS = REPO / "systemd"
 CONSTRAINTS = HERE / "constraints.txt"  # the transitive dependencies, pinned
+BOOT_SCRIPT = HERE / "boot" / "boot.cmd"  # U-Boot's A/B slot choice (QEMU virt)
+BUNDLE_HOOK = HERE / "boot" / "bundle-hook.sh"  # carries /etc identity into the new slot
+#: bootenv.txt of a fresh card (appliance/update/bootenv.py's format and defaults)
+FRESH_BOOTENV = "BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n"
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -207,10 +211,20 @@ def render_system_conf(compat: str, *, slots: dict[str, str], keyring: str,
     return "\n".join(lines)
 
 
-def render_manifest(compat: str, version: str, image: str, *, fmt: str = "verity") -> str:
-    """manifest.raucm of a bundle with one image: the root file system."""
-    return (f"[update]\ncompatible={compat}\nversion={version}\n\n"
-            f"[bundle]\nformat={fmt}\n\n[image.rootfs]\nfilename={image}\n")
+def render_manifest(compat: str, version: str, image: str, *, fmt: str = "verity",
+                    hook: str | None = None) -> str:
+    """manifest.raucm of a bundle with one image: the root file system.
+
+    ``hook``: a script in the bundle RAUC runs after writing the slot (post-install).
+    """
+    text = (f"[update]\ncompatible={compat}\nversion={version}\n\n"
+            f"[bundle]\nformat={fmt}\n\n")
+    if hook:
+        text += f"[hooks]\nfilename={hook}\n\n"
+    text += f"[image.rootfs]\nfilename={image}\n"
+    if hook:
+        text += "hooks=post-install\n"
+    return text
 
 
 @dataclass(frozen=True)
@@ -287,15 +301,50 @@ def install_update_config(root: Path, target: Target, keys: SigningKeys,
     (root / RELEASE_FILE).write_text(release + "\n")
 
 
+def install_boot_selection(root: Path, target: Target) -> None:
+    """Boot the slot bootenv.txt chooses, by PARTUUID (both slots are LABEL=rootfs).
+
+    arm64: U-Boot's boot.scr (compiled from image/boot/boot.cmd) and a fresh bootenv.txt
+    on the FAT partition; the script loads ``/boot/vmlinuz`` and ``/boot/initrd.img``
+    from the chosen slot, so every slot boots its own kernel.  The Pi firmware's
+    cmdline.txt names slot A by PARTUUID (the Pi boots without U-Boot: no A/B switch
+    there yet, docs/image.md).
+    """
+    boot = root / "boot"
+    for link, pattern in (("vmlinuz", "vmlinuz-*"), ("initrd.img", "initrd.img-*")):
+        found = sorted(boot.glob(pattern))
+        if found:
+            if (boot / link).is_symlink() or (boot / link).exists():
+                (boot / link).unlink()
+            os.symlink(found[-1].name, boot / link)
+    slot_a = f"root=PARTUUID={partuuid(2)}"
+    for path in (boot / "firmware/cmdline.txt", root / "etc/default/raspi-firmware"):
+        if path.exists():
+            text = path.read_text().replace("root=LABEL=rootfs", slot_a)
+            path.write_text(text.replace("ROOTPART=LABEL=rootfs",
+                                         f"ROOTPART=PARTUUID={partuuid(2)}"))
+    if target.arch != "arm64":
+        return
+    firmware = boot / "firmware"
+    firmware.mkdir(parents=True, exist_ok=True)
+    run(["mkimage", "-A", "arm64", "-O", "linux", "-T", "script", "-C", "none",
+         "-n", "ocgate A/B", "-d", BOOT_SCRIPT, firmware / "boot.scr"], quiet=True)
+    (firmware / "bootenv.txt").write_text(FRESH_BOOTENV)
+
+
 def make_bundle(rootfs_image: Path, bundle: Path, *, keys: SigningKeys, compat: str,
-                version: str, work: Path, fmt: str = "verity") -> Path:
+                version: str, work: Path, fmt: str = "verity",
+                hook: Path | None = None) -> Path:
     """``rauc bundle`` of one root file system image, signed with ``keys``."""
     content = work / "bundle-content"
     shutil.rmtree(content, ignore_errors=True)
     content.mkdir(parents=True)
     os.link(rootfs_image, content / "rootfs.ext4")
-    (content / "manifest.raucm").write_text(render_manifest(compat, version, "rootfs.ext4",
-                                                            fmt=fmt))
+    if hook is not None:
+        shutil.copyfile(hook, content / "hook.sh")
+        os.chmod(content / "hook.sh", 0o755)
+    (content / "manifest.raucm").write_text(render_manifest(
+        compat, version, "rootfs.ext4", fmt=fmt, hook="hook.sh" if hook else None))
     if bundle.exists():
         bundle.unlink()
     bundle.parent.mkdir(parents=True, exist_ok=True)
@@ -532,6 +581,7 @@ class Build:
         if self.keys is None:
             raise BuildError("no signing keys: the image must trust an update keyring")
         install_update_config(root, self.target, self.keys, self.release)
+        install_boot_selection(root, self.target)
 
     def install_python(self, root: Path, wheels: Path) -> None:
         site = root / "usr/local/lib" / f"python{PYTHON_VERSION}" / "dist-packages"
@@ -619,7 +669,7 @@ class Build:
         name = f"ocgate-{self.target.arch}-{self.release}.raucb"
         return make_bundle(image, self.out / name, keys=self.keys,
                            compat=compatible(self.target), version=self.release,
-                           work=self.work)
+                           work=self.work, hook=BUNDLE_HOOK)
 
     def export_kernel(self, root: Path) -> None:
         """Kernel and initrd beside the image: QEMU boots them directly (-kernel/-initrd)."""

@@ -8,6 +8,7 @@ The U-Boot script (``image/boot/boot.cmd``) and RAUC's custom boot backend
     BOOT_ORDER=B A        slots in the order the boot loader tries them
     BOOT_A_LEFT=3         tries left before the boot loader gives the slot up
     BOOT_B_LEFT=3
+    OCGATE_ARGS=...       optional: more kernel arguments (the QEMU test's console output)
 
 On every boot the script takes the first slot of BOOT_ORDER with tries left, decrements its
 counter, writes the file back and boots it.  A healthy system resets its own counter
@@ -34,6 +35,7 @@ class BootEnvError(ValueError):
 class BootEnv:
     order: list[str] = field(default_factory=lambda: list(SLOTS))
     left: dict[str, int] = field(default_factory=lambda: {s: TRIES for s in SLOTS})
+    extra: dict[str, str] = field(default_factory=dict)  # other variables, kept as they are
 
     # ---- what RAUC asks (custom backend: get-primary / get-state)
     def primary(self) -> str | None:
@@ -70,11 +72,12 @@ class BootEnv:
     def render(self) -> str:
         lines = [f"BOOT_ORDER={' '.join(self.order)}"]
         lines += [f"BOOT_{s}_LEFT={self.left.get(s, 0)}" for s in SLOTS]
+        lines += [f"{name}={value}" for name, value in sorted(self.extra.items())]
         return "\n".join(lines) + "\n"
 
     @classmethod
     def parse(cls, text: str) -> BootEnv:
-        """Read what either side wrote; unknown names are ignored, bad values refused.
+        """Read what either side wrote; other names are kept, bad values refused.
 
         U-Boot's ``env export -t`` may end the text with NUL bytes; they are dropped.
         """
@@ -93,6 +96,8 @@ class BootEnv:
                     env.left[name[5:-5]] = max(0, int(value))
                 except ValueError as exc:
                     raise BootEnvError(f"{name}={value!r} is not a number") from exc
+            elif name.isidentifier():
+                env.extra[name] = value
         if not seen_order:
             raise BootEnvError("no BOOT_ORDER line")
         return env

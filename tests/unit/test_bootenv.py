@@ -35,10 +35,11 @@ def test_out_of_tries_falls_back_and_bad_slot_leaves_the_order() -> None:
 
 
 def test_uboot_export_format_round_trips() -> None:
-    # env export -t: LF-separated, may be NUL terminated; unknown variables are ignored
-    text = "BOOT_A_LEFT=1\nBOOT_B_LEFT=3\nBOOT_ORDER=B A\nbootdelay=2\n\0\0"
+    # env export -t: LF-separated, may be NUL terminated; other variables are kept
+    text = "BOOT_A_LEFT=1\nBOOT_B_LEFT=3\nBOOT_ORDER=B A\nOCGATE_ARGS=quiet x=1\n\0\0"
     env = BootEnv.parse(text)
     assert env.order == ["B", "A"] and env.left == {"A": 1, "B": 3}
+    assert env.extra == {"OCGATE_ARGS": "quiet x=1"}
     assert BootEnv.parse(env.render()) == env
 
 
@@ -46,6 +47,12 @@ def test_uboot_export_format_round_trips() -> None:
 def test_garbage_is_refused(text: str) -> None:
     with pytest.raises(BootEnvError):
         BootEnv.parse(text)
+
+
+def test_fresh_bootenv_of_the_image_is_the_default() -> None:
+    from tests.support.mkimage import load_mkimage
+
+    assert BootEnv.parse(load_mkimage().FRESH_BOOTENV) == BootEnv()
 
 
 def test_backend_requests() -> None:

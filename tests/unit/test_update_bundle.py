@@ -212,3 +212,83 @@ def test_bad_bundles_are_refused_before_anything_is_written(
     after = (sha256(device.slot_a), sha256(device.slot_b), device.bootenv.read_bytes(),
              device.bootenv.stat().st_mtime_ns)
     assert after == before
+
+
+def test_installer_records_the_update_and_rauc_writes_the_slot(
+        tmp_path: Path, device: Device, keys: dict[str, object], rootfs: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path ocgate-update and the web UI share: check, record, install, progress."""
+    from appliance.update import installer
+    from appliance.update.history import History
+
+    for name in ("DBUS_SESSION_BUS_ADDRESS", "DBUS_STARTER_BUS_TYPE"):
+        monkeypatch.setenv(name, device.env[name])
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("root=PARTUUID=4f434741-02 rauc.slot=A quiet\n")
+    history = History(tmp_path / "state/update")
+    steps: list[tuple[int, str]] = []
+    info = installer.install(bundle(tmp_path, rootfs, keys["ours"], fmt="plain"), history,
+                             progress=lambda p, m: steps.append((p, m)),
+                             cmdline=cmdline, conf=device.conf)
+    assert info.version == "2.0" and "signer" in info.signer
+    pending = history.pending()
+    assert pending is not None and pending.slot == "B" and pending.version == "2.0"
+    assert steps and steps[-1][0] == 100 and any("Copying image" in m for _, m in steps)
+    assert BootEnv.parse(device.bootenv.read_text()).primary() == "B"
+
+    foreign = bundle(tmp_path, rootfs, keys["theirs"], fmt="verity", name="f.raucb")
+    history.abandon()
+    before = sha256(device.slot_b)
+    with pytest.raises(installer.rauc.RaucError, match="signature"):
+        installer.install(foreign, history, cmdline=cmdline, conf=device.conf)
+    assert history.pending() is None and sha256(device.slot_b) == before
+
+    cmdline.write_text("root=PARTUUID=4f434741-02 quiet\n")  # booted without boot.scr
+    with pytest.raises(installer.UpdateRefused):
+        installer.install(foreign, history, cmdline=cmdline, conf=device.conf)
+
+
+def test_bundle_hook_carries_identity_and_unit_links(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    wants = "etc/systemd/system/multi-user.target.wants"
+    for root in (old, new):
+        (root / wants).mkdir(parents=True)
+        (root / "etc/ssh").mkdir(parents=True)
+    (old / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    (new / "etc/machine-id").write_text("uninitialized\n")
+    (old / "etc/ssh/ssh_host_ed25519_key").write_text("key")
+    unit = "/usr/lib/systemd/system/{}"
+    # the wizard's hand-over on the old slot: webui enabled, wizard disabled
+    for name in ("ocgate-vpn.service", "ocgate-webui.service", "systemd-networkd.service"):
+        os.symlink(unit.format(name), old / wants / name)
+    for name in ("ocgate-vpn.service", "ocgate-firstboot.service"):  # as the image has it
+        os.symlink(unit.format(name), new / wants / name)
+    env = dict(os.environ, RAUC_SLOT_MOUNT_POINT=str(new), RAUC_SLOT_CLASS="rootfs",
+               RAUC_SLOT_BOOTNAME="B", OCGATE_HOOK_OLD_ROOT=str(old))
+    done = subprocess.run(["sh", str(mk.BUNDLE_HOOK), "slot-post-install"], env=env,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (new / "etc/machine-id").read_text() == (old / "etc/machine-id").read_text()
+    assert (new / "etc/ssh/ssh_host_ed25519_key").read_text() == "key"
+    links = sorted(p.name for p in (new / wants).iterdir())
+    assert links == ["ocgate-vpn.service", "ocgate-webui.service"]
+    assert os.readlink(new / wants / "ocgate-webui.service") == unit.format(
+        "ocgate-webui.service")
+    other = subprocess.run(["sh", str(mk.BUNDLE_HOOK), "slot-pre-install"], env=env,
+                           check=False)
+    assert other.returncode == 0
+
+
+def test_bundle_with_hook_lists_it(tmp_path: Path, keys: dict[str, object],
+                                   rootfs: Path) -> None:
+    made = mk.make_bundle(rootfs, tmp_path / "h.raucb", keys=keys["ours"], compat=COMPAT,
+                          version="2.0", work=tmp_path / "w", hook=mk.BUNDLE_HOOK)
+    conf = tmp_path / "system.conf"
+    conf.write_text(mk.render_system_conf(
+        COMPAT, slots={"A": "/dev/null", "B": "/dev/null"},
+        keyring=str(keys["ours"].ca_cert),  # type: ignore[attr-defined]
+        data_dir=str(tmp_path / "data"), backend="/bin/false"))
+    shown = subprocess.run(["rauc", "-c", str(conf), "info", "--output-format=json",
+                            str(made)], capture_output=True, text=True, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert '"post-install"' in shown.stdout
