@@ -10,37 +10,23 @@ architecture are refused before a byte of the slot or of the boot environment ch
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from appliance.update.bootenv import BootEnv
-from tests.prereqs import require_command, require_root
-from tests.support.mkimage import REPO, load_mkimage
-from tests.support.processes import stop_process
-
-mk = load_mkimage()
-COMPAT = "ocgate-arm64"
-SLOT_BYTES = 24 << 20
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from tests.support.mkimage import REPO
+from tests.support.rauc import COMPAT, RaucDevice, mk, require_rauc, sha256, small_rootfs
+from tests.support.rauc import make_bundle as bundle
 
 
 @pytest.fixture(scope="module")
 def tools() -> None:
-    for tool, package in (("rauc", "rauc"), ("mksquashfs", "squashfs-tools"),
-                          ("mke2fs", "e2fsprogs"), ("openssl", "openssl"),
-                          ("dbus-daemon", "dbus")):
-        require_command(tool, package)
+    require_rauc()
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +42,13 @@ def keys(tmp_path_factory: pytest.TempPathFactory, tools: None) -> dict[str, obj
 
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory: pytest.TempPathFactory, tools: None) -> Path:
-    """A small root file system with incompressible content (squashfs must not vanish)."""
-    base = tmp_path_factory.mktemp("rootfs")
-    tree = base / "tree"
-    (tree / "usr/lib/ocgate").mkdir(parents=True)
-    (tree / "usr/lib/ocgate/release").write_text("2.0\n")
-    (tree / "blob").write_bytes(os.urandom(300_000))
-    image = base / "rootfs.ext4"
-    mk.make_ext4(image, tree, 8, label="rootfs")
-    return image
+    return small_rootfs(tmp_path_factory.mktemp("rootfs"))
 
 
-def bundle(tmp: Path, rootfs: Path, keys: object, *, fmt: str, compat: str = COMPAT,
-           name: str = "b.raucb") -> Path:
-    return mk.make_bundle(rootfs, tmp / name, keys=keys, compat=compat, version="2.0",
-                          work=tmp / f"work-{name}", fmt=fmt)
+@pytest.fixture
+def device(tmp_path: Path, keys: dict[str, object]) -> Iterator[RaucDevice]:
+    with RaucDevice(tmp_path, keys["ours"].ca_cert) as dev:  # type: ignore[attr-defined]
+        yield dev
 
 
 def test_manifest_and_system_conf_render() -> None:
@@ -111,71 +89,8 @@ def test_rauc_info_trusts_only_our_ca(tmp_path: Path, keys: dict[str, object],
     assert "signature verification failed" in bad.stderr, bad.stderr
 
 
-@dataclass
-class Device:
-    """File-backed slots, a bootenv.txt and RAUC's service for them."""
-
-    root: Path
-    conf: Path
-    env: dict[str, str]
-    slot_a: Path
-    slot_b: Path
-    bootenv: Path
-
-    def install(self, bundle: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["rauc", "install", str(bundle)], env=self.env,
-                              capture_output=True, text=True, timeout=120, check=False)
-
-    def status(self) -> str:
-        return subprocess.run(["rauc", "status", "--detailed"], env=self.env,
-                              capture_output=True, text=True, timeout=60,
-                              check=False).stdout
-
-
-@pytest.fixture
-def device(tmp_path: Path, keys: dict[str, object]) -> Iterator[Device]:
-    require_root("RAUC mounts the bundle (loop device, squashfs)")
-    slot_a, slot_b = tmp_path / "slot-a.img", tmp_path / "slot-b.img"
-    for slot, fill in ((slot_a, b"A"), (slot_b, b"B")):
-        slot.write_bytes(fill * SLOT_BYTES)
-    bootenv = tmp_path / "bootenv.txt"
-    bootenv.write_text(BootEnv().render())
-    backend = tmp_path / "bootchooser"
-    backend.write_text(f"#!/bin/sh\nexec {sys.executable} -m appliance.update.bootchooser "
-                       "\"$@\"\n")
-    backend.chmod(0o755)
-    conf = tmp_path / "system.conf"
-    conf.write_text(mk.render_system_conf(
-        COMPAT, slots={"A": str(slot_a), "B": str(slot_b)},
-        keyring=str(keys["ours"].ca_cert),  # type: ignore[attr-defined]
-        data_dir=str(tmp_path / "data"), backend=str(backend)))
-    (tmp_path / "mnt").mkdir()
-    bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"],
-                           stdout=subprocess.PIPE, text=True)
-    assert bus.stdout is not None
-    address = bus.stdout.readline().strip()
-    env = dict(os.environ, DBUS_SESSION_BUS_ADDRESS=address, DBUS_STARTER_BUS_TYPE="session",
-               OCGATE_BOOTENV=str(bootenv), PYTHONPATH=str(REPO))
-    log = open(tmp_path / "rauc-service.log", "wb")
-    service = subprocess.Popen(["rauc", "-c", str(conf), f"--mount={tmp_path / 'mnt'}",
-                                "service", "--override-boot-slot=A"],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    dev = Device(tmp_path, conf, env, slot_a, slot_b, bootenv)
-    try:
-        deadline = time.monotonic() + 30
-        while "Booted from" not in dev.status():
-            assert service.poll() is None, (tmp_path / "rauc-service.log").read_text()
-            assert time.monotonic() < deadline, "rauc service did not answer"
-            time.sleep(0.3)
-        yield dev
-    finally:
-        stop_process(service)
-        stop_process(bus)
-        log.close()
-
-
 def test_our_bundle_writes_the_inactive_slot_and_boots_it_next(
-        tmp_path: Path, device: Device, keys: dict[str, object], rootfs: Path) -> None:
+        tmp_path: Path, device: RaucDevice, keys: dict[str, object], rootfs: Path) -> None:
     # plain: the host kernel here has no device mapper for verity; the signature and
     # slot handling are the same, and the verity bundles are checked by rauc info above
     ours = bundle(tmp_path, rootfs, keys["ours"], fmt="plain")
@@ -190,7 +105,7 @@ def test_our_bundle_writes_the_inactive_slot_and_boots_it_next(
 
 @pytest.mark.parametrize("case", ["foreign-signer", "tampered", "other-arch"])
 def test_bad_bundles_are_refused_before_anything_is_written(
-        tmp_path: Path, device: Device, keys: dict[str, object], rootfs: Path,
+        tmp_path: Path, device: RaucDevice, keys: dict[str, object], rootfs: Path,
         case: str) -> None:
     if case == "foreign-signer":
         bad = bundle(tmp_path, rootfs, keys["theirs"], fmt="verity")
@@ -215,7 +130,7 @@ def test_bad_bundles_are_refused_before_anything_is_written(
 
 
 def test_installer_records_the_update_and_rauc_writes_the_slot(
-        tmp_path: Path, device: Device, keys: dict[str, object], rootfs: Path,
+        tmp_path: Path, device: RaucDevice, keys: dict[str, object], rootfs: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The path ocgate-update and the web UI share: check, record, install, progress."""
     from appliance.update import installer
