@@ -134,9 +134,14 @@ image: deps image-deps
 bundle: deps image-deps
 	$(PYTHON) image/mkimage.py $(IMAGE_ARGS) --stage bundle
 
+# the A/B test installs this release over the image's (tests/image/test_update.py)
+NEXT_RELEASE ?= next
 image-test: deps image-deps
 	@test -f $(IMAGE_OUT)/ocgate-$(ARCH).img || $(MAKE) image
+	@test -f $(IMAGE_OUT)/ocgate-$(ARCH)-$(NEXT_RELEASE).raucb || \
+		$(MAKE) bundle RELEASE=$(NEXT_RELEASE)
 	OCGATE_IMAGE_TEST=1 OCGATE_IMAGE_DIR=$(IMAGE_OUT) OCGATE_IMAGE_ARCH=$(ARCH) \
+		OCGATE_IMAGE_KEYS=$(IMAGE_KEYS) \
 		$(PYTHON) -m pytest -q -s -p no:cacheprovider tests/image
 
 buildroot-lint: deps image-deps

@@ -7,7 +7,9 @@ control socket up), the control socket answers ``show status``, and the admin we
 answers over HTTPS on 8443.  All true within the deadline: ``rauc status mark-good`` gives
 the booted slot its tries back, and a waiting update is settled (installed, or rolled back
 when the boot loader fell back to the other slot).  Otherwise exit 1, and the unit's
-``FailureAction=reboot`` spends one of the slot's tries.
+``FailureAction=reboot`` spends one of the slot's tries.  A boot that did not come
+through the A/B boot script (no ``rauc.slot=``) has nothing to fall back to: it is only
+logged.
 """
 
 from __future__ import annotations
@@ -55,11 +57,34 @@ def http_answers(port: int, path: str, *, tls: bool) -> str | None:
     return None if status < 500 else f"port {port} answered {status}"
 
 
+class Hopeless(Exception):
+    """A check that will not pass by waiting longer (the unit keeps crashing)."""
+
+
+MAX_RESTARTS = 3
+
+
+def unit_state(show_output: str) -> tuple[str, int]:
+    """(ActiveState, NRestarts) from ``systemctl show -p ActiveState -p NRestarts``."""
+    props = dict(line.split("=", 1) for line in show_output.splitlines() if "=" in line)
+    try:
+        restarts = int(props.get("NRestarts", "0"))
+    except ValueError:
+        restarts = 0
+    return props.get("ActiveState", "unknown"), restarts
+
+
 def unit_active(unit: str) -> str | None:
-    proc = subprocess.run(["systemctl", "is-active", unit], capture_output=True, text=True,
-                          timeout=30, check=False)
-    state = proc.stdout.strip()
-    return None if state == "active" else f"{unit} is {state or 'unknown'}"
+    """None once ``unit`` is active; raises Hopeless when it crashed MAX_RESTARTS times
+    (``Restart=on-failure`` would keep it "activating" until the deadline)."""
+    proc = subprocess.run(["systemctl", "show", "-p", "ActiveState", "-p", "NRestarts",
+                           unit], capture_output=True, text=True, timeout=30, check=False)
+    state, restarts = unit_state(proc.stdout)
+    if state == "active":
+        return None
+    if restarts >= MAX_RESTARTS or state == "failed":
+        raise Hopeless(f"{unit} is {state} after {restarts} restarts")
+    return f"{unit} is {state}"
 
 
 def control_answers(layout: StateLayout) -> str | None:
@@ -86,7 +111,10 @@ def wait_healthy(checks: list[Check], deadline: float, pause: float = 3.0) -> st
     while True:
         failure = None
         for check in checks:
-            why = check.run()
+            try:
+                why = check.run()
+            except Hopeless as exc:
+                return f"{check.name}: {exc}"
             if why is not None:
                 failure = f"{check.name}: {why}"
                 break
@@ -119,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("health mark-bad other failed: %s", exc)
         pending = None
     failure = wait_healthy(checks_for(layout), time.monotonic() + args.timeout)
+    if booted is None:
+        # not started by the A/B boot script (the Pi firmware, a kernel passed directly):
+        # there is no other slot to fall back to, so a reboot would only repeat this boot
+        log.warning("health result=%s slot=unknown reason=%s (no rauc.slot=: nothing to "
+                    "mark, no fallback)", "bad" if failure else "good", failure or "-")
+        return 0
     if failure is not None:
         log.error("health result=bad slot=%s reason=%s", booted, failure)
         return 1
