@@ -88,7 +88,10 @@ class RaucDevice:
                                 slots={"A": str(self.slot_a), "B": str(self.slot_b)},
                                 backend=str(backend), data=self.root / "data")
         (self.root / "mnt").mkdir(exist_ok=True)
-        bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+        # a path socket, not an abstract one: those are per network namespace, and the
+        # browser tests' admin UI runs in another namespace than RAUC
+        bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1",
+                                f"--address=unix:path={self.root / 'bus'}"],
                                stdout=subprocess.PIPE, text=True)
         self.procs.append(bus)
         assert bus.stdout is not None
