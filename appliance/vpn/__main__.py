@@ -105,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             return status
         log_to_syslog(cfg.syslog_facility)
     from .main.server import Main
-    return Main(cfg, config_path, pid_file).run()
+    try:
+        server = Main(cfg, config_path, pid_file)
+    except OSError as exc:  # e.g. listen-netns names no namespace (ocserv exits too)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return server.run()
 
 
 if __name__ == "__main__":

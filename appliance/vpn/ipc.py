@@ -160,6 +160,10 @@ class AuthInit:
     group: str | None
     remote_ip: str = field(metadata=IP)
     user_agent: str = field(metadata=LINE)
+    # X-AnyConnect-Identifier-DeviceType / -Platform of this request: the session keeps
+    # them for the scripts' DEVICE_TYPE / DEVICE_PLATFORM, as ocserv's sec-mod does
+    device_type: str = field(default="", metadata=LINE)
+    platform: str = field(default="", metadata=LINE)
 
 
 @message
@@ -262,6 +266,8 @@ class SessionInfo:
     groupname: str = ""
     started: float = 0.0  # session start (first authentication), for session-timeout
     reason: str = ""
+    device_type: str = field(default="", metadata=LINE)  # from the login (AuthInit)
+    platform: str = field(default="", metadata=LINE)
     # back-end session attributes: {"radius": SessionAttrs as a dict} (auth/radius/auth.py)
     extra: dict[str, dict[str, str | int | bool | list[str] | None]] = field(
         default_factory=dict)

@@ -40,16 +40,20 @@ def extract(out: Path = TEMPLATE, root: Path = REPO) -> Path:
     return out
 
 
-def update() -> None:
-    """Merge the template into every language (``--no-fuzzy-matching``: no guesses)."""
-    extract()
+def update(translations: Path = TRANSLATIONS, template: Path = TEMPLATE) -> None:
+    """Merge the template into every language (``--no-fuzzy-matching``: no guesses).
+
+    The header block of each ``.po`` stays: it carries ``Plural-Forms``, without which
+    ``ngettext`` falls back to English plural rules (Russian has three forms, Chinese one).
+    Only the template is extracted without a header, so that it diffs cleanly."""
+    extract(template)
     for code in TRANSLATED:
-        po = TRANSLATIONS / code / "LC_MESSAGES" / f"{DOMAIN}.po"
+        po = translations / code / "LC_MESSAGES" / f"{DOMAIN}.po"
         if po.exists():
-            _run(["update", "-i", str(TEMPLATE), "-o", str(po), "-l", code,
-                  "--no-fuzzy-matching", "--ignore-obsolete", "--omit-header"])
+            _run(["update", "-i", str(template), "-o", str(po), "-l", code,
+                  "--no-fuzzy-matching", "--ignore-obsolete"])
         else:
-            _run(["init", "-i", str(TEMPLATE), "-o", str(po), "-l", code])
+            _run(["init", "-i", str(template), "-o", str(po), "-l", code])
 
 
 def compile_all() -> None:

@@ -41,7 +41,7 @@ from tests.support.device import (
 from tests.support.netns import Netns, TestNet
 from tests.support.waiting import wait_until
 
-NEW_ROUTE = "192.0.2.0/24"
+NEW_ROUTE = "198.18.2.0/24"
 
 
 def _submit(page: Any, selector: str) -> None:

@@ -277,30 +277,38 @@ def server_command(kind: str | None = None) -> str:
     )
 
 
-def _listening_inodes(pid: int, port: int) -> set[str]:
-    """Inodes of TCP sockets listening on ``port`` in ``pid``'s network namespace."""
+def _tcp_tables(pid: int, ns: Netns | None) -> list[str]:
+    """Rows of /proc/net/tcp{,6} of ``pid``'s namespace, or of ``ns`` (read from inside)."""
+    if ns is not None:
+        out = ns.run(["cat", "/proc/net/tcp", "/proc/net/tcp6"], check=False).stdout
+        return [row for row in out.splitlines() if not row.lstrip().startswith("sl")]
+    rows: list[str] = []
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            rows += Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+    return rows
+
+
+def _listening_inodes(pid: int, port: int, ns: Netns | None = None) -> set[str]:
+    """Inodes of TCP sockets listening on ``port`` in ``pid``'s network namespace (or in
+    ``ns``, where a server with listen-netns opens them)."""
     want = f":{port:04X}"
     inodes = set()
-    for table in ("tcp", "tcp6"):
-        try:
-            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            if len(cols) > 9 and cols[1].endswith(want) and cols[3] == "0A":
-                inodes.add(cols[9])
+    for row in _tcp_tables(pid, ns):
+        cols = row.split()
+        if len(cols) > 9 and cols[1].endswith(want) and cols[3] == "0A":
+            inodes.add(cols[9])
     return inodes
 
 
-def _listening(pid: int, port: int) -> bool:
+def _listening(pid: int, port: int, ns: Netns | None = None) -> bool:
     """True once ``pid`` or one of its descendants holds a socket listening on ``port``.
 
     Checking ownership (not just "something listens in the namespace") keeps a
     stray listener, e.g. a server from a previous start, from passing as ours.
     No ``ss`` is spawned: /proc is read directly.
     """
-    inodes = _listening_inodes(pid, port)
+    inodes = _listening_inodes(pid, port, ns)
     if not inodes:
         return False
     targets = {f"socket:[{inode}]" for inode in inodes}
@@ -321,11 +329,18 @@ def _listening(pid: int, port: int) -> bool:
 
 
 class Server:
-    """The server under test, running in the server namespace in the foreground."""
+    """The server under test, running in the server namespace in the foreground.
 
-    def __init__(self, net: TestNet, files: ServerFiles, command: str | None = None) -> None:
+    ``run_ns``: start it in that namespace instead; its listening sockets are then looked
+    for in the server namespace, where ``listen-netns`` (naming it) puts them.
+    """
+
+    def __init__(self, net: TestNet, files: ServerFiles, command: str | None = None, *,
+                 run_ns: Netns | None = None) -> None:
         self.net = net
         self.files = files
+        self.run_ns = run_ns or net.server_ns
+        self._listen_ns = None if run_ns is None else net.server_ns
         self.template = command or server_command()
         self.argv = shlex.split(
             self.template.format(
@@ -363,9 +378,9 @@ class Server:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env["OCGATE_E2E_CONF"] = str(self.files.conf)
-        log.info("starting %s in %s", " ".join(self.argv), self.net.server_ns.name)
+        log.info("starting %s in %s", " ".join(self.argv), self.run_ns.name)
         with self.log_path.open("wb") as out:
-            self.proc = self.net.server_ns.popen(
+            self.proc = self.run_ns.popen(
                 self.argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -380,7 +395,7 @@ class Server:
                     f"server exited with {self.proc.returncode} during start:\n"
                     f"{tail_lines(self.log)}"
                 )
-            if _listening(self.proc.pid, HTTPS_PORT):
+            if _listening(self.proc.pid, HTTPS_PORT, self._listen_ns):
                 return self
             time.sleep(0.05)
         self.stop()

@@ -118,12 +118,14 @@ def running_rig(
     replace_conf: Mapping[str, str] | None = None,
     auth: Sequence[str] | None = None,
     prepare: Callable[[ServerFiles], Sequence[str] | None] | None = None,
+    command: str | None = None,
 ) -> Iterator[Rig]:
     """Namespaces, files and a started server; everything this made is removed on exit.
 
     ``workdir`` and ``net`` are made here unless given.  ``prepare(files)`` runs once the
     files (and the CA) exist, before the start, and may return more config lines.  The
-    server log is printed when the block raises.
+    server log is printed when the block raises.  ``command``: the server command template
+    (default: the one ``OCGATE_E2E_SERVER`` names), for modules that run both servers.
     """
     with contextlib.ExitStack() as stack:
         if workdir is None:
@@ -134,7 +136,7 @@ def running_rig(
         more = prepare(files) if prepare is not None else None
         if replace_conf or auth is not None or more:
             _edit_conf(files, replace_conf or {}, auth, more or ())
-        server = Server(net, files, harness.server_command())
+        server = Server(net, files, command or harness.server_command())
         rig = Rig(net, files, server, label)
         LIVE_RIGS.append(rig)
         try:

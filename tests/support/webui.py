@@ -45,7 +45,7 @@ _CERTS: dict[str, CertificateSet] = {}
 def certificates() -> CertificateSet:
     """One CA + server certificate per test session (EC, fast, but not free)."""
     if "set" not in _CERTS:
-        _CERTS["set"] = make_certificates("ocgate", ["vpn.example.net"], ["192.0.2.10"])
+        _CERTS["set"] = make_certificates("ocgate", ["vpn.example.net"], ["198.18.2.10"])
     return _CERTS["set"]
 
 
@@ -53,7 +53,7 @@ def make_state(root: Path) -> StateLayout:
     layout = StateLayout.at(root)
     plan = SetupPlan(
         admin=AdminAccount(ADMIN, hash_password(ADMIN_PASSWORD)),
-        network=NetworkChoice("vpn.example.net", ["vpn.example.net"], ["192.0.2.10"]),
+        network=NetworkChoice("vpn.example.net", ["vpn.example.net"], ["198.18.2.10"]),
         subnet=SubnetChoice(ipaddress.ip_network("10.73.0.0/24"), None, False,
                             [ipaddress.ip_network("192.168.1.0/24")], ["192.168.1.1"]),
         certs=certificates(),

@@ -41,7 +41,7 @@ CLIENT_INIT = (
     _XML
     + b'<config-auth client="vpn" type="init" '
     + _CLIENT_HEAD
-    + b"<group-access>https://192.0.2.101/</group-access></config-auth>\n"
+    + b"<group-access>https://198.18.2.11/</group-access></config-auth>\n"
 )
 CLIENT_USERNAME = (
     _XML
@@ -290,7 +290,7 @@ def test_parse_transcript_password_with_entities() -> None:
 
 def test_parse_full_request_through_http_parser() -> None:
     raw = (
-        b"POST /auth HTTP/1.1\r\nHost: 192.0.2.101\r\n"
+        b"POST /auth HTTP/1.1\r\nHost: 198.18.2.11\r\n"
         b"Content-Type: application/xml; charset=utf-8\r\n"
         b"Content-Length: " + str(len(CLIENT_USERNAME)).encode() + b"\r\n\r\n" + CLIENT_USERNAME
     )

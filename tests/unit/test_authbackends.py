@@ -42,7 +42,7 @@ from appliance.vpn.auth.groups import GroupPolicy
 from appliance.vpn.auth.otp import hotp
 from appliance.vpn.auth.pam import PamAuth
 from appliance.vpn.auth.plain import OtpFile, PlainAuth
-from appliance.vpn.auth.registry import make_setup
+from appliance.vpn.auth.registry import Method, make_setup
 from appliance.vpn.config import AuthMethod, parse_config
 from appliance.vpn.protocol.tls.handshake import ServerHandshake, make_server_context
 from appliance.vpn.secmod.login import AuthState
@@ -248,16 +248,38 @@ def test_setup_modes() -> None:
     plain = AuthMethod("plain", {"passwd": "/x"})
     cert = AuthMethod("certificate")
     only = make_setup([cert], [], "/ca", UID)
-    assert only.cert_required and only.cert_sufficient and only.password is None
+    assert only.cert_required and only.wants_cert and only.password is None
+    assert only.select(True) == Method(cert=True, password=False)
+    assert only.select(False) is None
     both = make_setup([plain, cert], [], "/ca", UID)
-    assert both.cert_required and not both.cert_sufficient and both.password is not None
+    assert both.cert_required and both.password is not None
+    assert both.select(True) == Method(cert=True, password=True)
+    assert both.select(False) is None
     either = make_setup([plain], [cert], "/ca", UID)
-    assert not either.cert_required and either.cert_sufficient
+    assert not either.cert_required and either.wants_cert
+    assert either.select(True) == Method(cert=True, password=False)
+    assert either.select(False) == Method(cert=False, password=True)
     assert not make_setup([plain], [], None, None).wants_cert
     with pytest.raises(AuthConfigError):
         make_setup([cert], [], None, UID)
     with pytest.raises(AuthConfigError):
         make_setup([AuthMethod("radius", {"config": "/r"})], [], None, None)
+
+
+def test_enable_auth_password_after_certificate() -> None:
+    """ocserv's order: the certificate first when one was verified, else the next method."""
+    plain = AuthMethod("plain", {"passwd": "/x"})
+    cert = AuthMethod("certificate")
+    setup = make_setup([cert], [plain], "/ca", UID)
+    assert setup.cert_required and isinstance(setup.password, PlainAuth)
+    assert setup.select(True) == Method(cert=True, password=False)
+    assert setup.select(False) == Method(cert=False, password=True)
+    # certificate AND password, or else the password alone
+    mixed = make_setup([cert, AuthMethod("pam")], [cert], "/ca", UID)
+    assert mixed.select(True) == Method(cert=True, password=True)
+    assert mixed.select(False) is None
+    with pytest.raises(AuthConfigError, match="only one password"):
+        make_setup([plain], [AuthMethod("pam")], None, None)
 
 
 def test_plain_conversation(tmp_path: Path) -> None:
@@ -548,6 +570,19 @@ def test_two_step_conversation_is_relayed_as_forms(secmod: SecMod) -> None:
     assert session is not None and (session.username, session.groupname) == ("alice", "staff")
 
 
+def test_session_keeps_the_login_requests_device_identifiers(secmod: SecMod) -> None:
+    """DEVICE_TYPE / DEVICE_PLATFORM come from the login, whatever the CONNECT says."""
+    secmod.setup.password = Scripted(["Password:"], ["pw"])
+    state = AuthState()
+    secmod.login.auth_init(state, ipc.AuthInit("alice", None, "198.18.0.2", "test",
+                                               "Pixel 8", "android"))
+    done = secmod.login.auth_cont(state, "pw")
+    assert done.status == "ok"
+    info = secmod._main_request(ipc.SessionOpen(done.cookie, "198.18.0.2"))
+    assert isinstance(info, ipc.SessionInfo) and info.ok
+    assert (info.device_type, info.platform) == ("Pixel 8", "android")
+
+
 def test_wrong_answer_restarts_then_fails_after_three(secmod: SecMod) -> None:
     backend = Scripted(["Password:", "Code:"], ["pw", "1"])
     secmod.setup.password = backend
@@ -585,7 +620,7 @@ def test_group_rules_in_the_dialogue(secmod: SecMod) -> None:
 
 def test_certificate_modes(secmod: SecMod) -> None:
     secmod.setup.password = Scripted(["Password:"], ["pw"])
-    secmod.setup.cert_required, secmod.setup.cert_sufficient = True, False  # cert AND pw
+    secmod.setup.methods = (Method(cert=True, password=True),)  # cert AND pw
     state = AuthState()
     assert init(secmod, state, "alice").message == "No certificate"
     state.cert = CertIdentity("alice")  # as _note_certificate would after a handshake
@@ -594,13 +629,15 @@ def test_certificate_modes(secmod: SecMod) -> None:
     init(secmod, state, "alice")
     assert secmod.login.auth_cont(state, "pw").status == "ok"
 
-    secmod.setup.cert_required, secmod.setup.cert_sufficient = False, True  # cert OR pw
+    secmod.setup.methods = (Method(cert=False, password=True),  # cert OR pw
+                            Method(cert=True, password=False))
     assert init(secmod, AuthState()).form == "login"
     reply = init(secmod, state)
     assert reply.status == "ok"
     assert secmod.store.open(reply.cookie, time.time()).username == "alice"
 
-    secmod.setup.cert_required, secmod.setup.password = True, None  # cert only
+    secmod.setup.methods = (Method(cert=True, password=False),)  # cert only
+    secmod.setup.password = None
     multi = AuthState(cert=CertIdentity("carol", ("staff", "admins")))
     reply = init(secmod, multi)
     assert (reply.form, reply.message) == ("group", "Please select your group.")

@@ -99,7 +99,8 @@ def test_ocserv_master_defaults() -> None:
 
 
 def test_not_implemented_and_user_options() -> None:
-    assert "nbns" in NOT_IMPLEMENTED
+    assert "nbns" not in NOT_IMPLEMENTED and "syslog-facility" not in NOT_IMPLEMENTED
+    assert "ping-leases" in REFUSED_UNIMPLEMENTED
     for name in ("cisco-client-compat", "user-profile", "select-group-by-url"):
         assert name not in NOT_IMPLEMENTED  # AnyConnect behaviour (anyconnect*.py)
     for name in ("tcp-port", "auth", "route", "dns", "ipv4-dns", "compression-algo-priority"):
@@ -281,8 +282,12 @@ def test_banner_and_derived_values() -> None:
     assert cfg.no_compress_limit == 64
     cfg = cfg_of("idle-timeout = 0\nsession-timeout = 0\n")
     assert cfg.idle_timeout is None and cfg.session_timeout is None
-    cfg = cfg_of("listen-host = 192.0.2.1\nudp-port = 0\n")
-    assert cfg.udp_listen_host == "192.0.2.1" and cfg.udp_port is None
+    cfg = cfg_of("listen-host = 198.51.100.1\nudp-port = 0\n")
+    assert cfg.udp_listen_host == "198.51.100.1" and cfg.udp_port is None
+    cfg = cfg_of("listen-host = 198.51.100.1\nudp-listen-host = 198.51.100.2\n"
+                 "listen-netns = outside\n")
+    assert (cfg.listen_host, cfg.udp_listen_host) == ("198.51.100.1", "198.51.100.2")
+    assert cfg.listen_netns == "outside" and cfg.warnings == []
     cfg = cfg_of("device =\ntls-priorities = \"\"\n")
     assert cfg.device == "vpns" and cfg.tls_priorities == "NORMAL:%SERVER_PRECEDENCE:%COMPAT"
 
@@ -342,8 +347,8 @@ def test_ipv6_pool() -> None:
                        "ipv6-subnet-prefix = 64\n" + v4)
     assert cfg.ipv6_network == V6("fda9:4efe:7e3b::/48")
     assert cfg.ipv6_subnet_prefix == 64
-    with pytest.raises(ConfigError, match=r"an IPv6-only pool is not supported yet"):
-        parse_config('auth = "plain[passwd=/x]"\nipv6-network = fda9:4efe:7e3b:3ea::/48\n')
+    only6 = parse_config('auth = "plain[passwd=/x]"\nipv6-network = fda9:4efe:7e3b:3ea::/48\n')
+    assert only6.ipv4_network is None and only6.ipv6_network == V6("fda9:4efe:7e3b::/48")
     cfg = parse_config('auth = "plain[passwd=/x]"\nipv6-network = fd00::\nipv6-prefix = 56\n'
                        + v4)
     assert cfg.ipv6_network == V6("fd00::/56")
@@ -529,18 +534,18 @@ def test_syntax_errors(line: str, fragment: str) -> None:
 
 def test_unknown_and_unimplemented_warn_once() -> None:
     cfg = cfg_of("foo = 1\nfoo = 2\nbar = x\ncompression-algo-priority = lzs:95\n"
-                 "select-group = a\nselect-group = b[Group B]\nnbns = 10.0.0.9\n"
-                 "ipv4-nbns = 10.0.0.8\n")
+                 "select-group = a\nselect-group = b[Group B]\nnbns = 198.51.100.9\n"
+                 "ipv4-nbns = 198.51.100.8\nproxy-url = /p\noutput-buffer = 10\n")
     assert cfg.warnings == [
         "unknown option 'foo' (kept)",
         "unknown option 'bar' (kept)",
-        "option 'nbns' is not implemented yet (ignored)",
-        "option 'ipv4-nbns' is not implemented yet (ignored)",
+        "option 'proxy-url' is not implemented yet (ignored)",
+        "option 'output-buffer' is not implemented yet (ignored)",
     ]
     assert cfg.select_groups == [("a", "a"), ("b", "Group B")]
-    assert cfg.nbns == ["10.0.0.9", "10.0.0.8"]
+    assert cfg.nbns == ["198.51.100.9", "198.51.100.8"]
     assert [(k, v) for k, v, _ in cfg.raw][2:5] == [("foo", "1"), ("foo", "2"), ("bar", "x")]
-    assert [line for _, _, line in cfg.raw] == list(range(1, 11))
+    assert [line for _, _, line in cfg.raw] == list(range(1, 13))
 
 
 def test_repeated_scalar_last_wins() -> None:
@@ -1012,13 +1017,13 @@ HARMLESS_UNIMPLEMENTED = {
     "camouflage_realm", "camouflage_secret",  # camouflage itself is refused when on
     "cisco-svc-client-compat",  # a feature (the /svc endpoint) that is simply absent
     "client-bypass-protocol",  # without it clients keep that traffic in the tunnel
-    "debug-no-secmod-stats", "log-level", "syslog-facility", "use-utmp",  # logging
+    "debug-no-secmod-stats", "log-level", "use-utmp",  # logging (login records stay
+    # in the server log; utmp is an audit copy, no access control)
     "dh-params",  # OCGate offers no finite-field DHE suites
     "host-update-script", "hostname", "listen-host-is-dyndns", "proxy-url",  # hints
-    "nbns", "ipv4-nbns", "ipv6-nbns",  # WINS servers pushed to clients
     "key-pin", "pin-file", "srk-pin", "srk-pin-file",  # PKCS#11/TPM keys: cannot load
     "ocsp-response",  # no stapled OCSP response: clients may still check themselves
-    "limit-worker-memory", "output-buffer", "net-priority", "ping-leases",  # tuning
+    "output-buffer", "net-priority",  # tuning
     "sec-mod-scale", "sec-mod-db-cleanup-time", "server-drain-ms",
     "server-stats-reset-time",
     "no-udp",  # DTLS stays available; it is encrypted like TLS
@@ -1058,15 +1063,25 @@ def test_harmless_unimplemented_option_warns(name: str) -> None:
     assert f"option '{name}' is not implemented yet (ignored)" in cfg.warnings
 
 
+def test_enable_auth_password_alternative() -> None:
+    """auth = certificate with enable-auth = a password method: either one logs in."""
+    for method in ("plain[passwd=/p]", "pam", "radius[config=/r]"):
+        cfg = parse_config(f"auth = certificate\nenable-auth = {method}\nca-cert = /ca\n"
+                           "cert-user-oid = 2.5.4.3\nipv4-network = 203.0.113.0/24\n")
+        assert [m.name for m in cfg.enable_auth] == [method.split("[")[0]]
+        assert cfg.warnings == []
+
+
 @pytest.mark.parametrize("line, fragment", [
     ("auth = gssapi", "auth = gssapi: this authentication method is not implemented"),
     ("auth = oidc[config=/etc/ocserv/oidc.json]", "auth = oidc: this authentication"),
     ("enable-auth = gssapi", "enable-auth = gssapi: this authentication method is not "
-                             "implemented (for 'enable-auth': certificate)"),
-    ("enable-auth = pam", "enable-auth = pam: this authentication method"),
-    ("enable-auth = radius[config=/r]", "enable-auth = radius: this authentication"),
-    ("enable-auth = plain[passwd=/p]", "enable-auth = plain: this authentication"),
-    ("acct = pam", "accounting method 'pam' is not implemented (only radius)"),
+                             "implemented (for 'enable-auth': certificate, pam, plain, "
+                             "radius)"),
+    ("enable-auth = pam", "only one password-based authentication method may be "
+                          "configured ('plain' and 'pam')"),  # ocserv refuses it too
+    ("acct = pam[service=x]", "unknown parameter 'service' for 'pam'; pam takes no "
+                              "parameters"),
     ("[vhost:vpn.test]\nbanner = hi", "virtual host sections are not implemented"),
 ])
 def test_unimplemented_auth_and_accounting_refuse(line: str, fragment: str) -> None:
@@ -1095,7 +1110,7 @@ def test_plain_otp_parameters() -> None:
 
 
 @pytest.mark.parametrize("extra, expect_rc, why", [
-    ("", 0, ""), ("acct = pam\n", 1, "is not implemented"),
+    ("", 0, ""), ("acct = pam\n", 0, ""), ("enable-auth = gssapi\n", 1, "is not implemented"),
     ("chroot-dir = /\n", 0, ""), ("chroot-dir = /nonexistent/jail\n", 1, "is not a directory"),
     ("chroot-dir = jail\n", 1, "must be an absolute path")])
 def test_cli_test_mode_says_the_same(tmp_path: Path, extra: str, expect_rc: int,

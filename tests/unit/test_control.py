@@ -56,10 +56,10 @@ def control_provider() -> FakeProvider:
             SessionInfo("AAAAAA1111", "alice", created=NOW - 60, in_use=2),
             SessionInfo("CCCCCC3333", "carol", state="authenticating", created=NOW - 3),
         ],
-        ban_list=[BanInfo("192.0.2.7", 30, NOW + 100), BanInfo("192.0.2.8", 10),
-                  BanInfo("192.0.2.9", 50, NOW - 1)],
+        ban_list=[BanInfo("198.18.2.7", 30, NOW + 100), BanInfo("198.18.2.8", 10),
+                  BanInfo("198.18.2.9", 50, NOW - 1)],
         status_info=StatusInfo(server_pid=1, secmod_pid=2, up_since=NOW - 100),
-        bannable="192.0.2.7",
+        bannable="198.18.2.7",
     )
 
 
@@ -168,9 +168,9 @@ def test_fuzz_parse_arguments(cmd: str, args: dict[str, Any]) -> None:
 def test_from_wire_checks_types_and_ignores_new_fields() -> None:
     u = from_wire(UserInfo, {"id": 5, "username": "a", "connected_at": 3, "future": 1})
     assert u.id == 5 and u.connected_at == 3.0 and isinstance(u.connected_at, float)
-    assert from_wire(BanInfo, {"ip": "192.0.2.1", "expires": None}).expires is None
-    assert from_wire(BanInfo, {"ip": "192.0.2.1", "expires": 5}).expires == 5.0
-    assert isinstance(from_wire(BanInfo, {"ip": "192.0.2.1", "expires": 5}).expires, float)
+    assert from_wire(BanInfo, {"ip": "198.18.2.1", "expires": None}).expires is None
+    assert from_wire(BanInfo, {"ip": "198.18.2.1", "expires": 5}).expires == 5.0
+    assert isinstance(from_wire(BanInfo, {"ip": "198.18.2.1", "expires": 5}).expires, float)
     with pytest.raises(ControlError, match="'id' is missing"):
         from_wire(UserInfo, {"username": "a"})
     with pytest.raises(ControlError, match="'id' has the wrong type"):
@@ -207,7 +207,7 @@ def test_dispatch_filters_and_orders() -> None:
         "AAAAAA1111"]
     assert len(dispatch(p, req("show sessions all"))["data"]) == 2
     assert dispatch(p, req("show session", sid="CCC"))["data"][0]["username"] == "carol"
-    assert [b["ip"] for b in dispatch(p, req("show ip bans"))["data"]] == ["192.0.2.7"]
+    assert [b["ip"] for b in dispatch(p, req("show ip bans"))["data"]] == ["198.18.2.7"]
     assert len(dispatch(p, req("show ip ban points"))["data"]) == 3
     assert dispatch(p, req("show iroutes"))["data"][0] == {
         "id": 101, "username": "alice", "vhost": "default", "device": "vpns0",
@@ -221,7 +221,7 @@ def test_dispatch_orders() -> None:
     p = control_provider()
     assert dispatch(p, req("disconnect user", name="alice"))["data"] == {"count": 2}
     assert dispatch(p, req("disconnect id", id=5))["data"] == {"disconnected": False}
-    assert dispatch(p, req("unban ip", ip="192.0.2.7"))["data"] == {"unbanned": True}
+    assert dispatch(p, req("unban ip", ip="198.18.2.7"))["data"] == {"unbanned": True}
     assert dispatch(p, req("reload"))["data"] == {"message": "configuration reloaded"}
     assert dispatch(p, req("stop now"))["ok"] is True
     assert dispatch(p, req("terminate session", sid="AAAAAA"))["data"] == {"count": 2}
@@ -439,12 +439,12 @@ def test_server_answers_and_keeps_the_connection(served: tuple[LoopThread, FakeP
                                                                    str]) -> None:
     _loop, provider, path = served
     with client(path) as sock:
-        sock.sendall(req("show users") + b"\n" + b"garbage\n" + req("unban ip", ip="192.0.2.7")
+        sock.sendall(req("show users") + b"\n" + b"garbage\n" + req("unban ip", ip="198.18.2.7")
                      + b"\n")
         assert [u["username"] for u in read_line(sock)["data"]] == ["alice", "bob", "alice"]
         assert read_line(sock)["ok"] is False
         assert read_line(sock)["data"] == {"unbanned": True}
-    assert ("unban", "192.0.2.7") in provider.calls
+    assert ("unban", "198.18.2.7") in provider.calls
 
 
 def test_server_limits_clients_and_closes_idle_ones(served: tuple[LoopThread, FakeProvider,

@@ -58,7 +58,7 @@ def request_headers(text: str) -> Headers:
 
 # Verbatim from ocserv-transcript.txt section 1 (the redacted secret replaced by hex).
 DTLS_REQUEST = f"""
-Host: 192.0.2.101
+Host: 198.18.2.11
 User-Agent: Open AnyConnect VPN Agent v9.01-3
 Cookie: webvpn=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=
 X-CSTP-Version: 1
@@ -77,7 +77,7 @@ X-DTLS-Accept-Encoding: oc-lz4,lzs
 """  # noqa: E501
 
 TLS_REQUEST = """
-Host: 192.0.2.101
+Host: 198.18.2.11
 User-Agent: Open AnyConnect VPN Agent v9.01-3
 Cookie: webvpn=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=
 X-CSTP-Version: 1
@@ -621,3 +621,10 @@ def test_connect_errors() -> None:
     assert connect_error(404).startswith(b"HTTP/1.1 404 Not found\r\n")
     with pytest.raises(CstpError):
         connect_error(200)
+
+
+def test_device_identifiers_drop_values_ocserv_would_not_keep() -> None:
+    headers = Headers([("X-AnyConnect-Identifier-DeviceType", "d" * 64),
+                       ("X-AnyConnect-Identifier-Platform", "p" * 63)])
+    assert cstp.device_identifiers(headers) == ("", "p" * 63)
+    assert cstp.device_identifiers(Headers([])) == ("", "")

@@ -389,7 +389,7 @@ def test_gnutls_openconnect_style_handshake_and_data(aead):
 def test_gnutls_cookie_exchange():
     psk, app_id = os.urandom(32), os.urandom(32)
     client, hs, transcript = _gnutls_session(psk, app_id, cookie_exchange=True,
-                                             peer=b"192.0.2.1:4433")
+                                             peer=b"198.18.2.1:4433")
     try:
         assert transcript[1][0] == "s" and transcript[1][1][13] == 3  # HelloVerifyRequest
         second = next(d for who, d in transcript[2:] if who == "c")
@@ -407,13 +407,13 @@ def test_cookie_binds_peer_and_random():
     ctx = make_dtls_context()
     secret = os.urandom(32)
     a = DtlsServerHandshake(ctx, b"k" * 32, cookie_exchange=True, cookie_secret=secret,
-                            peer=b"192.0.2.1:1")
+                            peer=b"198.18.2.1:1")
     b = DtlsServerHandshake(ctx, b"k" * 32, cookie_exchange=True, cookie_secret=secret,
-                            peer=b"192.0.2.2:1")
+                            peer=b"198.18.2.2:1")
     a._hello_random = b._hello_random = b"r" * 32
     assert a.cookie() != b.cookie()
     c = DtlsServerHandshake(ctx, b"k" * 32, cookie_exchange=True, cookie_secret=secret,
-                            peer=b"192.0.2.1:1")
+                            peer=b"198.18.2.1:1")
     c._hello_random = b"r" * 32
     assert c.cookie() == a.cookie()  # stateless: same secret and inputs, same cookie
 

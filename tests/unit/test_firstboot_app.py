@@ -27,18 +27,18 @@ STRONG2 = "violet Ocean lantern 42 quietly"
 
 
 def fake_info() -> NetworkInfo:
-    """A LAN host 192.0.2.10/24 with a gateway, plus a route on the first candidate."""
+    """A LAN host 198.18.2.10/24 with a gateway, plus a route on the first candidate."""
     return NetworkInfo(
         addresses=[
             InterfaceAddress("lo", ipaddress.ip_interface("127.0.0.1/8"), "host", True),
-            InterfaceAddress("eth0", ipaddress.ip_interface("192.0.2.10/24")),
+            InterfaceAddress("eth0", ipaddress.ip_interface("198.18.2.10/24")),
         ],
         routes=[
-            Route(None, ipaddress.ip_address("192.0.2.1"), "eth0"),
-            Route(ipaddress.ip_network("192.0.2.0/24"), None, "eth0"),
+            Route(None, ipaddress.ip_address("198.18.2.1"), "eth0"),
+            Route(ipaddress.ip_network("198.18.2.0/24"), None, "eth0"),
             Route(ipaddress.ip_network("203.0.113.0/26"), None, None, "main", "blackhole"),
         ],
-        resolvers=[ipaddress.ip_address("192.0.2.53")],
+        resolvers=[ipaddress.ip_address("198.18.2.53")],
         hostname="testbox",
     )
 
@@ -64,14 +64,14 @@ class Wizard:
         self.client: FlaskClient = self.app.test_client()
 
     def token(self, path: str) -> str:
-        page = self.client.get(path, base_url="http://192.0.2.10")
+        page = self.client.get(path, base_url="http://198.18.2.10")
         match = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
         assert match, page.get_data(as_text=True)[:500]
         return match.group(1)
 
     def post(self, path: str, data: dict[str, str], token_from: str | None = None):  # noqa: ANN201
         data = {"csrf_token": self.token(token_from or path), **data}
-        return self.client.post(path, data=data, base_url="http://192.0.2.10")
+        return self.client.post(path, data=data, base_url="http://198.18.2.10")
 
     def run_until_review(self, *, method: str = "password") -> None:
         assert self.post("/setup/code", {"code": self.code.lower()}).status_code == 303
@@ -80,10 +80,10 @@ class Wizard:
         assert self.post("/setup/network", {"action": "save", "server": "vpn.example.net",
                                             "hostname": "testbox", "names": "alt.example.net"}
                          ).status_code == 303
-        page = self.client.get("/setup/subnet", base_url="http://192.0.2.10")
+        page = self.client.get("/setup/subnet", base_url="http://198.18.2.10")
         assert "203.0.113.64/26" in page.get_data(as_text=True)  # 203.0.113.0/26 is taken
         assert self.post("/setup/subnet", {"pool": "203.0.113.64/26", "mode": "full",
-                                           "routes": "", "dns": "192.0.2.53", "pool6": ""}
+                                           "routes": "", "dns": "198.18.2.53", "pool6": ""}
                          ).status_code == 303
         assert self.post("/setup/certificates", {"key_type": "ec"}).status_code == 303
         data = {"username": "alice", "method": method, "password": STRONG2,
@@ -98,7 +98,7 @@ def wiz(tmp_path: Path) -> Wizard:
 
 def test_whole_flow_writes_a_working_state(wiz: Wizard) -> None:
     wiz.run_until_review()
-    review = wiz.client.get("/setup/review", base_url="http://192.0.2.10")
+    review = wiz.client.get("/setup/review", base_url="http://198.18.2.10")
     assert b"https://vpn.example.net/" in review.data
     response = wiz.post("/setup/apply", {}, token_from="/setup/review")
     assert response.status_code == 303 and response.location.endswith("/setup/done")
@@ -107,7 +107,7 @@ def test_whole_flow_writes_a_working_state(wiz: Wizard) -> None:
     assert not layout.setup_code.exists()  # the code is invalidated
     cfg = load_config(str(layout.conf))
     assert str(cfg.ipv4_network) == "203.0.113.64/26"
-    assert cfg.dns == ["192.0.2.53"] and cfg.tunnel_all_dns
+    assert cfg.dns == ["198.18.2.53"] and cfg.tunnel_all_dns
     assert [str(r) for r in cfg.route] == ["0.0.0.0/0"]
     assert cfg.server_cert == str(layout.server_cert)
     users = load_passwd(layout.passwd)
@@ -118,24 +118,24 @@ def test_whole_flow_writes_a_working_state(wiz: Wizard) -> None:
                    layout.conf):
         assert secret.stat().st_mode & 0o777 == 0o600, secret
     assert wiz.ran == [["systemctl", "enable", "x"]] and len(wiz.applied) == 1
-    done = wiz.client.get("/setup/done", base_url="http://192.0.2.10").get_data(as_text=True)
+    done = wiz.client.get("/setup/done", base_url="http://198.18.2.10").get_data(as_text=True)
     pin = re.search(r'id="pin">(pin-sha256:[^<]+)<', done)
     assert pin and "openconnect --servercert=" + pin.group(1) in done
     assert "--user=alice https://vpn.example.net/" in done
     for system in ("Windows", "macOS", "Linux", "Android", "iOS"):
         assert system in done
     # every later request lands on the final page
-    assert wiz.client.get("/setup/admin", base_url="http://192.0.2.10").location.endswith(
+    assert wiz.client.get("/setup/admin", base_url="http://198.18.2.10").location.endswith(
         "/setup/done")
 
 
 def test_certificate_user_gets_a_pkcs12_only_in_its_own_browser(wiz: Wizard) -> None:
     wiz.run_until_review(method="certificate")
     wiz.post("/setup/apply", {}, token_from="/setup/review")
-    done = wiz.client.get("/setup/done", base_url="http://192.0.2.10").get_data(as_text=True)
+    done = wiz.client.get("/setup/done", base_url="http://198.18.2.10").get_data(as_text=True)
     password = re.search(r'id="p12-password">([^<]+)<', done)
     assert password
-    blob = wiz.client.get("/setup/done/client.p12", base_url="http://192.0.2.10")
+    blob = wiz.client.get("/setup/done/client.p12", base_url="http://198.18.2.10")
     assert blob.status_code == 200 and blob.mimetype == "application/x-pkcs12"
     key, cert, cas = pkcs12.load_key_and_certificates(blob.data, password.group(1).encode())
     assert key is not None and cert is not None
@@ -144,9 +144,9 @@ def test_certificate_user_gets_a_pkcs12_only_in_its_own_browser(wiz: Wizard) -> 
     assert [m.name for m in cfg.enable_auth] == ["certificate"]
     assert cfg.cert_user_oid == "0.9.2342.19200300.100.1.1"
     other = wiz.app.test_client()
-    assert other.get("/setup/done/client.p12", base_url="http://192.0.2.10").status_code == 404
+    assert other.get("/setup/done/client.p12", base_url="http://198.18.2.10").status_code == 404
     assert b"only be downloaded from the browser" in other.get(
-        "/setup/done", base_url="http://192.0.2.10").data
+        "/setup/done", base_url="http://198.18.2.10").data
 
 
 def test_wrong_codes_are_rate_limited_per_client(wiz: Wizard) -> None:
@@ -179,19 +179,19 @@ def test_weak_admin_password_is_refused_with_reasons(wiz: Wizard) -> None:
 
 
 def test_steps_cannot_be_skipped(wiz: Wizard) -> None:
-    r = wiz.client.get("/setup/review", base_url="http://192.0.2.10")
+    r = wiz.client.get("/setup/review", base_url="http://198.18.2.10")
     assert r.status_code == 303 and r.location.endswith("/setup/code")
     wiz.post("/setup/code", {"code": wiz.code})
-    r = wiz.client.get("/setup/certificates", base_url="http://192.0.2.10")
+    r = wiz.client.get("/setup/certificates", base_url="http://198.18.2.10")
     assert r.location.endswith("/setup/admin")
 
 
 def test_post_without_csrf_token_is_refused(wiz: Wizard) -> None:
-    wiz.client.get("/setup/code", base_url="http://192.0.2.10")
-    r = wiz.client.post("/setup/code", data={"code": wiz.code}, base_url="http://192.0.2.10")
+    wiz.client.get("/setup/code", base_url="http://198.18.2.10")
+    r = wiz.client.post("/setup/code", data={"code": wiz.code}, base_url="http://198.18.2.10")
     assert r.status_code == 400 and b"did not come from this device" in r.data
     r = wiz.client.post("/setup/code", data={"code": wiz.code, "csrf_token": "forged"},
-                        base_url="http://192.0.2.10")
+                        base_url="http://198.18.2.10")
     assert r.status_code == 400
     assert wiz.ctx.drafts.__len__() == 0
 
@@ -199,7 +199,7 @@ def test_post_without_csrf_token_is_refused(wiz: Wizard) -> None:
 def test_cross_origin_post_is_refused_even_with_token(wiz: Wizard) -> None:
     token = wiz.token("/setup/code")
     r = wiz.client.post("/setup/code", data={"code": wiz.code, "csrf_token": token},
-                        base_url="http://192.0.2.10",
+                        base_url="http://198.18.2.10",
                         headers={"Origin": "http://evil.example"})
     assert r.status_code == 400
 
@@ -207,8 +207,8 @@ def test_cross_origin_post_is_refused_even_with_token(wiz: Wizard) -> None:
 @pytest.mark.parametrize("path", ["/", "/generate_204", "/hotspot-detect.html", "/admin",
                                   "/setupx", "/index.html?x=1"])
 def test_captive_redirects_every_other_path(wiz: Wizard, path: str) -> None:
-    r = wiz.client.get(path, base_url="http://192.0.2.10")
-    assert r.status_code == 302 and r.location in ("/setup/", "http://192.0.2.10/setup/")
+    r = wiz.client.get(path, base_url="http://198.18.2.10")
+    assert r.status_code == 302 and r.location in ("/setup/", "http://198.18.2.10/setup/")
 
 
 @pytest.mark.parametrize("host", ["connectivitycheck.gstatic.com", "evil.example",
@@ -216,17 +216,17 @@ def test_captive_redirects_every_other_path(wiz: Wizard, path: str) -> None:
 def test_captive_redirects_foreign_host_names_to_the_device(wiz: Wizard, host: str) -> None:
     r = wiz.client.get("/setup/code", base_url=f"http://{host}")
     assert r.status_code == 302
-    assert r.location == "http://192.0.2.10/setup/"
+    assert r.location == "http://198.18.2.10/setup/"
 
 
-@pytest.mark.parametrize("host", ["192.0.2.10", "ocgate.local", "testbox.local",
+@pytest.mark.parametrize("host", ["198.18.2.10", "ocgate.local", "testbox.local",
                                   "localhost:8080"])
 def test_own_host_names_are_served(wiz: Wizard, host: str) -> None:
     assert wiz.client.get("/setup/code", base_url=f"http://{host}").status_code == 200
 
 
 def test_security_headers_on_wizard_pages(wiz: Wizard) -> None:
-    r = wiz.client.get("/setup/code", base_url="http://192.0.2.10")
+    r = wiz.client.get("/setup/code", base_url="http://198.18.2.10")
     csp = r.headers["Content-Security-Policy"]
     assert "unsafe-inline" not in csp and "script-src 'self'" in csp
     assert r.headers["X-Frame-Options"] == "DENY"
@@ -238,14 +238,14 @@ def test_security_headers_on_wizard_pages(wiz: Wizard) -> None:
 def test_subnet_conflict_typed_by_the_user_is_refused(wiz: Wizard) -> None:
     wiz.post("/setup/code", {"code": wiz.code})
     wiz.post("/setup/admin", {"username": "a", "password": STRONG, "confirm": STRONG})
-    wiz.post("/setup/network", {"action": "save", "server": "192.0.2.10", "hostname": "x",
+    wiz.post("/setup/network", {"action": "save", "server": "198.18.2.10", "hostname": "x",
                                 "names": ""})
     r = wiz.post("/setup/subnet", {"pool": "203.0.113.0/24", "mode": "full", "dns": ""})
     assert r.status_code == 400 and b"overlaps 203.0.113.0/26" in r.data
     r = wiz.post("/setup/subnet", {"pool": "10.73.0.0/24", "mode": "full", "dns": ""})
     assert r.status_code == 400 and b"documentation range" in r.data
     r = wiz.post("/setup/subnet", {"pool": "203.0.113.128/26", "mode": "lan",
-                                   "routes": "192.0.2.0/24", "dns": "",
+                                   "routes": "198.18.2.0/24", "dns": "",
                                    "ipv6": "on", "pool6": "2001:db8:1::/64"})
     assert r.status_code == 303
     sub = wiz.ctx.drafts.get(next(iter(wiz.ctx.drafts._drafts))).subnet  # noqa: SLF001
@@ -259,7 +259,7 @@ def test_changing_names_drops_the_certificates(wiz: Wizard) -> None:
     wiz.post("/setup/network", {"action": "save", "server": "other.example.net",
                                 "hostname": "testbox", "names": ""})
     assert draft.certs is None
-    r = wiz.client.get("/setup/review", base_url="http://192.0.2.10")
+    r = wiz.client.get("/setup/review", base_url="http://198.18.2.10")
     assert r.location.endswith("/setup/subnet") or r.location.endswith("/setup/certificates")
 
 

@@ -37,20 +37,20 @@ from appliance.state import StateLayout
 from appliance.vpn.config import load_config
 from appliance.vpn.passwd import hash_password, load_passwd, verify_password
 
-OLD_CONF = 'auth = "plain[passwd=/old/ocpasswd]"\nipv4-network = 192.0.2.0/24\n'
+OLD_CONF = 'auth = "plain[passwd=/old/ocpasswd]"\nipv4-network = 198.18.2.0/24\n'
 
 
 @pytest.fixture(scope="module")
 def plan() -> SetupPlan:
-    certs = make_certificates("box", ["vpn.example.net"], ["192.0.2.10"])
+    certs = make_certificates("box", ["vpn.example.net"], ["198.18.2.10"])
     user = make_client(certs, "bob")
     user.password_hash = hash_password("violet Ocean lantern 42")
     return SetupPlan(
         admin=AdminAccount("admin", hash_password("quiet Harbor lantern 73")),
-        network=NetworkChoice("vpn.example.net", ["vpn.example.net"], ["192.0.2.10"]),
+        network=NetworkChoice("vpn.example.net", ["vpn.example.net"], ["198.18.2.10"]),
         subnet=SubnetChoice(ipaddress.ip_network("10.73.0.0/24"),
                             ipaddress.ip_network("fd12:3456:789a::/64"), False,
-                            [ipaddress.ip_network("192.0.2.0/24")], ["192.0.2.1"]),
+                            [ipaddress.ip_network("198.18.2.0/24")], ["198.18.2.1"]),
         certs=certs,
         user=user,
     )
@@ -103,7 +103,7 @@ def test_apply_writes_a_complete_valid_state(plan: SetupPlan, tmp_path: Path) ->
     cfg = load_config(str(layout.conf))
     assert str(cfg.ipv4_network) == "10.73.0.0/24" and str(cfg.ipv6_network) == \
         "fd12:3456:789a::/64"
-    assert [str(r) for r in cfg.route] == ["192.0.2.0/24"] and cfg.dns == ["192.0.2.1"]
+    assert [str(r) for r in cfg.route] == ["198.18.2.0/24"] and cfg.dns == ["198.18.2.1"]
     assert cfg.isolate_workers and cfg.max_clients == 64 and cfg.tcp_port == 443
     assert cfg.ca_cert == str(layout.ca_cert) and cfg.cert_user_oid
     assert (layout.root / "ocserv.conf.bak").read_text() == OLD_CONF
@@ -126,7 +126,7 @@ def test_apply_writes_a_complete_valid_state(plan: SetupPlan, tmp_path: Path) ->
 
 def test_conf_renders_through_the_config_module(plan: SetupPlan, tmp_path: Path) -> None:
     text = render_conf(plan, StateLayout.at(tmp_path))
-    assert "route = 192.0.2.0/24" in text and "tunnel-all-dns" not in text
+    assert "route = 198.18.2.0/24" in text and "tunnel-all-dns" not in text
     full = SetupPlan(plan.admin, plan.network, SubnetChoice(
         ipaddress.ip_network("10.73.0.0/29"), dns=[]), plan.certs,
         FirstUser("x", "password", "h"))

@@ -21,7 +21,7 @@ from appliance.firstboot.certs import (
 )
 
 NAMES = ["vpn.example.net", "ocgate", "ocgate.local"]
-ADDRS = ["192.0.2.10", "2001:db8::10"]
+ADDRS = ["198.18.2.10", "2001:db8::10"]
 
 
 @pytest.fixture(scope="module", params=["ec", "rsa"])

@@ -74,7 +74,7 @@ def test_parser_defaults() -> None:
 
 def fake_probe() -> NetworkInfo:
     return NetworkInfo(addresses=[InterfaceAddress(
-        "eth0", ipaddress.ip_interface("192.0.2.10/24"))], hostname="box")
+        "eth0", ipaddress.ip_interface("198.18.2.10/24"))], hostname="box")
 
 
 def test_service_serves_prints_the_code_and_lingers_out(tmp_path: Path) -> None:

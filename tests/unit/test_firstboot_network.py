@@ -25,7 +25,7 @@ ADDR = json.dumps([
      "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8, "scope": "host"},
                    {"family": "inet6", "local": "::1", "prefixlen": 128, "scope": "host"}]},
     {"ifindex": 2, "ifname": "eth0", "flags": ["UP"], "link_type": "ether",
-     "addr_info": [{"family": "inet", "local": "192.0.2.10", "prefixlen": 24,
+     "addr_info": [{"family": "inet", "local": "198.18.2.10", "prefixlen": 24,
                     "scope": "global"},
                    {"family": "inet6", "local": "2001:db8::10", "prefixlen": 64,
                     "scope": "global"},
@@ -35,9 +35,9 @@ ADDR = json.dumps([
     {"ifindex": 4, "ifname": "can0", "addr_info": [{"family": "packet"}]},
 ])
 ROUTES4 = json.dumps([
-    {"dst": "default", "gateway": "192.0.2.1", "dev": "eth0", "flags": []},
-    {"dst": "192.0.2.0/24", "dev": "eth0", "protocol": "kernel", "scope": "link"},
-    {"type": "local", "dst": "192.0.2.10", "dev": "eth0", "table": "local"},
+    {"dst": "default", "gateway": "198.18.2.1", "dev": "eth0", "flags": []},
+    {"dst": "198.18.2.0/24", "dev": "eth0", "protocol": "kernel", "scope": "link"},
+    {"type": "local", "dst": "198.18.2.10", "dev": "eth0", "table": "local"},
 ])
 
 
@@ -52,23 +52,23 @@ def runner(outputs: dict[str, str]):  # noqa: ANN201
 
 def test_parse_and_derive(tmp_path: Path) -> None:
     resolv = tmp_path / "resolv.conf"
-    resolv.write_text("# x\nnameserver 127.0.0.53\nnameserver 192.0.2.53\nsearch lan\n")
+    resolv.write_text("# x\nnameserver 127.0.0.53\nnameserver 198.18.2.53\nsearch lan\n")
     info = detect_network(runner({
         "ip -j addr show": ADDR,
         "ip -j -4 route show table all": ROUTES4,
         "ip -j -6 route show table all": "[]",
     }), resolv, hostname="Box.lan")
     assert info.errors == []
-    assert [str(a.address) for a in info.lan_addresses] == ["192.0.2.10", "2001:db8::10",
+    assert [str(a.address) for a in info.lan_addresses] == ["198.18.2.10", "2001:db8::10",
                                                             "100.64.7.9"]
-    assert str(info.default_gateway) == "192.0.2.1" and info.default_interface == "eth0"
+    assert str(info.default_gateway) == "198.18.2.1" and info.default_interface == "eth0"
     assert info.online and info.behind_cgnat
     assert [str(a) for a in info.public_addresses] == []  # documentation space is not global
-    assert str(info.primary_address) == "192.0.2.10"
+    assert str(info.primary_address) == "198.18.2.10"
     assert info.hostname == "box"
-    assert suggest_dns(info) == ["192.0.2.53"]
-    assert ipaddress.ip_network("192.0.2.0/24") in info.occupied()
-    assert ipaddress.ip_network("192.0.2.1/32") in info.occupied()
+    assert suggest_dns(info) == ["198.18.2.53"]
+    assert ipaddress.ip_network("198.18.2.0/24") in info.occupied()
+    assert ipaddress.ip_network("198.18.2.1/32") in info.occupied()
 
 
 def test_detection_failures_are_reported_not_raised(tmp_path: Path) -> None:
@@ -82,9 +82,9 @@ def test_dns_falls_back_to_gateway_then_self() -> None:
                                   "ip -j -4 route show table all": ROUTES4,
                                   "ip -j -6 route show table all": "[]"}),
                           Path("/nonexistent"))
-    assert suggest_dns(info) == ["192.0.2.1"]
+    assert suggest_dns(info) == ["198.18.2.1"]
     info.routes = []
-    assert suggest_dns(info) == ["192.0.2.10"]
+    assert suggest_dns(info) == ["198.18.2.10"]
 
 
 @pytest.mark.parametrize("text", [
@@ -116,9 +116,9 @@ def test_routes_keep_type_and_table() -> None:
 
 
 def test_resolv_conf() -> None:
-    text = "nameserver 192.0.2.53\nnameserver fe80::1%eth0\nnameserver junk\n" \
-           "nameserver 192.0.2.53\n  nameserver\n"
-    assert [str(a) for a in parse_resolv_conf(text)] == ["192.0.2.53", "fe80::1"]
+    text = "nameserver 198.18.2.53\nnameserver fe80::1%eth0\nnameserver junk\n" \
+           "nameserver 198.18.2.53\n  nameserver\n"
+    assert [str(a) for a in parse_resolv_conf(text)] == ["198.18.2.53", "fe80::1"]
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -18,11 +18,11 @@ INIT_BODY = (
     b'<version who="vpn">v9.01-3</version><device-id>linux-64</device-id>'
     b"<capabilities><auth-method>single-sign-on-v2</auth-method>"
     b"<auth-method>single-sign-on-external-browser</auth-method></capabilities>"
-    b"<group-access>https://192.0.2.101/</group-access></config-auth>\n"
+    b"<group-access>https://198.18.2.11/</group-access></config-auth>\n"
 )
 INIT_REQUEST = (
     b"POST / HTTP/1.1\r\n"
-    b"Host: 192.0.2.101\r\n"
+    b"Host: 198.18.2.11\r\n"
     b"User-Agent: Open AnyConnect VPN Agent v9.01-3\r\n"
     b"Accept: */*\r\n"
     b"Accept-Encoding: identity\r\n"
@@ -36,7 +36,7 @@ INIT_REQUEST = (
 )
 CONNECT_REQUEST = (
     b"CONNECT /CSCOSSLC/tunnel HTTP/1.1\r\n"
-    b"Host: 192.0.2.101\r\n"
+    b"Host: 198.18.2.11\r\n"
     b"User-Agent: Open AnyConnect VPN Agent v9.01-3\r\n"
     b"Cookie: webvpn=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n"
     b"X-CSTP-Version: 1\r\n"
@@ -55,7 +55,7 @@ def test_transcript_init_request_parses() -> None:
     assert req.headers.get("user-agent") == "Open AnyConnect VPN Agent v9.01-3"
     assert req.headers.get("CONTENT-TYPE") == "application/xml; charset=utf-8"
     assert "x-aggregate-auth" in req.headers
-    assert req.headers.items()[0] == ("Host", "192.0.2.101")
+    assert req.headers.items()[0] == ("Host", "198.18.2.11")
     assert req.keep_alive
 
 

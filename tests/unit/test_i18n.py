@@ -322,6 +322,25 @@ def test_the_catalog_check_catches_a_new_marked_string(tmp_path: Path) -> None:
     assert fresh - _ids(catalogs.TEMPLATE) == {("A sentence nobody has translated yet",)}
 
 
+def test_catalog_update_keeps_each_header_and_translation(tmp_path: Path) -> None:
+    """``make catalog`` on catalogs that already follow the code changes nothing a reader
+    needs: the header (with ``Plural-Forms``) and every translation stay."""
+    import shutil
+
+    from babel.messages.pofile import read_po
+
+    shutil.copytree(i18n.TRANSLATIONS, tmp_path / "t")
+    catalogs.update(tmp_path / "t", tmp_path / "t" / "messages.pot")
+    for code in i18n.TRANSLATED:
+        name = Path(code, "LC_MESSAGES", f"{i18n.DOMAIN}.po")
+        with open(i18n.TRANSLATIONS / name, "rb") as a, open(tmp_path / "t" / name, "rb") as b:
+            before, after = read_po(a, locale=code), read_po(b, locale=code)
+        assert after.plural_forms == before.plural_forms, code
+        assert "Plural-Forms" in (tmp_path / "t" / name).read_text(encoding="utf-8"), code
+        assert {m.id: m.string for m in after if m.id} == {
+            m.id: m.string for m in before if m.id}, code
+
+
 #: Non-Latin scripts: a translation without a single letter of the script is English left
 #: in place by mistake (unless the whole text is names, addresses and placeholders).
 SCRIPTS = {"fa": re.compile(r"[\u0600-\u06FF]"), "ru": re.compile(r"[\u0400-\u04FF]"),

@@ -255,6 +255,15 @@ def test_connect_response_carries_ipv6_as_ocserv() -> None:
     assert raw.count(b"X-CSTP-Netmask") == 1
 
 
+def test_connect_response_of_an_ipv6_only_pool_has_no_ipv4() -> None:
+    g = grant(ipv6="2001:db8:7:8e4f::5", ipv6_prefix=64, routes=("2001:db8:5::/48",),
+              dns=("2001:db8:5::53",))
+    g = ipc.ConnectGrant(**{**g.__dict__, "ipv4": "", "ipv4_netmask": ""})
+    raw = cstp.build_connect_response(connect_params(g, connect_request()))
+    assert b"X-CSTP-Address: " not in raw and b"X-CSTP-Netmask" not in raw
+    assert b"X-CSTP-Address-IP6: 2001:db8:7:8e4f::5/64\r\n" in raw
+
+
 def test_connect_response_ipv6_default_route() -> None:
     g = grant(ipv6="2001:db8:7:8e4f::5", ipv6_prefix=64, routes=("198.51.100.0/24", "::/0"))
     raw = cstp.build_connect_response(connect_params(g, connect_request()))

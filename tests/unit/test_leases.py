@@ -69,9 +69,9 @@ def test_never_network_broadcast_or_local() -> None:
 
 
 def test_exhaustion_of_a_slash_29() -> None:
-    pool = Ipv4LeasePool(IPv4Network("192.0.2.8/29"), rng=random.Random(1))
+    pool = Ipv4LeasePool(IPv4Network("198.18.2.8/29"), rng=random.Random(1))
     got = {pool.acquire(f"s{i}", "same-user") for i in range(5)}
-    assert got == {IPv4Address(f"192.0.2.{n}") for n in range(10, 15)}
+    assert got == {IPv4Address(f"198.18.2.{n}") for n in range(10, 15)}
     assert pool.in_use() == 5
     with pytest.raises(LeaseError, match="exhausted"):
         pool.acquire("s5", "same-user")

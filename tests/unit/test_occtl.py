@@ -74,10 +74,10 @@ def capture_provider(now: float) -> FakeProvider:
         session_list=[SessionInfo(u.full_session_id, u.username, user_agent=UA,
                                   remote_ip=u.remote_ip, created=now - 2, in_use=1,
                                   session_is_open=True) for u in users],
-        ban_list=[BanInfo("198.18.41.6", 1), BanInfo("192.0.2.66", 30, now + 250)],
+        ban_list=[BanInfo("198.18.41.6", 1), BanInfo("198.18.2.6", 30, now + 250)],
         status_info=StatusInfo(server_pid=7224, secmod_pid=7225, up_since=now - 3,
                                last_reset=now - 3),
-        bannable="192.0.2.66",
+        bannable="198.18.2.6",
         reload_text="reloaded",
     )
 
@@ -351,7 +351,7 @@ def test_json_status_sessions_and_bans_are_valid(fixed_served: tuple[str, FakePr
     ctx, out, _ = fixed(fixed_served[0], json_mode=True)
     occtl.run_line(ctx, "show ip bans")
     assert json.loads(out.getvalue()) == [
-        {"IP": "192.0.2.66", "Since": "2026-11-28 18:09", "_Since": " 4m:10s", "Score": 30}]
+        {"IP": "198.18.2.6", "Since": "2026-11-28 18:09", "_Since": " 4m:10s", "Score": 30}]
 
 
 def test_ban_tables(fixed_served: tuple[str, FakeProvider]) -> None:
@@ -359,11 +359,11 @@ def test_ban_tables(fixed_served: tuple[str, FakeProvider]) -> None:
     occtl.run_line(ctx, "show ip ban points")
     assert out.getvalue() == ("            IP          score\n"
                               "   198.18.41.6              1\n"
-                              "    192.0.2.66             30\n")
+                              "    198.18.2.6             30\n")
     ctx, out, _ = fixed(fixed_served[0])
     occtl.run_line(ctx, "show ip bans")
     assert out.getvalue() == (f"{'IP':>14} {'score':>14} {'expires':>30}\n"
-                              f"{'192.0.2.66':>14} {30:>14} {'2026-11-28 18:09':>30} ( 4m:10s)\n")
+                              f"{'198.18.2.6':>14} {30:>14} {'2026-11-28 18:09':>30} ( 4m:10s)\n")
 
 
 def test_routes_default_and_ipv6() -> None:
@@ -437,10 +437,10 @@ def test_disconnect_unban_reload_stop(served: tuple[str, FakeProvider, LoopThrea
         0, "connection ID '7255' was disconnected\n", "")
     assert run(path, "disconnect", "id", "4", capsys=capsys) == (
         1, "could not disconnect ID '4'\n", "")
-    assert run(path, "unban", "ip", "192.0.2.66", capsys=capsys) == (
-        0, "IP '192.0.2.66' was unbanned\n", "")
-    assert run(path, "unban", "ip", "192.0.2.1", capsys=capsys) == (
-        1, "could not unban IP '192.0.2.1'\n", "")
+    assert run(path, "unban", "ip", "198.18.2.6", capsys=capsys) == (
+        0, "IP '198.18.2.6' was unbanned\n", "")
+    assert run(path, "unban", "ip", "198.18.2.1", capsys=capsys) == (
+        1, "could not unban IP '198.18.2.1'\n", "")
     assert run(path, "unban", "ip", "nonsense", capsys=capsys) == (
         1, "", "Cannot parse IP: nonsense\n")
     assert run(path, "reload", capsys=capsys) == (0, "Server scheduled to reload\nreloaded\n", "")
@@ -450,7 +450,7 @@ def test_disconnect_unban_reload_stop(served: tuple[str, FakeProvider, LoopThrea
     assert run(path, "stop", "now", capsys=capsys) == (0, "Server scheduled to stop\n", "")
     assert provider.calls == [
         ("disconnect_user", "bob"), ("disconnect_user", "nobody"), ("disconnect_id", 7255),
-        ("disconnect_id", 4), ("unban", "192.0.2.66"), ("unban", "192.0.2.1"),
+        ("disconnect_id", 4), ("unban", "198.18.2.6"), ("unban", "198.18.2.1"),
         ("reload", None), ("disconnect_user", "alice"), ("stop", None)]
 
 
@@ -581,7 +581,7 @@ def test_options_and_default_socket(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "version" in capsys.readouterr().err
     assert occtl.main(["--bogus"]) == 1
     conf = tmp_path / "ocserv.conf"
-    conf.write_text('auth = "plain[passwd=/etc/ocserv/ocpasswd]"\nipv4-network = 192.0.2.0/24\n'
+    conf.write_text('auth = "plain[passwd=/etc/ocserv/ocpasswd]"\nipv4-network = 198.18.2.0/24\n'
                     f"occtl-socket-file = {tmp_path}/ctl.sock\n")
     assert occtl.default_socket(str(conf)) == f"{tmp_path}/ctl.sock"
     assert occtl.default_socket(str(tmp_path / "missing.conf")) == occtl.DEFAULT_SOCKET

@@ -30,13 +30,13 @@ PARAMS = {"name": ALICE, "slug": "network", "worker_id": "4242", "filename": "we
 def test_guard_locks_after_five_failures_within_fifteen_minutes() -> None:
     guard = LoginGuard()
     for i in range(4):
-        verdict = guard.failure("192.0.2.1", 100.0 + i)
+        verdict = guard.failure("198.18.2.1", 100.0 + i)
         assert verdict.allowed and verdict.tries_left == 4 - i
-    locked = guard.failure("192.0.2.1", 110.0)
+    locked = guard.failure("198.18.2.1", 110.0)
     assert not locked.allowed and locked.locked_for == pytest.approx(900.0)
-    assert not guard.check("192.0.2.1", 110.0 + 899).allowed
-    assert guard.check("192.0.2.1", 110.0 + 900).allowed
-    assert guard.check("192.0.2.99", 110.0).allowed  # other addresses are not affected
+    assert not guard.check("198.18.2.1", 110.0 + 899).allowed
+    assert guard.check("198.18.2.1", 110.0 + 900).allowed
+    assert guard.check("198.18.2.99", 110.0).allowed  # other addresses are not affected
 
 
 def test_guard_forgets_failures_older_than_the_window() -> None:
@@ -104,7 +104,7 @@ def test_lockout_after_five_failures_even_with_the_right_password(ui: UI) -> Non
     refused = sign_in(client)  # right password, but locked
     assert refused.status_code == 429
     assert "Too many failed sign-ins from this address" in refused.get_data(as_text=True)
-    other = sign_in(ui.client(), environ={"REMOTE_ADDR": "192.0.2.50"})
+    other = sign_in(ui.client(), environ={"REMOTE_ADDR": "198.18.2.50"})
     assert other.status_code == 303  # the lockout is per address
     ui.clock.now += 15 * 60
     assert sign_in(client).status_code == 303

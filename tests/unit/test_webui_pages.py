@@ -203,7 +203,7 @@ def test_per_user_settings_written_through_the_config_module(ui: UI, admin) -> N
 
     bad = [({"routes": "192.168.50.0/33"}, "not a network"),
            ({"dns": "dns.example"}, "not an IP address"),
-           ({"explicit_ipv4": "192.0.2.5"}, "inside the VPN subnet"),
+           ({"explicit_ipv4": "198.18.2.5"}, "inside the VPN subnet"),
            ({"tx": "fast"}, "whole number")]
     for data, message in bad:
         response = post(admin, f"/users/{ALICE}/settings", data, form_page="/users/")

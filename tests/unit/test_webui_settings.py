@@ -59,18 +59,18 @@ def test_change_route_review_diff_then_apply(ui: UI, admin) -> None:
     before = ui.layout.conf.read_text()
     form = group_form(admin, "dns-routes")
     assert form["route"] == "192.168.1.0/24"
-    form["route"] = "192.168.1.0/24\n192.0.2.0/24"
+    form["route"] = "192.168.1.0/24\n198.18.2.0/24"
     response = post(admin, "/settings/group/dns-routes", form, form_page="/settings/")
     assert response.headers["Location"] == "/settings/review"
     review = text(admin.get("/settings/review"))
-    assert '<span class="diff-add">+route = 192.0.2.0/24</span>' in review
+    assert '<span class="diff-add">+route = 198.18.2.0/24</span>' in review
     assert ui.layout.conf.read_text() == before  # nothing written before "Apply"
     draft = re.search(r'name="draft" value="([^"]+)"', review)
     assert draft is not None
     applied = post(admin, "/settings/apply", {"draft": draft.group(1)}, form_page="/settings/")
     assert applied.headers["Location"] == "/settings/group/dns-routes"
     cfg = load_config(str(ui.layout.conf))
-    assert [str(r) for r in cfg.route] == ["192.168.1.0/24", "192.0.2.0/24"]
+    assert [str(r) for r in cfg.route] == ["192.168.1.0/24", "198.18.2.0/24"]
     assert ("reload", None) in ui.vpn.calls
     assert (ui.layout.root / "ocserv.conf.bak").read_text() == before
     after = ui.layout.conf.read_text()

@@ -32,9 +32,9 @@ def one_user_provider() -> FakeProvider:
         user_list=[UserInfo(id=77, username="alice", ipv4="10.73.0.2", rx=10, tx=20,
                             dtls_cipher="(DTLS1.2)-(PSK)-(AES-256-GCM)")],
         session_list=[SessionInfo("abcdef", "alice")],
-        ban_list=[BanInfo("192.0.2.66", 90, 2e9)],
+        ban_list=[BanInfo("198.18.2.66", 90, 2e9)],
         status_info=StatusInfo(up_since=1000.0, rx=10, tx=20),
-        bannable="192.0.2.66",
+        bannable="198.18.2.66",
         reload_text="reloading the configuration",
         drop_disconnected=True,
         stoppable=False,
@@ -61,7 +61,7 @@ def test_vpn_control_against_the_real_control_server(control) -> None:  # noqa: 
     assert vpn.bans()[0].score == 90
     snap = vpn.snapshot()
     assert snap.status.rx == 10 and len(snap.users) == 1
-    assert vpn.unban("192.0.2.66") and not vpn.unban("192.0.2.67")
+    assert vpn.unban("198.18.2.66") and not vpn.unban("198.18.2.67")
     assert vpn.reload().startswith("reloading") and provider.reloads == 1
     assert vpn.disconnect_id(77) is True and vpn.disconnect_id(77) is False
     assert vpn.disconnect_user("alice") == 0
@@ -198,20 +198,20 @@ def _call(app: Any, **environ: str) -> tuple[str, dict[str, str]]:
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
         seen["status"], seen["headers"] = status, dict(headers)
 
-    app({"SERVER_NAME": "192.0.2.1", **environ}, start_response)
+    app({"SERVER_NAME": "198.18.2.1", **environ}, start_response)
     return seen["status"], seen["headers"]
 
 
 def test_http_redirect_app() -> None:
     from appliance.webui.__main__ import redirect_app
 
-    status, headers = _call(redirect_app(8443), HTTP_HOST="192.0.2.1:80",
+    status, headers = _call(redirect_app(8443), HTTP_HOST="198.18.2.1:80",
                             PATH_INFO="/users/")
-    assert status.startswith("301") and headers["Location"] == "https://192.0.2.1:8443/users/"
+    assert status.startswith("301") and headers["Location"] == "https://198.18.2.1:8443/users/"
     _, headers = _call(redirect_app(443), HTTP_HOST="[2001:db8::1]", PATH_INFO="/")
     assert headers["Location"] == "https://[2001:db8::1]/"
     _, headers = _call(redirect_app(8443), HTTP_HOST="evil.example/@x", PATH_INFO="/a b")
-    assert headers["Location"] == "https://192.0.2.1:8443/a%20b"
+    assert headers["Location"] == "https://198.18.2.1:8443/a%20b"
 
 
 def test_cli_refuses_to_start_without_the_admin_account(tmp_path: Path) -> None:

@@ -192,6 +192,56 @@ class PamConversation(ThreadedConversation):
             return None
 
 
+class PamAccounting:
+    """acct = pam, as ocserv's acct/pam.c: when a session is first opened (its first
+    CONNECT, not a reconnect), PAM's account stack of the "ocserv" service must accept
+    the user (pam_acct_mgmt with PAM_DISALLOW_NULL_AUTHTOK), whatever method logged in;
+    otherwise the session is refused.  Like ocserv it opens no PAM session and does
+    nothing when the session ends.
+
+    It runs in the sec-mod's loop, as ocserv runs it in its sec-mod: account modules
+    answer from local files, and main bounds the wait (SECMOD_TIMEOUT).
+    """
+
+    SERVICE = "ocserv"  # ocserv's PACKAGE; the acct line takes no parameters
+
+    def __init__(self) -> None:
+        import pam  # python-pam, as for auth = pam
+
+        self._pam = pam
+
+    def allowed(self, username: str) -> bool:
+        if not username:
+            log.info("acct=pam refused: no username")
+            return False
+        internals = _pam_internals()
+        lib = self._pam.PamAuthenticator()
+        callback = internals.conv_func(_no_answers)  # kept alive until pam_end
+        conv = internals.PamConv(callback, None)
+        handle = internals.PamHandle()
+        rc = lib.pam_start(self.SERVICE.encode(), username.encode(), byref(conv),
+                           byref(handle))
+        if rc != internals.PAM_SUCCESS:
+            log.error("acct=pam pam_start failed (%d) for user '%s'", rc, username)
+            return False
+        try:
+            rc = lib.pam_acct_mgmt(handle, internals.PAM_DISALLOW_NULL_AUTHTOK)
+            reason = (lib.pam_strerror(handle, rc) or b"").decode("utf-8", "replace")
+        finally:
+            lib.pam_end(handle, rc)
+        if rc != internals.PAM_SUCCESS:
+            log.info("acct=pam refused user '%s': %s", username, reason)
+            return False
+        log.debug("acct=pam accepted user '%s'", username)
+        return True
+
+
+def _no_answers(_count: int, _messages: object, p_response: object, _appdata: object) -> int:
+    """ocserv's account conversation: nothing is ever answered."""
+    p_response[0] = None  # type: ignore[index]
+    return 0  # PAM_SUCCESS
+
+
 def _pam_internals() -> types.ModuleType:
     """python-pam's ctypes structures and constants (its public names live there too)."""
     import importlib

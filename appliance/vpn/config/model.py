@@ -99,7 +99,7 @@ class Config:
     use_occtl: bool = False
     chroot_dir: str | None = None
     isolate_workers: bool = False
-    limit_worker_memory: bool = True
+    limit_worker_memory: bool = False
     sec_mod_scale: int | None = None
     pid_file: str | None = None
     log_level: int = 2
@@ -276,8 +276,8 @@ class _Builder:
                              entry: _Entry) -> None:
         """Stop at a REFUSED_UNIMPLEMENTED option that is on (see there)."""
         why = REFUSED_UNIMPLEMENTED.get(target.name)
-        if why is None or value == "" or target.name == "udp-listen-host":
-            return  # udp-listen-host: refused in _finish_derived, if not = listen-host
+        if why is None or value == "":
+            return
         if target.type == "bool":
             if not _BOOLS[value.lower()]:
                 return
@@ -418,9 +418,6 @@ class _Builder:
         if cfg.ipv4_network is None and cfg.ipv6_network is None:
             raise self.error("no address pool: set 'ipv4-network' and/or 'ipv6-network'",
                              None)
-        if cfg.ipv4_network is None:  # main and the workers assume an IPv4 lease
-            raise self.error("an IPv6-only pool is not supported yet: set 'ipv4-network' "
-                             "as well", None)
 
     def _finish_routes(self, cfg: Config) -> None:
         ipv6 = cfg.ipv6_network is not None
@@ -451,13 +448,8 @@ class _Builder:
             if getattr(cfg, attr) == 0:
                 setattr(cfg, attr, None)  # ocserv: 0 means "no limit", like unset
         cfg.no_compress_limit = max(cfg.no_compress_limit, 64)
-        if cfg.udp_listen_host is None:
+        if cfg.udp_listen_host is None:  # ocserv: DTLS listens where TLS does
             cfg.udp_listen_host = cfg.listen_host
-        elif cfg.udp_listen_host != cfg.listen_host:
-            raise self.error("option 'udp-listen-host' is not implemented: "
-                             f"{REFUSED_UNIMPLEMENTED['udp-listen-host']}; remove it or "
-                             "make it equal to listen-host to start",
-                             self.lines.get("udp-listen-host"))
         if cfg.cisco_client_compat or cfg.cisco_svc_client_compat:
             cfg.dtls_legacy = True
         if cfg.cisco_client_compat:

@@ -91,7 +91,8 @@ class OptionSpec:
 
 # Options the OCGate server acts on today (the rest are parsed, checked and reported).
 _IMPLEMENTED = frozenset({
-    "tcp-port", "udp-port", "listen-host", "auth", "server-cert", "server-key",
+    "tcp-port", "udp-port", "listen-host", "udp-listen-host", "listen-netns", "auth",
+    "server-cert", "server-key",
     "ipv4-network", "ipv4-netmask", "route", "no-route", "dns", "default-domain", "split-dns",
     "mtu", "keepalive", "dpd", "mobile-dpd", "mobile-idle-timeout", "idle-timeout",
     "session-timeout", "cookie-timeout",
@@ -100,7 +101,7 @@ _IMPLEMENTED = frozenset({
     "run-as-user", "run-as-group", "occtl-socket-file", "use-occtl", "tls-priorities",
     "rekey-time", "rekey-method", "tunnel-all-dns", "compression", "no-compress-limit",
     "compression-algo-priority", "dtls-psk", "dtls-legacy", "switch-to-tcp-timeout",
-    "try-mtu-discovery", "iroute", "route-add-cmd", "explicit-ipv4",
+    "try-mtu-discovery", "iroute", "route-add-cmd", "route-del-cmd", "explicit-ipv4",
     "ipv6-network", "ipv6-subnet-prefix", "explicit-ipv6",
     "restrict-user-to-routes", "restrict-user-to-ports",
     "rx-data-per-sec", "tx-data-per-sec", "max-ban-score", "ban-time",
@@ -111,7 +112,9 @@ _IMPLEMENTED = frozenset({
     "enable-auth", "ca-cert", "crl", "cert-user-oid", "cert-group-oid",
     "select-group", "default-select-group", "auto-select-group",
     "cisco-client-compat", "user-profile", "select-group-by-url", "listen-proxy-proto",
-    "acct", "stats-report-time",  # RADIUS accounting (auth/radius/auth.py)
+    "nbns",  # pushed as X-CSTP-NBNS (main/sessions.py, protocol/cstp.py)
+    "syslog-facility",  # background mode (main/daemon.py)
+    "acct", "stats-report-time",  # RADIUS (auth/radius/) and PAM (auth/pam.py) accounting
 })
 
 # Options that only take effect on a restart (ocserv's "non-reloadable").
@@ -231,7 +234,8 @@ def _specs() -> dict[str, OptionSpec]:
     opt("use-seccomp", "bool", False, "g", "Obsolete name of isolate-workers",
         alias_of="isolate-workers",
         deprecated="'use-seccomp' was replaced by 'isolate-workers'")
-    opt("limit-worker-memory", "bool", True, "g", "Cap each worker's heap as a defence "
+    # not in ocserv 1.1.6; OCGate sets no such cap, so its default here is what it does
+    opt("limit-worker-memory", "bool", False, "g", "Cap each worker's heap as a defence "
         "against memory-exhaustion attacks")
     opt("sec-mod-scale", "int", None, "g", "Number of security-module processes (default: "
         "derived from max-clients)", minimum=1)
@@ -257,9 +261,10 @@ def _specs() -> dict[str, OptionSpec]:
     opt("disconnect-script", "path", None, "g", "Program run after a client disconnects")
     opt("host-update-script", "path", None, "g", "Program run when a client reports its "
         "host name")
-    opt("route-add-cmd", "str", None, "g", "Command that installs a route to a client's "
-        "iroute; %{R}, %{RI} and %{D} are filled in")
-    opt("route-del-cmd", "str", None, "g", "Command that removes such a route again")
+    opt("route-add-cmd", "str", None, "g", "Shell command routing a client's iroute: "
+        "%{R} route as net/mask, %{RI} as CIDR, %{D} device")
+    opt("route-del-cmd", "str", None, "g", "Shell command that removes such a route when "
+        "the session ends (same placeholders)")
     opt("max-clients", "int", 0, "g", "Most clients connected at once; 0 = no limit")
     opt("max-same-clients", "int", 0, "u", "Most simultaneous sessions of one user; "
         "0 = no limit")
@@ -429,14 +434,14 @@ REFUSED_UNIMPLEMENTED: dict[str, str] = {
                       "would bypass the VPN",
     "included-http-headers": "the headers (e.g. Strict-Transport-Security) would not be "
                              "sent",
-    "listen-netns": "the sockets would be opened in the server's own network namespace",
+    "limit-worker-memory": "the workers' memory would not be capped (a defence against "
+                           "memory exhaustion)",
     "match-tls-dtls-ciphers": "DTLS would not be held to the TLS channel's cipher",
-    "route-del-cmd": "routes added by route-add-cmd would not be removed when a user "
-                     "leaves",
-    "udp-listen-host": "DTLS would listen on the listen-host address(es) instead",
+    "ping-leases": "an address still used by another host (a proxy-ARP LAN) could be "
+                   "leased to a client, which would then receive that host's traffic",
 }
-IMPLEMENTED_ENABLE_AUTH: frozenset[str] = frozenset({"certificate"})
-IMPLEMENTED_ACCT: frozenset[str] = frozenset({"radius"})
+IMPLEMENTED_ENABLE_AUTH: frozenset[str] = frozenset({"certificate", "plain", "pam", "radius"})
+IMPLEMENTED_ACCT: frozenset[str] = frozenset({"radius", "pam"})
 
 # Keys accepted in per-user/per-group files (ocserv master, §10.7).
 USER_OPTIONS: frozenset[str] = frozenset(

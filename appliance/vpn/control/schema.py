@@ -30,7 +30,7 @@ class UserInfo:
     ``ipv4``/``ipv6`` are the client's VPN addresses and ``ptp_*`` the server's tun end;
     ``local_ip`` is the server address the client contacted. ``rx`` is what came from the
     client, ``tx`` what was sent to it. Times are epoch seconds. Routes are strings in
-    ocserv's form (``192.0.2.0/255.255.255.0``; scripts.format_route makes them).
+    ocserv's form (``198.51.100.0/255.255.255.0``; scripts.format_route makes them).
     ``limit_rx``/``limit_tx`` are bytes per second, 0 meaning no limit.
     """
 

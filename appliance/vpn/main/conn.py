@@ -32,6 +32,8 @@ class Conn:
     ipv4: str = ""
     hostname: str = ""
     user_agent: str = ""
+    device_type: str = ""  # X-AnyConnect-Identifier-DeviceType of the login (the sec-mod's)
+    platform: str = ""  # X-AnyConnect-Identifier-Platform of the login
     tls_description: str = ""
     mtu: int = 0
     connected_at: float = 0.0
@@ -51,6 +53,7 @@ class Conn:
     ipv4_local: str = ""  # the server's end of the tunnel (first address of the pool)
     lease6: Ipv6Lease | None = None  # set when the client is offered IPv6 (main/ipv6.py)
     iroutes: list[str] = field(default_factory=list)
+    iroutes_applied: bool = False  # route-add-cmd ran for them: route-del-cmd must follow
     restricted: bool = False  # firewall rules installed for this TUN
     session_started: float = 0.0
     dtls_cipher: str = ""

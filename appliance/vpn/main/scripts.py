@@ -42,7 +42,7 @@ class ScriptError(ValueError):
 
 
 def format_route(route: Network | str) -> str:
-    """ocserv's stored route text: ``192.0.2.0/255.255.255.0`` or ``2001:db8::/32``."""
+    """ocserv's stored route text: ``198.51.100.0/255.255.255.0`` or ``2001:db8::/32``."""
     if isinstance(route, str):
         try:
             route = ip_network(route, strict=False)

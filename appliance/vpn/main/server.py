@@ -33,6 +33,7 @@ from ..worker.errors import Peer
 from .bans import BanSettings, BanTable
 from .conn import Conn, WorkerFault
 from .management import Management
+from .netns import ListenNamespace
 from .proxyintake import ProxyIntake
 from .sandbox import apply_worker_sandbox
 from .sessions import TERMINATE_GRACE, Sessions
@@ -72,6 +73,7 @@ class Main:
         self.listeners: list[socket.socket] = []
         self.udp_sockets: list[socket.socket] = []
         self.dtls_ctx = make_dtls_context() if cfg.udp_port else None
+        self.listen_ns = ListenNamespace(cfg.listen_netns)  # before any fork or drop
         self.secmod_pid = 0
         self.secmod_chan: socket.socket | None = None
         self.secmod_events: socket.socket | None = None
@@ -88,42 +90,36 @@ class Main:
     # --- start-up -----------------------------------------------------------------------------
 
     def _listen(self) -> None:
-        hosts = [self.cfg.listen_host] if self.cfg.listen_host else ["::"]
-        for host in hosts:
-            for family, _, _, _, addr in socket.getaddrinfo(
-                    host, self.cfg.tcp_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR, 1,
-                                 "SO_REUSEADDR")
-                if family == socket.AF_INET6 and host == "::":
-                    optional_sockopt(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0,
-                                     "IPV6_V6ONLY")
-                sock.bind(addr)
-                sock.listen(1024)
-                sock.setblocking(False)
-                self.listeners.append(sock)
-                self.sel.register(sock, selectors.EVENT_READ, self._accept)
-                log.info("listening on TCP %s port %d", addr[0], addr[1])
-                break
-        if not self.cfg.udp_port:
-            return
-        for host in hosts:
-            for family, _, _, _, addr in socket.getaddrinfo(
-                    host, self.cfg.udp_port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE):
-                sock = socket.socket(family, socket.SOCK_DGRAM)
-                optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR, 1,
-                                 "SO_REUSEADDR")
+        """TCP on listen-host, UDP on udp-listen-host (which defaults to it), each on every
+        address the name resolves to, in the listen-netns namespace when that is set."""
+        self._bind_all(self.cfg.listen_host, self.cfg.tcp_port, socket.SOCK_STREAM)
+        if self.cfg.udp_port:
+            self._bind_all(self.cfg.udp_listen_host, self.cfg.udp_port, socket.SOCK_DGRAM)
+
+    def _bind_all(self, host: str | None, port: int, kind: int) -> None:
+        host = host or "::"
+        tcp = kind == socket.SOCK_STREAM
+        for family, _, _, _, addr in socket.getaddrinfo(host, port, type=kind,
+                                                        flags=socket.AI_PASSIVE):
+            sock = self.listen_ns.socket(family, kind)
+            optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR, 1, "SO_REUSEADDR")
+            if not tcp:
                 optional_sockopt(sock, socket.SOL_SOCKET, socket.SO_REUSEPORT, 1,
                                  "SO_REUSEPORT")
-                if family == socket.AF_INET6 and host == "::":
-                    optional_sockopt(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0,
-                                     "IPV6_V6ONLY")
-                sock.bind(addr)
-                sock.setblocking(False)
+            if family == socket.AF_INET6 and host == "::":
+                optional_sockopt(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0,
+                                 "IPV6_V6ONLY")
+            sock.bind(addr)
+            sock.setblocking(False)
+            if tcp:
+                sock.listen(1024)
+                self.listeners.append(sock)
+                self.sel.register(sock, selectors.EVENT_READ, self._accept)
+            else:
                 self.udp_sockets.append(sock)
                 self.sel.register(sock, selectors.EVENT_READ, self._udp_readable)
-                log.info("listening on UDP %s port %d", addr[0], addr[1])
-                break
+            log.info("listening on %s %s port %d", "TCP" if tcp else "UDP", addr[0], addr[1])
+            break
 
     def _start_secmod(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -397,6 +393,7 @@ class Main:
         self._wake_r.close()
         self._wake_w.close()
         self.sessions.acct.close_in_child()
+        self.listen_ns.close()
         self.sel.close()
 
     def _from_worker(self, chan: socket.socket) -> None:
@@ -576,11 +573,15 @@ class Main:
                 continue  # the client retransmits its hello; one socket is enough
             conn.udp_forwarded_at = now
             local = sock.getsockname()
-            bind_ip = conn.local_ip if sock.family == socket.AF_INET else (
-                "::ffff:" + conn.local_ip if "." in conn.local_ip else conn.local_ip)
+            # a listener on one address (udp-listen-host) answers from it; a wildcard one
+            # from the address the client's TLS connection came to
+            bind_ip = local[0] if not ipaddress.ip_address(local[0]).is_unspecified \
+                else conn.local_ip if sock.family == socket.AF_INET \
+                else "::ffff:" + conn.local_ip if "." in conn.local_ip else conn.local_ip
             try:
-                fd = udp_socket_for((bind_ip, local[1]), addr, sock.family,
-                                    self.cfg.try_mtu_discovery)
+                with self.listen_ns.entered():
+                    fd = udp_socket_for((bind_ip, local[1]), addr, sock.family,
+                                        self.cfg.try_mtu_discovery)
             except OSError as exc:
                 log.warning("cannot open a UDP socket for %s: %s", addr[0], exc)
                 continue

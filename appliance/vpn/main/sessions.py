@@ -13,8 +13,6 @@ import ipaddress
 import logging
 import os
 import selectors
-import shlex
-import subprocess
 import time
 from typing import Any, Protocol
 
@@ -25,12 +23,12 @@ from ..config import Config, ConfigError, load_user_config
 from ..control import ControlServer, make_event
 from ..protocol import cstp
 from ..protocol.cstp import CstpError
-from . import firewall
+from . import firewall, iroutes
 from .conn import Conn, WorkerFault
 from .ipv6 import Ipv6Leases, grant_ipv6, offered_lease, script_ipv6, tun_ipv6
 from .leases import Ipv4LeasePool, LeaseError
 from .management import Management, user_info
-from .scripts import ScriptJob, format_route, script_env
+from .scripts import ScriptJob, script_env
 from .tun import configure_tun, open_tun, remove_tun, tun_index
 
 log = logging.getLogger(__name__)
@@ -58,12 +56,14 @@ class Sessions:
 
     def __init__(self, host: SessionHost) -> None:
         cfg = host.cfg
-        if cfg.ipv4_network is None:  # load_config checks the pool
-            raise ConfigError("'ipv4-network' must be set")
         self.host = host
-        self.pool = Ipv4LeasePool(cfg.ipv4_network, predictable=cfg.predictable_ips)
+        # None for an IPv6-only server (ipv6-network without ipv4-network), as ocserv allows
+        self.pool = Ipv4LeasePool(cfg.ipv4_network, predictable=cfg.predictable_ips) \
+            if cfg.ipv4_network is not None else None
         # config-per-user/group may give a user another ipv4-network: one pool per network
-        self.pools: dict[ipaddress.IPv4Network, Ipv4LeasePool] = {cfg.ipv4_network: self.pool}
+        self.pools: dict[ipaddress.IPv4Network, Ipv4LeasePool] = {}
+        if cfg.ipv4_network is not None and self.pool is not None:
+            self.pools[cfg.ipv4_network] = self.pool
         self.lease_pool: dict[str, Ipv4LeasePool] = {}  # session id -> the pool it leases from
         self.lease_expiry: dict[str, float] = {}
         self.leases6 = Ipv6Leases.from_config(cfg)
@@ -98,6 +98,8 @@ class Sessions:
         conn.sid, conn.username, conn.groupname = info.sid, info.username, info.groupname
         conn.radius = info.extra
         conn.hostname, conn.user_agent = req.hostname, req.user_agent
+        # the scripts see what the login request named, as in ocserv (docs/protocol.md 8.3)
+        conn.device_type, conn.platform = info.device_type, info.platform
         conn.tls_description = req.tls_description
         conn.session_started = info.started
         conn.state = "connecting"
@@ -107,11 +109,6 @@ class Sessions:
                 log.info("session %s of '%s' taken over by a new connection from %s",
                          info.sid[:8], info.username, conn.remote_ip)
                 self.terminate(other, "session taken over", invalidate=False)
-        if cfg.max_same_clients and sum(
-                1 for c in self.host.conns.values() if c is not conn and c.username == info.username
-                and c.state in ("connecting", "connected")) >= cfg.max_same_clients:
-            self._refuse_session(conn, f"max-same-clients ({cfg.max_same_clients}) reached")
-            return
         try:
             user = radius_user_config(info.extra) or load_user_config(
                 cfg, info.username, info.groupname or None)
@@ -119,17 +116,27 @@ class Sessions:
             log.error("per-user configuration of '%s': %s", info.username, exc)
             self._refuse_session(conn, "per-user configuration error", status=503)
             return
+        # the user file's value, else the group file's, else the global one; 0 = no limit
+        limit = user_setting(cfg, user, "max_same_clients")
+        if limit and sum(
+                1 for c in self.host.conns.values() if c is not conn and c.username == info.username
+                and c.state in ("connecting", "connected")) >= limit:
+            self._refuse_session(conn, f"max-same-clients ({limit}) reached")
+            return
+        # mobile-dpd / mobile-idle-timeout follow the CONNECT's own platform header: ocserv
+        # 1.1.6 decides so (a cookie from an android login used by linux-64 gets dpd)
         mobile = req.platform.lower().startswith(("android", "apple-ios"))
         settings = effective_settings(cfg, user, info.started, time.time(), mobile=mobile)
         explicit = getattr(user, "explicit_ipv4", None)
         pool = self._pool_for(getattr(user, "ipv4_network", None), info.sid)
         try:
-            ipv4 = pool.acquire(info.sid, info.username, explicit)
+            ipv4 = pool.acquire(info.sid, info.username, explicit) if pool else None
             lease6 = self.leases6.acquire(info.sid, info.username, user)
         except LeaseError as exc:
             self._refuse_session(conn, f"no IP address available: {exc}")
             return
-        self.lease_pool[info.sid] = pool
+        if pool is not None:
+            self.lease_pool[info.sid] = pool
         self.lease_expiry.pop(info.sid, None)
         try:
             base_mtu, mtu = cstp.compute_mtu(
@@ -143,6 +150,10 @@ class Sessions:
             self._refuse_session(conn, "no usable MTU", status=503)
             return
         conn.lease6 = offered_lease(lease6, mtu, info.username)
+        if ipv4 is None and conn.lease6 is None:  # IPv6-only, and the MTU is below 1280
+            self._refuse_session(conn, "no IP address available: no IPv4 pool, and no IPv6 "
+                                 f"below an MTU of 1280 (MTU {mtu})", status=503)
+            return
         if app_id:
             # registered before the grant: the client's ClientHello may follow the CONNECT
             # response immediately (docs/protocol.md 11, item 22)
@@ -152,13 +163,13 @@ class Sessions:
             fd, device = open_tun(f"{cfg.device}%d", vnet_hdr=True)  # for worker/gro.py
             settings = dataclasses.replace(settings, base_mtu=base_mtu, mtu=mtu,
                                            vnet_hdr=True)
-            configure_tun(device, local=pool.local_address, peer=ipv4, mtu=mtu,
+            configure_tun(device, local=pool.local_address if pool else None, peer=ipv4, mtu=mtu,
                           **tun_ipv6(conn.lease6))
         except OSError as exc:
             log.error("cannot create a TUN device: %s", exc)
             self._refuse_session(conn, "TUN device creation failed", status=503)
             return
-        conn.tun_fd, conn.device, conn.ipv4, conn.mtu = fd, device, str(ipv4), mtu
+        conn.tun_fd, conn.device, conn.ipv4, conn.mtu = fd, device, str(ipv4 or ""), mtu
         conn.ifindex = tun_index(device)
         try:
             restrict(device, settings)
@@ -169,16 +180,17 @@ class Sessions:
             self._refuse_session(conn, "firewall restrictions failed", status=503)
             return
         conn.restricted = bool(settings.restrict_routes or settings.restrict_ports)
-        conn.ipv4_local = str(pool.local_address)
+        conn.ipv4_local = str(pool.local_address) if pool and ipv4 else ""
         conn.iroutes = [str(r) for r in getattr(user, "iroute", None) or []]
         conn.routes, conn.no_routes = settings.routes, settings.no_routes
         conn.dns = settings.dns
         conn.settings = settings
         conn.pending_grant = ipc.ConnectGrant(
             ok=True, status=200, sid=info.sid, username=info.username,
-            groupname=info.groupname, device=device, ipv4=str(ipv4),
-            ipv4_local=str(pool.local_address),
-            ipv4_netmask=str(pool.netmask), session_started=info.started,
+            groupname=info.groupname, device=device, ipv4=conn.ipv4,
+            ipv4_local=conn.ipv4_local,
+            ipv4_netmask=str(pool.netmask) if pool and ipv4 else "",
+            session_started=info.started,
             **grant_ipv6(lease6, conn.lease6),
             settings=settings)
         if cfg.connect_script:
@@ -211,6 +223,16 @@ class Sessions:
     def _grant(self, conn: Conn) -> None:
         grant = conn.pending_grant
         assert grant is not None
+        cfg = self.host.cfg
+        if conn.iroutes:
+            if not iroutes.apply(cfg.route_add_cmd, cfg.route_del_cmd, conn.iroutes,
+                                 conn.device):
+                log.error("could not apply the iroutes of '%s'; denying access", conn.username)
+                conn.pending_grant = None
+                self._teardown(conn, invalidate=False, run_disconnect=False)
+                self._deny(conn, 503, "iroutes could not be applied")
+                return
+            conn.iroutes_applied = True
         try:
             ipc.send(conn.chan, grant, [conn.tun_fd])
         except OSError as exc:
@@ -227,14 +249,14 @@ class Sessions:
         conn.state = "connected"
         conn.connected_at = time.time()
         self.acct.started(conn)
-        self._iroutes(conn, self.host.cfg.route_add_cmd or "ip route add %{R} dev %{D}")
         log.info("'%s' connected from %s: %s on %s (session %s)", conn.username,
                  conn.remote_ip, conn.ipv4, conn.device, conn.sid[:8])
         if self.host.control is not None:
             self.host.control.publish_event(make_event("connect", user_info(conn)))
 
-    def _pool_for(self, network: object, sid: str) -> Ipv4LeasePool:
-        """The pool of a per-user ``ipv4-network`` (kept across reconnects of a session)."""
+    def _pool_for(self, network: object, sid: str) -> Ipv4LeasePool | None:
+        """The pool of a per-user ``ipv4-network`` (kept across reconnects of a session);
+        None when neither the user nor the server has an IPv4 pool."""
         if sid in self.lease_pool:
             return self.lease_pool[sid]
         if not network:
@@ -244,21 +266,11 @@ class Sessions:
             self.pools[net] = Ipv4LeasePool(net, predictable=self.host.cfg.predictable_ips)
         return self.pools[net]
 
-    def _iroutes(self, conn: Conn, template: str) -> None:
-        """iroute: networks behind this client, routed to its TUN by route-add-cmd (main
-        runs it as root; the default is ocserv's ``ip route add %{R} dev %{D}``)."""
-        for route in conn.iroutes:
-            net = ipaddress.ip_network(route, strict=False)
-            cmd = (template.replace("%{RI}", str(net)).replace("%{R}", format_route(net))
-                   .replace("%{D}", conn.device))
-            try:
-                done = subprocess.run(shlex.split(cmd), timeout=5, capture_output=True,
-                                      text=True, check=False)
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                log.error("iroute command %r failed: %s", cmd, exc)
-                continue
-            if done.returncode != 0:
-                log.error("iroute command %r failed: %s", cmd, done.stderr.strip())
+    def _remove_iroutes(self, conn: Conn) -> None:
+        """route-del-cmd for the routes route-add-cmd set, while the TUN still exists."""
+        if conn.iroutes_applied:
+            conn.iroutes_applied = False
+            iroutes.remove(self.host.cfg.route_del_cmd, conn.iroutes, conn.device)
 
     def _refuse_session(self, conn: Conn, reason: str, status: int = 401) -> None:
         self._close_session(conn.sid, invalidate=False)
@@ -277,6 +289,7 @@ class Sessions:
         except (OSError, ipc.IpcError):
             pass
         if conn.state in ("connecting", "connected"):
+            self._remove_iroutes(conn)
             if conn.device:
                 try:
                     remove_tun(conn.device, index=conn.ifindex)
@@ -304,6 +317,7 @@ class Sessions:
             conn.tun_fd = -1
         if conn.app_id and self.by_app_id.get(conn.app_id) is conn:
             del self.by_app_id[conn.app_id]
+        self._remove_iroutes(conn)
         if conn.device:
             try:
                 remove_tun(conn.device, index=conn.ifindex)
@@ -353,7 +367,9 @@ class Sessions:
                     self._release(sid)
 
     def _release(self, sid: str) -> None:
-        self.lease_pool.pop(sid, self.pool).release(sid)
+        pool = self.lease_pool.pop(sid, None)
+        if pool is not None:
+            pool.release(sid)
         self.leases6.release(sid)
 
     def poll_jobs(self, now: float) -> None:
@@ -373,8 +389,9 @@ class Sessions:
         return script_env(
             reason=reason, username=conn.username, groupname=conn.groupname,
             hostname=conn.hostname, device=conn.device, user_agent=conn.user_agent,
-            device_type="", platform="", ip_real=conn.remote_ip, ip_real_local=conn.local_ip,
-            ip_local=conn.ipv4_local, ip_remote=conn.ipv4, worker_id=conn.pid,
+            device_type=conn.device_type, platform=conn.platform,
+            ip_real=conn.remote_ip, ip_real_local=conn.local_ip,
+            ip_local=conn.ipv4_local or None, ip_remote=conn.ipv4 or None, worker_id=conn.pid,
             **script_ipv6(conn.lease6),
             routes=conn.routes, no_routes=conn.no_routes, dns=conn.dns, stats=stats)
 
@@ -442,7 +459,7 @@ def restrict(device: str, settings: ipc.SessionSettings) -> None:
 def accounting_for(cfg: Config) -> NullAccounting:
     """The accounting hooks main calls: no-ops without an ``acct`` line.  RADIUS accounting
     is imported only when configured, so a server without it never loads pyrad."""
-    if cfg.acct is None:
+    if cfg.acct is None or cfg.acct.name != "radius":  # acct = pam: the sec-mod's
         return NullAccounting()
     from ..auth.radius.acct import make_accounting  # imports pyrad
 

@@ -200,6 +200,7 @@ class HeaderLookup(Protocol):
 CONNECT_TARGETS = ("/CSCOSSLC/tunnel", "CSCOSSLC/tunnel")  # the second: Clavister (§3.1)
 _HOSTNAME_MAX = 63  # ocserv: MAX_HOSTNAME_SIZE - 1
 _AGENT_MAX = 63  # ocserv: MAX_AGENT_NAME - 1 (it truncates)
+_IDENTIFIER_MAX = 63  # ocserv: MAX_DEVICE_TYPE / MAX_DEVICE_PLATFORM - 1 (it drops longer)
 _VALUE_MAX = 4096
 _HEX96 = re.compile(r"[0-9A-Fa-f]{96}")
 _HOSTNAME_OK = re.compile(r"[A-Za-z0-9-]+")
@@ -360,6 +361,21 @@ def _requested_addresses(values: Iterable[str]) -> tuple[IPv4Address | None, IPv
     return v4, v6
 
 
+def device_identifiers(headers: HeaderLookup) -> tuple[str, str]:
+    """(device type, platform) from X-AnyConnect-Identifier-DeviceType / -Platform.
+
+    openconnect sends them on every request, the auth ones included, but only for a mobile
+    ``--os`` (android, apple-ios); ocserv keeps the auth request's for the connect and
+    disconnect scripts (§8.3).  A value of 64 bytes or more is dropped, as ocserv does.
+    """
+    def value(name: str) -> str:
+        raw = _one(headers, name) or ""
+        return raw if len(raw.encode()) <= _IDENTIFIER_MAX else ""
+
+    return (value("X-AnyConnect-Identifier-DeviceType"),
+            value("X-AnyConnect-Identifier-Platform"))
+
+
 def parse_connect_request(method: str, target: str, headers: HeaderLookup) -> ConnectRequest:
     """Validate the request line and extract the client's wishes (§3.1).
 
@@ -373,6 +389,7 @@ def parse_connect_request(method: str, target: str, headers: HeaderLookup) -> Co
     user_agent = _one(headers, "User-Agent") or ""
     v4, v6 = _requested_addresses(_all(headers, "X-CSTP-Address"))
     full = _one(headers, "X-CSTP-Full-IPv6-Capability") or ""
+    device_type, platform = device_identifiers(headers)
     return ConnectRequest(
         cookie=_webvpn_cookie(headers),
         hostname=_hostname(_one(headers, "X-CSTP-Hostname")),
@@ -386,8 +403,8 @@ def parse_connect_request(method: str, target: str, headers: HeaderLookup) -> Co
         dtls_master_secret=_master_secret(_one(headers, "X-DTLS-Master-Secret")),
         dtls_ciphersuites=_list(_one(headers, "X-DTLS-CipherSuite"), ":"),
         dtls12_ciphersuites=_list(_one(headers, "X-DTLS12-CipherSuite"), ":"),
-        device_type=(_one(headers, "X-AnyConnect-Identifier-DeviceType") or "")[:_AGENT_MAX],
-        platform=(_one(headers, "X-AnyConnect-Identifier-Platform") or "")[:_AGENT_MAX],
+        device_type=device_type,
+        platform=platform,
         requested_ipv4=v4,
         requested_ipv6=v6,
     )

@@ -27,6 +27,8 @@ class Session:
     expires: float | None  # None while a connection uses it
     in_use: int = 0
     extra: dict = field(default_factory=dict)  # back-end session attributes (RADIUS)
+    accounted: bool = False  # acct = pam accepted it at its first open (ocserv: session_is_open)
+    device: tuple[str, str] = ("", "")  # (device type, platform) the login's request named
 
 
 def _hash_cookie(cookie: str) -> bytes:
@@ -42,11 +44,12 @@ class SessionStore:
         self._by_hash: dict[bytes, Session] = {}
 
     def create(self, username: str, groupname: str, remote_ip: str,
-               now: float, extra: dict | None = None) -> tuple[str, Session]:
+               now: float, extra: dict | None = None,
+               device: tuple[str, str] = ("", "")) -> tuple[str, Session]:
         cookie = base64.b64encode(secrets.token_bytes(32)).decode()
         session = Session(_hash_cookie(cookie), secrets.token_hex(16), username, groupname,
                           remote_ip, now, now + self.cookie_timeout + AUTH_SLACK,
-                          extra=extra or {})
+                          extra=extra or {}, device=device)
         self._by_hash[session.cookie_hash] = session
         return cookie, session
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from .. import ipc
 from ..auth.base import PASSWORD_PROMPT, Conversation, GroupError, Prompt, Verdict
 from ..auth.cert import CertIdentity
-from ..auth.registry import AuthSetup
+from ..auth.registry import AuthSetup, Method
 from ..config import Config
 from .anyconnect import ProfileCache
 from .cookies import SessionStore
@@ -40,10 +40,12 @@ class AuthState:
     group_given: bool = False  # the client named a group (or the default entry)
     remote_ip: str = ""
     user_agent: str = ""
+    device: tuple[str, str] = ("", "")  # (device type, platform) of the login's request
     tries: int = 0
     answers: int = 0  # answers given in this attempt: the 2nd..nth input gets a counter
     retry_note: str = ""  # "Login failed." before the next prompt after a wrong answer
     conv: Conversation | None = None
+    method: Method | None = None  # the way this login goes (AuthSetup.select)
     waiting_since: float | None = None  # a worker awaits our reply since (monotonic)
     context: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
     pid: int = 0  # the worker's, from SO_PEERCRED (the kernel's word, not the worker's)
@@ -68,27 +70,26 @@ class Login:
         self.end_attempt(state)
         state.remote_ip = msg.remote_ip
         state.user_agent = msg.user_agent
+        state.device = (msg.device_type, msg.platform)
         state.tries = 0
         state.retry_note = ""
         state.group_given = bool(msg.group)
         state.requested = self.setup.groups.requested(msg.group)
-        setup = self.setup
         if len(msg.username.encode()) > MAX_USERNAME or any(ord(c) < 32 for c in msg.username):
             return self.fail(state, "Authentication failed")
-        if setup.cert_required and state.cert is None:
+        state.method = self.setup.select(state.cert is not None)
+        if state.method is None:  # every configured way needs a certificate
             log.info("no usable client certificate from %s: %s", state.remote_ip,
                      state.cert_problem)
             return self.fail(state, state.cert_problem)
-        if state.cert is not None and setup.cert_sufficient:
+        if not state.method.password:  # the certificate alone logs in
             return self._cert_login(state)
-        if setup.password is None:
-            return self.fail(state, state.cert_problem)
         if not msg.username:
             return self._login_form(state)
-        if state.cert is not None and setup.cert_required \
-                and msg.username != state.cert.username:
+        cert = state.cert if state.method.cert else None  # certificate AND password
+        if cert is not None and msg.username != cert.username:
             log.info("user '%s' from %s presented a certificate of '%s'", msg.username,
-                     state.remote_ip, state.cert.username)
+                     state.remote_ip, cert.username)
             return self.fail(state, "Authentication failed")
         state.username = msg.username
         return self._begin(state)
@@ -101,9 +102,15 @@ class Login:
         state.waiting_since = time.monotonic()
         return self.pump(state)
 
+    @staticmethod
+    def _with_cert(state: AuthState) -> bool:
+        """This login is certificate AND password: the two must agree."""
+        return state.cert is not None and state.method is not None and state.method.cert
+
     def _login_form(self, state: AuthState) -> ipc.AuthReply:
         policy = self.setup.groups
-        extra: list[str] = list(state.cert.groups) if state.cert is not None else []
+        extra: list[str] = list(state.cert.groups) \
+            if state.cert is not None and self._with_cert(state) else []
         if policy.auto and self.setup.password is not None:
             extra += self.setup.password.all_groups()
         options = policy.options(state.requested, extra) \
@@ -113,7 +120,7 @@ class Login:
                              groups=[list(o) for o in options])
 
     def _cert_login(self, state: AuthState) -> ipc.AuthReply:
-        """The certificate alone logs in (auth = certificate, or enable-auth)."""
+        """The certificate alone logs in (auth = certificate, or enable-auth = certificate)."""
         assert state.cert is not None
         groups = state.cert.groups
         if len(groups) > 1 and not state.group_given:
@@ -167,7 +174,7 @@ class Login:
             return self.fail(state, verdict.error)
         if verdict.ok:
             groups = verdict.groups
-            if state.cert is not None and state.cert.groups:  # cert AND password
+            if state.cert is not None and self._with_cert(state) and state.cert.groups:
                 groups = tuple(g for g in groups if g in state.cert.groups) if groups \
                     else state.cert.groups
             return self._login_as(state, state.username, groups, verdict.extra)
@@ -194,7 +201,7 @@ class Login:
             log.info("refusing '%s' from %s: %s", username, state.remote_ip, exc)
             return self.fail(state, "Authentication failed")
         cookie, session = self.store.create(username, group, state.remote_ip, time.time(),
-                                            extra)
+                                            extra, device=state.device)
         log.info("user '%s' authenticated from %s%s (session %s)", username, state.remote_ip,
                  f" in group '{group}'" if group else "", session.sid[:8])
         self.end_attempt(state)

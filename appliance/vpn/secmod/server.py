@@ -39,7 +39,7 @@ from ..protocol.tls.handshake import (
     make_server_context,
 )
 from .anyconnect import CertGate, ProfileCache, connect_needs_cert, profile_answer
-from .cookies import SessionStore
+from .cookies import Session, SessionStore
 from .login import AuthState, Login
 from .memtrim import release_memory
 
@@ -69,7 +69,7 @@ def make_auth_setup(cfg: Config) -> AuthSetup:
     """The configured back-ends; AuthConfigError explains an impossible combination."""
     policy = group_policy(cfg.select_groups, cfg.default_select_group, cfg.auto_select_group)
     return make_setup(cfg.auth, cfg.enable_auth, cfg.ca_cert, cfg.cert_user_oid, policy,
-                      answer_timeout=float(max(cfg.auth_timeout, 30)))
+                      answer_timeout=float(max(cfg.auth_timeout, 30)), acct=cfg.acct)
 
 
 def _crl_stamp(path: str | None) -> tuple[int, int] | None:
@@ -184,10 +184,14 @@ class SecMod:
             session = self.store.open(msg.cookie, now)
             if session is None:
                 reply = ipc.SessionInfo(ok=False, reason="cookie is not valid")
+            elif not self._account(session):  # ocserv then fails the session for good
+                self.store.close(session.sid, True, now)
+                reply = ipc.SessionInfo(ok=False, reason="refused by PAM account management")
             else:
                 reply = ipc.SessionInfo(ok=True, sid=session.sid, username=session.username,
                                         groupname=session.groupname, started=session.created,
-                                        extra=session.extra)
+                                        extra=session.extra, device_type=session.device[0],
+                                        platform=session.device[1])
         elif isinstance(msg, ipc.SessionClose):
             self.store.close(msg.sid, msg.invalidate, now)
             reply = ipc.Ack()
@@ -196,6 +200,13 @@ class SecMod:
         else:
             reply = ipc.Ack(ok=False, reason=f"unexpected {type(msg).__name__}")
         return reply
+
+    def _account(self, session: Session) -> bool:
+        """acct = pam: the first open of a session asks PAM's account stack."""
+        if self.setup.account is None or session.accounted:
+            return True
+        session.accounted = self.setup.account.allowed(session.username)
+        return session.accounted
 
     # --- workers ------------------------------------------------------------------------------
 
@@ -421,10 +432,12 @@ class SecMod:
                 self._notify(ipc.SessionRevoked(session.sid))
             return ipc.Ack(ok=session is not None)
         assert isinstance(msg, ipc.ConnectCertCheck)
+        # as ocserv: the method this connection logged in with, else the one it starts with
+        method = state.method or self.setup.first(state.cert is not None)
         refusal = self.cert_gate.check(
             msg.cookie, self.store.peek(msg.cookie, now),
             state.cert.username if state.cert is not None else None,
-            connect_needs_cert(self.cfg, self.setup.cert_required), now)
+            connect_needs_cert(self.cfg, method is not None and method.cert), now)
         if refusal:
             log.info("CONNECT from %s refused: %s", state.remote_ip or "?", refusal)
         return ipc.Ack(ok=not refusal, reason=refusal)

@@ -145,7 +145,8 @@ class Worker:
     def _first_form(self, req: http.Request) -> None:
         """GET of the login page: the same first step as an XML ``init``."""
         self._answer(self._ask_secmod(ipc.AuthInit("", None, self.peer.remote_ip,
-                                                   req.headers.get("User-Agent") or "")))
+                                                   req.headers.get("User-Agent") or "",
+                                                   *cstp.device_identifiers(req.headers))))
 
     def _show_form(self, answer: ipc.AuthReply) -> None:
         """The form step the security module asked for (docs/protocol.md §2.4.2, §2.4.3)."""
@@ -199,9 +200,10 @@ class Worker:
         if self.url_group:  # the URL decides, as ocserv's groupname_url_forced
             reply.group = self.url_group
         agent = req.headers.get("User-Agent") or ""
+        device = cstp.device_identifiers(req.headers)
         if reply.username:
             answer = self._ask_secmod(ipc.AuthInit(reply.username, reply.group,
-                                                   self.peer.remote_ip, agent))
+                                                   self.peer.remote_ip, agent, *device))
             # the combined form: the password came with the username (ocserv re-reads it)
             if answer.status == "continue" and answer.form == "password" \
                     and reply.password is not None:
@@ -210,7 +212,7 @@ class Worker:
             answer = self._ask_secmod(ipc.AuthCont(reply.password))
         else:
             answer = self._ask_secmod(ipc.AuthInit("", reply.group, self.peer.remote_ip,
-                                                   agent))
+                                                   agent, *device))
         return self._answer(answer)
 
     def _answer(self, answer: ipc.AuthReply) -> str | None:
@@ -328,7 +330,7 @@ class Worker:
                                                      app_id, mtu=s.base_mtu - 28))
         self._send_plain(cstp.build_connect_response(params))
         log.info("user '%s' connected from %s as %s on %s", grant.username,
-                 self.peer.remote_ip, grant.ipv4, grant.device)
+                 self.peer.remote_ip, grant.ipv4 or grant.ipv6, grant.device)
         remaining = s.session_remaining
         timers = Timers(dpd=s.dpd, idle_timeout=s.idle_timeout,
                         session_deadline=(time.monotonic() + remaining)
@@ -379,8 +381,9 @@ def connect_params(grant: ipc.ConnectGrant, creq: cstp.ConnectRequest) -> cstp.C
         hostname=creq.hostname,
         dpd=s.dpd,
         default_domain=s.default_domain,
-        ipv4_address=ipaddress.IPv4Address(grant.ipv4),
-        ipv4_netmask=ipaddress.IPv4Address(grant.ipv4_netmask),
+        # none on an IPv6-only server
+        ipv4_address=ipaddress.IPv4Address(grant.ipv4) if grant.ipv4 else None,
+        ipv4_netmask=ipaddress.IPv4Address(grant.ipv4_netmask) if grant.ipv4 else None,
         dns=s.dns,
         nbns=s.nbns,
         split_dns=s.split_dns,
