@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from flask_babel import gettext as _
 
@@ -32,8 +31,11 @@ from ..update.release import RELEASE_FILE, installed_release
 
 log = logging.getLogger(__name__)
 
-MAX_BUNDLE_BYTES = 2 << 30  # two root slots' worth; a bundle is far smaller
-CHUNK = 1 << 20
+MAX_BUNDLE_BYTES = 1 << 30  # a root slot's worth; a bundle is far smaller
+#: the upload arrives in pieces of at most this size: waitress buffers every request body
+#: before the app sees it and refuses more than 1 MiB (appliance/web/server.py), so a
+#: bundle is never buffered whole and nobody unauthenticated can make the server store one
+CHUNK_BYTES = 768 << 10
 
 
 class UploadError(ValueError):
@@ -97,27 +99,41 @@ class Updates:
     def pending(self) -> Pending | None:
         return self.history.pending()
 
-    def receive(self, stream: IO[bytes], limit: int = MAX_BUNDLE_BYTES) -> rauc.BundleInfo:
-        """Store an uploaded bundle and have RAUC check it; refused ones are deleted."""
+    @property
+    def part_file(self) -> Path:
+        return self.upload_file.with_suffix(".part")
+
+    def append(self, offset: int, data: bytes) -> int:
+        """One piece of an upload at ``offset`` (0 starts a new one); returns the size so far.
+
+        A piece that does not continue the file exactly (lost, repeated, out of order) is
+        refused, so the stored bytes are always a prefix of what the browser sends.
+        """
         if self.progress.state == "installing":
             raise UploadError(_("an update is being installed"))
+        if len(data) > CHUNK_BYTES:
+            raise UploadError(_("the file is larger than any bundle"))
         self.folder.mkdir(parents=True, exist_ok=True)
-        part = self.upload_file.with_suffix(".part")
-        size = 0
-        try:
-            with open(part, "wb") as out:
-                while chunk := stream.read(CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise UploadError(_("the file is larger than any bundle"))
-                    out.write(chunk)
-            if size == 0:
-                raise UploadError(_("the file is empty"))
-            os.replace(part, self.upload_file)
-            return self.checked()
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
+        if offset == 0:
+            self.discard()
+            self.part_file.unlink(missing_ok=True)
+        size = self.part_file.stat().st_size if self.part_file.exists() else 0
+        if offset != size:
+            raise UploadError(_("the upload was interrupted; start it again"))
+        if size + len(data) > MAX_BUNDLE_BYTES:
+            self.part_file.unlink(missing_ok=True)
+            raise UploadError(_("the file is larger than any bundle"))
+        with open(self.part_file, "ab") as out:
+            out.write(data)
+        return size + len(data)
+
+    def finish_upload(self) -> rauc.BundleInfo:
+        """The upload is complete: RAUC checks it (a refused file is deleted)."""
+        if not self.part_file.exists() or self.part_file.stat().st_size == 0:
+            self.part_file.unlink(missing_ok=True)
+            raise UploadError(_("the file is empty"))
+        os.replace(self.part_file, self.upload_file)
+        return self.checked()
 
     def checked(self) -> rauc.BundleInfo:
         """RAUC's verdict on the stored upload (signature, then our compatible string)."""

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from appliance.update.bootenv import BootEnv
+from appliance.webui.updates import CHUNK_BYTES
 from tests.support.device import (
     ADMIN_PASSWORD,
     UI_PORT,
@@ -44,7 +45,7 @@ def test_update_page_in_the_browser(
     require_rauc()
     keys = mk.ensure_signing_keys(workdir / "keys")
     other = mk.ensure_signing_keys(workdir / "other", name="Somebody else")
-    rootfs = small_rootfs(workdir)
+    rootfs = small_rootfs(workdir, blob=2_500_000)  # several upload pieces
     ours = make_bundle(workdir, rootfs, keys, fmt="plain", name="ours.raucb")
     theirs = make_bundle(workdir, rootfs, other, fmt="verity", name="theirs.raucb")
     layout = make_device_state(net, workdir / "state")
@@ -89,6 +90,7 @@ def test_update_page_in_the_browser(
                 page.click("#upload-form button[type=submit]")
             assert page.inner_text("#bundle-version") == "2.0"
             assert "OCGate updates signer" in page.inner_text("#bundle-signer")
+            assert ours.stat().st_size > 3 * CHUNK_BYTES
 
             _submit(page, "#install-form button[type=submit]")
             _wait("the installation", lambda: page.get_attribute(

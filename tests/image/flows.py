@@ -80,8 +80,16 @@ def upload_and_install(browser: Browser, bundle: Path, timeout: float) -> dict[s
     token = CSRF.search(page.body)
     if token is None:
         raise GuestError("no CSRF token on the update page")
-    answer = browser.request("POST", "/update/upload", raw=bundle,
-                             extra={"X-CSRF-Token": token.group(1)})
+    headers = {"X-CSRF-Token": token.group(1)}
+    chunk = int(re.search(r'data-chunk="(\d+)"', page.body).group(1))  # type: ignore[union-attr]
+    size = bundle.stat().st_size
+    with open(bundle, "rb") as fh:
+        for offset in range(0, size, chunk):
+            piece = browser.request("POST", f"/update/upload?offset={offset}",
+                                    raw_bytes=fh.read(chunk), extra=headers)
+            if piece.status != 200:
+                raise GuestError(f"upload refused: {piece.status} {piece.body[:500]}")
+    answer = browser.request("POST", "/update/check", raw_bytes=b"", extra=headers)
     if answer.status != 200:
         raise GuestError(f"upload refused: {answer.status} {answer.body[:500]}")
     page = browser.get("/update/")

@@ -330,22 +330,21 @@ class Browser:
                                            context=ctx)
 
     def request(self, method: str, path: str, data: dict[str, str] | None = None,
-                *, raw: Path | None = None, extra: dict[str, str] | None = None
+                *, raw_bytes: bytes | None = None, extra: dict[str, str] | None = None
                 ) -> Response:
-        """``data``: a form; ``raw``: a file sent as the body (how update.js uploads)."""
+        """``data``: a form; ``raw_bytes``: the body as it is (update.js's pieces)."""
         conn = self._connection()
         headers = {"Host": f"{self.host}:{self.port}", "User-Agent": "ocgate-image-test",
                    **(extra or {})}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        body: object = None
+        body: str | bytes | None = None
         if data is not None:
             body = urllib.parse.urlencode(data)
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-        elif raw is not None:
-            body = open(raw, "rb")
+        elif raw_bytes is not None:
+            body = raw_bytes
             headers["Content-Type"] = "application/octet-stream"
-            headers["Content-Length"] = str(raw.stat().st_size)
         try:
             conn.request(method, path, body=body, headers=headers)
             answer = conn.getresponse()
@@ -358,8 +357,6 @@ class Browser:
                             text)
         finally:
             conn.close()
-            if hasattr(body, "close"):
-                body.close()
 
     def get(self, path: str) -> Response:
         return self.request("GET", path)

@@ -37,12 +37,12 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def small_rootfs(base: Path, release: str = "2.0") -> Path:
+def small_rootfs(base: Path, release: str = "2.0", blob: int = 300_000) -> Path:
     """A small root file system with incompressible content (squashfs must not vanish)."""
     tree = base / "tree"
     (tree / "usr/lib/ocgate").mkdir(parents=True)
     (tree / "usr/lib/ocgate/release").write_text(release + "\n")
-    (tree / "blob").write_bytes(os.urandom(300_000))
+    (tree / "blob").write_bytes(os.urandom(blob))
     image = base / "rootfs.ext4"
     mk.make_ext4(image, tree, 8, label="rootfs")
     return image

@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 
 from appliance.update.bootenv import BootEnv
 from appliance.update.history import ROLLED_BACK, History, Outcome
-from appliance.webui.updates import Updates
+from appliance.webui.updates import CHUNK_BYTES, Updates
 from tests.support.rauc import RaucDevice, make_bundle, mk, require_rauc, small_rootfs
 from tests.support.webui import UI, build_ui, sign_in, token
 
@@ -64,10 +64,35 @@ def setup(tmp_path: Path, device: RaucDevice) -> tuple[UI, FlaskClient, list[str
 
 
 def upload(client: FlaskClient, bundle: Path) -> tuple[int, dict[str, object]]:
-    answer = client.post("/update/upload", data=bundle.read_bytes(),
-                         headers={"X-CSRF-Token": token(client, "/update/"),
-                                  "Content-Type": "application/octet-stream"})
+    """As update.js does: pieces at their offsets, then the check."""
+    headers = {"X-CSRF-Token": token(client, "/update/"),
+               "Content-Type": "application/octet-stream"}
+    data = bundle.read_bytes()
+    for offset in range(0, len(data), CHUNK_BYTES):
+        piece = client.post(f"/update/upload?offset={offset}",
+                            data=data[offset:offset + CHUNK_BYTES], headers=headers)
+        assert piece.status_code == 200, piece.get_json()
+        assert piece.get_json()["received"] == min(len(data), offset + CHUNK_BYTES)
+    answer = client.post("/update/check", headers=headers)
     return answer.status_code, answer.get_json()
+
+
+def test_pieces_out_of_order_are_refused(setup: tuple[UI, FlaskClient, list[str]]) -> None:
+    ui, client, _ = setup
+    headers = {"X-CSRF-Token": token(client, "/update/")}
+    assert client.post("/update/upload?offset=0", data=b"x" * 10,
+                       headers=headers).status_code == 200
+    skipped = client.post("/update/upload?offset=20", data=b"y", headers=headers)
+    assert skipped.status_code == 400 and "interrupted" in skipped.get_json()["error"]
+    too_big = client.post("/update/upload?offset=10", data=b"z" * (CHUNK_BYTES + 1),
+                          headers=headers)
+    assert too_big.status_code in (400, 413)
+    assert client.post("/update/upload?offset=x", headers=headers).status_code == 400
+    empty = client.post("/update/check", headers={"X-CSRF-Token": token(client, "/update/"),
+                                                  "Content-Type": "text/plain"})
+    assert ui.ctx.updates is not None
+    assert empty.status_code == 400  # 10 bytes of "x": RAUC refuses them, the file goes
+    assert not ui.ctx.updates.upload_file.exists() and not ui.ctx.updates.part_file.exists()
 
 
 def test_page_shows_release_and_slot(setup: tuple[UI, FlaskClient, list[str]]) -> None:

@@ -1,8 +1,9 @@
 """The update page: upload a signed bundle, see what RAUC found, install, reboot.
 
-The upload is the request body itself (``update.js`` sends the file with a progress bar),
-not a multipart form: a bundle is hundreds of megabytes, and Werkzeug would spool a form
-to /tmp, which is RAM under the unit's PrivateTmp.  The body goes straight to the data
+``update.js`` sends the file in pieces (``POST upload?offset=N``, each under the web
+server's 1 MiB request limit, which is what moves the progress bar) and then asks for the
+check (``POST check``): a bundle is hundreds of megabytes, and neither a multipart form
+nor one huge body may be buffered by the server.  The pieces go straight to the data
 partition and RAUC checks the signature before the page offers "Install".
 """
 
@@ -17,7 +18,7 @@ from flask_babel import gettext as _
 from ...update.history import ROLLED_BACK
 from ...update.rauc import BundleInfo
 from ...web.l10n import format_bytes
-from ..updates import MAX_BUNDLE_BYTES, Updates, UploadError
+from ..updates import CHUNK_BYTES, MAX_BUNDLE_BYTES, Updates, UploadError
 from .common import ctx
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,32 @@ def index() -> str:
                            rolled_back=last is not None and last.result == ROLLED_BACK,
                            pending=service.pending(), ready=ready,
                            progress=service.progress,
-                           max_size=format_bytes(MAX_BUNDLE_BYTES))
+                           max_size=format_bytes(MAX_BUNDLE_BYTES), chunk=CHUNK_BYTES)
 
 
 @bp.post("/upload")
 def upload() -> ResponseReturnValue:
-    service = updates()
-    request.max_content_length = MAX_BUNDLE_BYTES
     try:
-        info = service.receive(request.stream)
+        offset = int(request.args.get("offset", ""))
+        if offset < 0:
+            raise ValueError(offset)
+    except ValueError:
+        return jsonify(ok=False, error=_("The file was refused and deleted: %(reason)s",
+                                         reason=_("the upload was interrupted; start it "
+                                                  "again"))), 400
+    try:
+        received = updates().append(offset, request.get_data(cache=False))
+    except UploadError as exc:
+        return jsonify(ok=False, error=_("The file was refused and deleted: %(reason)s",
+                                         reason=exc)), 400
+    return jsonify(ok=True, received=received)
+
+
+@bp.post("/check")
+def check() -> ResponseReturnValue:
+    service = updates()
+    try:
+        info = service.finish_upload()
     except UploadError as exc:
         log.warning("update upload refused by=%s reason=%s", g.get("admin"), exc)
         return jsonify(ok=False, error=_("The file was refused and deleted: %(reason)s",

@@ -1,38 +1,38 @@
-// The update page: send the bundle as the request body with a progress bar, then follow
-// the installation. Every text comes from the page (its language); none is written here.
+// The update page: send the bundle in pieces with a progress bar, have it checked, then
+// follow the installation. Every text comes from the page (its language); none is here.
 "use strict";
 (function () {
   const form = document.getElementById("upload-form");
   if (form) {
-    form.addEventListener("submit", (event) => {
+    const token = () => form.querySelector("[name=csrf_token]").value;
+    const post = (url, body) => fetch(url, {
+      method: "POST", credentials: "same-origin", body: body,
+      headers: { "Content-Type": "application/octet-stream", "X-CSRF-Token": token() },
+    }).then((r) => r.json().catch(() => ({ error: r.statusText || String(r.status) })));
+
+    form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const file = document.getElementById("bundle").files[0];
       if (!file) { return; }
       const bar = document.getElementById("upload-progress");
       const error = document.getElementById("upload-error");
-      const xhr = new XMLHttpRequest();
-      xhr.open("POST", form.dataset.url);
-      xhr.setRequestHeader("Content-Type", "application/octet-stream");
-      xhr.setRequestHeader("X-CSRF-Token", form.querySelector("[name=csrf_token]").value);
+      const chunk = Number(form.dataset.chunk);
+      const fail = (text) => { bar.hidden = true; error.textContent = text; error.hidden = false; };
       bar.hidden = false;
       error.hidden = true;
-      xhr.upload.addEventListener("progress", (e) => {
-        if (e.lengthComputable) { bar.value = Math.round((100 * e.loaded) / e.total); }
-      });
-      xhr.addEventListener("load", () => {
-        let answer = {};
-        try { answer = JSON.parse(xhr.responseText); } catch (e) { answer = {}; }
-        if (xhr.status === 200 && answer.ok) { window.location.reload(); return; }
-        bar.hidden = true;
-        error.textContent = answer.error || xhr.statusText;
-        error.hidden = false;
-      });
-      xhr.addEventListener("error", () => {
-        bar.hidden = true;
-        error.textContent = xhr.statusText || String(xhr.status);
-        error.hidden = false;
-      });
-      xhr.send(file);
+      try {
+        for (let offset = 0; offset < file.size; offset += chunk) {
+          const answer = await post(`${form.dataset.url}?offset=${offset}`,
+                                    file.slice(offset, offset + chunk));
+          if (!answer.ok) { fail(answer.error); return; }
+          bar.value = Math.round((100 * answer.received) / file.size);
+        }
+        const checked = await post(form.dataset.check, null);
+        if (!checked.ok) { fail(checked.error); return; }
+        window.location.reload();
+      } catch (e) {
+        fail(String(e));
+      }
     });
   }
 
