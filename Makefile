@@ -3,13 +3,14 @@ PYTHON ?= python3
 STATE ?= $(CURDIR)/state
 # Every program and library a test runs (tests/prereqs.py fails a test that lacks one):
 # the VPN client and the reference server, network and traffic tools, TLS tools, the
-# browser, the PROXY/RADIUS peers, OTP, the PAM test module's compiler, user accounts,
+# browser, the PROXY/RADIUS peers, OTP, the PAM test module's compiler, the native data
+# path's headers (python3-dev, libssl-dev: pip install -e . compiles it), user accounts,
 # and the image checks of tests/unit/test_image_static.py.
 APT_PACKAGES = openconnect ocserv vpnc-scripts iproute2 iputils-ping nftables iperf3 procps \
 	gnutls-bin libgnutls30 openssl ca-certificates chromium libseccomp2 \
 	haproxy freeradius libradcli4 oathtool gcc libc6-dev libpam0g libpam0g-dev libpam-modules libcrypt1 \
 	passwd util-linux mount systemd genimage mtools dosfstools fdisk e2fsprogs \
-	python3-pip bind9 bind9-utils bind9-dnsutils pebble miniupnpd-nftables coturn conntrack \
+	python3-pip python3-dev libssl-dev bind9 bind9-utils bind9-dnsutils pebble miniupnpd-nftables coturn conntrack curl \
 	rauc squashfs-tools dbus
 STAMP = .deps.stamp
 
@@ -29,7 +30,7 @@ apt-deps:
 		rm -f $(STAMP); \
 	fi
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile setup.py appliance/vpn/native/_fastpath.c
 	@# the packaged ocserv must never run as a service: we only use it as a reference
 	@-systemctl disable --now ocserv.service >/dev/null 2>&1; true
 	@# nor haproxy: the PROXY protocol tests start their own in a namespace

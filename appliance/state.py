@@ -13,11 +13,16 @@ Layout (``STATE`` is ``/var/lib/ocgate`` on the device, ``./state`` with ``make 
     STATE/certs/ca-cert.pem      the appliance CA (0644) and its key ca-key.pem (0600)
     STATE/certs/server-cert.pem  TLS certificate of the VPN and admin UI (0644), key (0600)
     STATE/certs/crl.pem          CRL of revoked client certificates (admin UI, 0644)
+    STATE/certs/acme-alpn/       TLS-ALPN-01 challenge certificates the sec-mod serves while
+                                 an ACME order runs (reach/challenges.py store_beside, 0700)
     STATE/client-certs.json      issued client certificates: serial, user, expiry (0600)
     STATE/admin-totp.json        admin TOTP secrets, hashed recovery codes (0600)
     STATE/ui-language.json       the web pages' language: device default, per admin (0644)
     STATE/boot/setup-code.txt    one-time setup code; boot/ is the FAT boot partition on the
                                  device, so the owner can read it from a card reader
+    STATE/reach.json             reachability choices: port mapping, DNS name, ACME (0644)
+    STATE/reach-secrets.json     DDNS/TSIG credentials (0600, appliance/reach/credentials.py)
+    STATE/reach-status.json      what the reachability service found last (0644)
     STATE/setup-done             commit marker: present = the wizard finished (JSON)
     STATE/run/                   sockets and pid files of the running server
     STATE/.apply/                staging area of an apply in progress (crash recovery)
@@ -90,6 +95,18 @@ class StateLayout:
     def admin_totp(self) -> Path:
         """Admin TOTP secrets and hashed recovery codes (JSON, 0600)."""
         return self.root / "admin-totp.json"
+
+    @property
+    def reach_settings(self) -> Path:
+        return self.root / "reach.json"
+
+    @property
+    def reach_secrets(self) -> Path:
+        return self.root / "reach-secrets.json"
+
+    @property
+    def reach_status(self) -> Path:
+        return self.root / "reach-status.json"
 
     @property
     def ui_language(self) -> Path:

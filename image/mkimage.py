@@ -590,8 +590,11 @@ class Build:
         # the .mo files are not in git: compile them into the tree the wheel is made from
         run([sys.executable, "-m", "appliance.web.catalogs", "compile"], cwd=REPO,
             quiet=True)
+        # a pure wheel: the native data path (setup.py) compiled here would be the host's
+        # architecture; the device runs the pure-Python path (appliance/vpn/native)
         run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-             "--no-deps", "-w", project, REPO], quiet=True)
+             "--no-deps", "-w", project, REPO], quiet=True,
+            env=dict(os.environ, OCGATE_NATIVE_BUILD="0"))
         argv = [sys.executable, "-m", "pip", "install", "--quiet",
                 "--disable-pip-version-check", "--no-index", "--find-links", str(wheels),
                 "--find-links", str(project), "--only-binary=:all:",

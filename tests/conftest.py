@@ -20,6 +20,9 @@ ALLOWED_SKIPS = Path(__file__).resolve().parent / "image"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "prereq(check): run check() before the test; "
                                        "it fails the test when a prerequisite is missing")
+    config.addinivalue_line("markers", "format_test: checked against a local stand-in that "
+                                       "speaks a real service's documented format (the "
+                                       "service itself is out of reach); -m format_test")
     config.pluginmanager.register(StraySkips(config), "ocgate-stray-skips")
 
 

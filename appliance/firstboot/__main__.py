@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--factory-reset", action="store_true",
                    help="erase the configuration so that the wizard runs again")
     p.add_argument("--yes", action="store_true", help="do not ask before a factory reset")
+    p.add_argument("--reach-probe", default="", metavar="ADDRESS",
+                   help="an Internet address the reach check sends its hop probe towards "
+                        "(tells carrier-grade NAT apart); default: none")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     options = WizardOptions(state=args.state, hosts=args.hosts or ["0.0.0.0"],
                             port=args.port, vpn_port=args.vpn_port, mdns=not args.no_mdns,
                             mdns_name=args.mdns_name, policy=args.subnet_policy,
-                            handover=args.handover, linger=args.linger)
+                            handover=args.handover, linger=args.linger,
+                            reach_probe=args.reach_probe)
     if args.factory_reset:
         return run_factory_reset(options, assume_yes=args.yes)
     layout = StateLayout.at(args.state)

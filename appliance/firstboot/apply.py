@@ -93,6 +93,12 @@ def plan_files(plan: SetupPlan, layout: StateLayout) -> list[StagedFile]:
         files.append(StagedFile(rel(path), plan.user.client_cert_pem, 0o644))
     files.append(StagedFile(rel(layout.admin_passwd), b"", 0o600))  # placeholder, see below
     files.append(StagedFile(rel(layout.passwd), b"", 0o600))
+    if plan.reach is not None:
+        files.append(StagedFile(rel(layout.reach_settings), plan.reach.settings.to_json(),
+                                0o644))
+        if plan.reach.secrets:
+            files.append(StagedFile(rel(layout.reach_secrets), json.dumps(
+                plan.reach.secrets, indent=1, sort_keys=True).encode() + b"\n", 0o600))
     files.append(StagedFile(rel(layout.conf), render_conf(plan, layout).encode(), 0o600))
     return files
 
@@ -251,14 +257,18 @@ class Units:
     """systemd units of the appliance (their files live in systemd/ of the image)."""
 
     vpn: str = "ocgate-vpn.service"
+    reach: str = "ocgate-reach.service"
     webui: str = "ocgate-webui.service"
     wizard: str = "ocgate-firstboot.service"
 
 
 def handover_commands(units: Units = Units()) -> list[list[str]]:
-    """Right after apply: the VPN comes up, the next boot starts the admin UI, not us."""
+    """Right after apply: the VPN comes up, then the reachability service (it reads the
+    reach.json apply just wrote, and TLS-ALPN-01 needs the VPN listening); the next boot
+    starts the admin UI, not us."""
     return [
         ["systemctl", "enable", "--now", units.vpn],
+        ["systemctl", "enable", "--now", units.reach],
         ["systemctl", "enable", units.webui],
         ["systemctl", "disable", units.wizard],
     ]
@@ -274,7 +284,10 @@ def switch_commands(units: Units = Units()) -> list[list[str]]:
 
 
 def factory_reset_commands(units: Units = Units()) -> list[list[str]]:
+    """The reachability service first: stopping it removes its mappings from the router
+    while it still knows them."""
     return [
+        ["systemctl", "disable", "--now", units.reach],
         ["systemctl", "disable", "--now", units.vpn],
         ["systemctl", "disable", units.webui],
         ["systemctl", "enable", units.wizard],
@@ -337,7 +350,8 @@ def factory_reset(layout: StateLayout) -> list[str]:
     removed = []
     targets = [layout.setup_done, layout.conf, Path(str(layout.conf) + ".bak"),
                layout.passwd, layout.admin_passwd, layout.staging, layout.certs_dir,
-               layout.setup_code]
+               layout.setup_code, layout.reach_settings, layout.reach_secrets,
+               layout.reach_status]
     for path in targets:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)

@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask_babel import lazy_gettext as _l
@@ -27,6 +28,7 @@ from .plan import (
     CertificateSet,
     FirstUser,
     NetworkChoice,
+    ReachChoice,
     SetupPlan,
     SubnetChoice,
 )
@@ -40,6 +42,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("code", _l("Setup code")),
     ("admin", _l("Admin account")),
     ("network", _l("Network")),
+    ("reach", _l("Reach from the Internet")),
     ("subnet", _l("VPN subnet")),
     ("certs", _l("Certificates")),
     ("user", _l("First VPN user")),
@@ -62,12 +65,14 @@ class Draft:
     subnet: SubnetChoice | None = None
     certs: CertificateSet | None = None
     user: FirstUser | None = None
+    reach: ReachChoice | None = None
+    reach_status: dict[str, Any] | None = None  # the last "Check now" on the reach step
 
     def done_steps(self) -> set[str]:
         done = {"code"}
         for name, value in (("admin", self.admin), ("network", self.network),
-                            ("subnet", self.subnet), ("certs", self.certs),
-                            ("user", self.user)):
+                            ("reach", self.reach), ("subnet", self.subnet),
+                            ("certs", self.certs), ("user", self.user)):
             if value is not None:
                 done.add(name)
         return done
@@ -84,7 +89,7 @@ class Draft:
             return None
         assert self.admin and self.network and self.subnet and self.certs and self.user
         return SetupPlan(self.admin, self.network, self.subnet, self.certs, self.user,
-                         vpn_port)
+                         vpn_port, self.reach)
 
 
 class DraftStore:
@@ -147,6 +152,8 @@ class WizardContext:
     vpn_port: int = 443
     policy: SubnetPolicy = HOME_POLICY
     probe: Callable[[], NetworkInfo] = detect_network
+    # (LAN address, VPN port) -> the status JSON of one mapping attempt (reach/check.py)
+    reach_check: Callable[[str, int], dict[str, Any]] | None = None
     handover: Handover = field(default_factory=Handover)
     handover_commands: list[list[str]] = field(default_factory=list)
     on_applied: Callable[[Final], None] | None = None

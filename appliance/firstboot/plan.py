@@ -13,6 +13,7 @@ import datetime
 import ipaddress
 from dataclasses import dataclass, field
 
+from ..reach.settings import ReachSettings
 from ..state import StateLayout
 from ..vpn.config import OPTIONS, ConfigDocument, parse_config, render_value
 
@@ -73,6 +74,13 @@ class FirstUser:
     pkcs12_password: str | None = None
 
 
+@dataclass(frozen=True)
+class ReachChoice:
+    """The "Reach from the Internet" answer: settings (reach.json) and their secrets."""
+    settings: ReachSettings
+    secrets: dict[str, str]
+
+
 @dataclass
 class SetupPlan:
     admin: AdminAccount
@@ -81,6 +89,7 @@ class SetupPlan:
     certs: CertificateSet
     user: FirstUser
     vpn_port: int = VPN_PORT
+    reach: ReachChoice | None = None
 
     @property
     def uses_certificates(self) -> bool:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..state import StateLayout
 from ..web.server import WebServer
@@ -54,6 +54,7 @@ class WizardOptions:
     handover: str = "systemd"  # "systemd" on the device, "none" in tests and demos
     linger: float = 1800.0  # seconds the final page stays up when nobody presses Finish
     units: Units = field(default_factory=Units)
+    reach_probe: str = ""  # an Internet address for the reach check's hop probe (CGNAT)
 
 
 class WizardService:
@@ -91,6 +92,7 @@ class WizardService:
             on_finish=self._on_finish,
             mdns_name=options.mdns_name,
             extra_hosts=tuple(h for h in options.hosts if h not in ("0.0.0.0", "::", "")),
+            reach_check=self._reach_check,
         )
         self.code = SetupCodeStore(self.layout.setup_code).ensure() \
             if not self.layout.is_setup_done() else None
@@ -99,6 +101,11 @@ class WizardService:
         self.mdns: MdnsAnnouncer | None = None
 
     # ---- hooks
+    def _reach_check(self, lan_address: str, port: int) -> dict[str, Any]:
+        from ..reach.check import check_once  # miniupnpc and friends only when asked
+
+        return check_once(lan_address, port, probe_target=self.options.reach_probe)
+
     def _on_applied(self, final: Final) -> None:
         self.applied_at = time.monotonic()
         if self.mdns is not None:

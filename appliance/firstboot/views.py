@@ -29,8 +29,10 @@ from flask_babel import ngettext
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from .. import pki
+from ..reach.settings import ReachSettings
 from ..vpn.config import ConfigError
 from ..vpn.passwd import hash_password
+from ..web import reachview
 from ..web.csrf import rotate_csrf_token
 from ..web.i18n import current as current_language
 from ..web.langprefs import LanguagePrefs
@@ -49,7 +51,8 @@ from .forms import (
     parse_username,
 )
 from .network import NetworkInfo, suggest_dns
-from .plan import AdminAccount, FirstUser, NetworkChoice, SubnetChoice
+from .plan import AdminAccount, FirstUser, NetworkChoice, ReachChoice, SubnetChoice
+from .reachform import form_values, parse_reach_form
 from .subnets import (
     NoFreeSubnetError,
     SubnetError,
@@ -269,7 +272,7 @@ def network(draft: Draft) -> ViewResult:
         draft.user = None if draft.user and draft.user.method == "certificate" else draft.user
     draft.hostname = hostname
     draft.network = choice
-    return _to("subnet")
+    return _to("reach")
 
 
 def _is_ip(text: str) -> bool:
@@ -278,6 +281,48 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------- reach
+
+
+def _reach_page(draft: Draft, status: int = 200, **values: Any) -> tuple[str, int]:
+    c = ctx()
+    checked = draft.reach_status
+    card = reachview.card(checked, draft.reach.settings if draft.reach else
+                          reach_defaults(), None) if checked else None
+    return _page("wizard/reach.html", "reach", draft, status, card=card,
+                 can_check=c.reach_check is not None, vpn_port=c.vpn_port, **values)
+
+
+def reach_defaults() -> ReachSettings:
+    return ReachSettings(enabled=True)
+
+
+@bp.route("/reach", methods=["GET", "POST"], endpoint="reach")
+@needs("reach")
+def reach(draft: Draft) -> ViewResult:
+    """Reach from the Internet: look at the router once, then choose the mapping, the public
+    name and the certificate (the service does all of it once the setup is applied)."""
+    c = ctx()
+    saved = draft.reach.secrets if draft.reach else {}
+    if request.method == "GET":
+        values = form_values(draft.reach.settings if draft.reach else reach_defaults())
+        return _reach_page(draft, values=values)
+    if request.form.get("action") == "check":
+        info = _info(draft)
+        lan = str(info.primary_address or "")
+        if c.reach_check is not None and lan:
+            draft.reach_status = c.reach_check(lan, c.vpn_port)
+        return _to("reach")
+    if request.form.get("action") == "skip":
+        draft.reach = ReachChoice(ReachSettings(), {})
+        return _to("subnet")
+    parsed = parse_reach_form(request.form, saved)
+    if parsed.errors:
+        return _reach_page(draft, 400, values=parsed.values, errors=parsed.errors)
+    draft.reach = ReachChoice(parsed.settings, parsed.secrets)
+    return _to("subnet")
 
 
 # --------------------------------------------------------------------------- subnet

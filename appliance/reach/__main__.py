@@ -1,108 +1,43 @@
 """``python3 -m appliance.reach``: the reachability engine as a service or a one-shot.
 
-``run`` keeps the VPN's ports mapped and the DNS name current, writing the status as JSON
-after every pass, and removes the mappings on SIGTERM; ``cert`` gets a certificate once.
-The appliance's supervisor and the tests drive it the same way.
+``run`` keeps the VPN's ports mapped, the DNS name current and (with ``--state``) a public
+certificate installed, writing the status as JSON after every pass, and removes the mappings
+on SIGTERM (service.py); ``cert`` gets a certificate once.  The appliance's systemd unit
+(ocgate-reach.service), ``make run`` and the tests drive it the same way.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ..atomicfile import write_atomic
-from . import credentials, ddns
-from .jobs import Job, Scheduler
-from .manager import MappingManager, Want, default_factories
+from .manager import MappingManager, Want
+from .service import cmd_run, mapping_factories
+
+if TYPE_CHECKING:
+    from .acmecert import Issued
 
 log = logging.getLogger(__name__)
-
-
-def _factories(only: str, gateway: str) -> list[Any]:
-    found = default_factories(gateway)
-    return found if only == "auto" else [f for f in found if f[0] == only]
-
-
-def _status(manager: MappingManager, publisher: ddns.Publisher | None) -> dict[str, Any]:
-    st = manager.status
-    return {
-        "status": dataclasses.asdict(st) if st else None,
-        "external_address": manager.external_address,
-        "via": manager.active.name if manager.active else "",
-        "leases": [{"protocol": lease.protocol, "internal_port": lease.internal_port,
-                    "external_port": lease.external_port, "lifetime": lease.lifetime}
-                   for lease in manager.leases.values()],
-        "dns": {"name": publisher.name, "published": publisher.published} if publisher else None,
-        "last_check": manager.last_check,
-    }
-
-
-def _publisher(args: argparse.Namespace) -> ddns.Publisher | None:
-    if not args.ddns:
-        return None
-    secrets = credentials.load(Path(args.secrets))
-    updater: ddns.Rfc2136 | ddns.Dyndns2 | ddns.DuckDns
-    if args.ddns == "rfc2136":
-        updater = ddns.Rfc2136(args.dns_server, args.dns_zone, args.tsig_name,
-                               secrets["tsig_secret"])
-    elif args.ddns == "dyndns2":
-        updater = ddns.Dyndns2(args.ddns_url, secrets["username"], secrets["password"])
-    else:
-        updater = ddns.DuckDns(secrets["token"], args.ddns_url or "https://www.duckdns.org")
-    return ddns.Publisher(updater, args.name)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    wants = [Want(p, args.port, args.external_port or args.port) for p in ("tcp", "udp")]
-    manager = MappingManager(wants, _factories(args.only, args.gateway), args.lan_address,
-                             lifetime=args.lifetime, check_every=args.check_every,
-                             probe_target=args.probe_target)
-    publisher = _publisher(args)
-    status_file = Path(args.status_file) if args.status_file else None
-
-    def mapping() -> float:
-        delay = manager.refresh()
-        if publisher is not None and manager.external_address and manager.status and \
-                manager.status.kind in ("reachable",):
-            publisher.publish(manager.external_address)
-        if status_file is not None:
-            write_atomic(status_file, json.dumps(_status(manager, publisher)).encode(), 0o644)
-        return delay
-
-    scheduler = Scheduler([Job("mapping", mapping, base=1.0, cap=args.check_every)])
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    if args.once:
-        scheduler.run_due()
-        print(json.dumps(_status(manager, publisher)))
-    else:
-        scheduler.start()
-        done.wait()
-        scheduler.stop()
-    if not args.keep:
-        manager.stop()
-        if status_file is not None:
-            write_atomic(status_file, json.dumps(_status(manager, publisher)).encode(), 0o644)
-    return 0
 
 
 def cmd_cert(args: argparse.Namespace) -> int:
     from . import acmecert, challenges
 
+    if args.challenge == "tls-alpn-01":  # answered by the sec-mod on the VPN's own port
+        alpn = challenges.store_beside(args.cert)
+        issuer = acmecert.AcmeIssuer(args.directory, Path(args.state), email=args.email,
+                                     ca_bundle=args.ca_bundle or True, alpn=alpn)
+        return _installed(issuer.issue(args.name), args)
     http01 = challenges.HttpChallenges()
     server = challenges.serve_http01(http01, args.http01_address, args.http01_port)
     port80 = None
     if args.map_http01:  # port 80 is mapped only while the challenge needs it
         port80 = MappingManager([Want("tcp", args.http01_port, 80)],
-                                _factories("auto", args.gateway), args.lan_address,
+                                mapping_factories("auto", args.gateway), args.lan_address,
                                 lifetime=600)
         port80.refresh()
         if port80.status is None or not port80.status.reachable:
@@ -117,7 +52,17 @@ def cmd_cert(args: argparse.Namespace) -> int:
         server.server_close()
         if port80 is not None:
             port80.stop()
-    acmecert.install(issued, Path(args.cert), Path(args.key))
+    return _installed(issued, args)
+
+
+def _installed(issued: Issued, args: argparse.Namespace) -> int:
+    from . import acmecert
+
+    try:
+        acmecert.install(issued, Path(args.cert), Path(args.key), args.occtl_socket or None)
+    except acmecert.ReloadError as exc:
+        log.error("reach acme installed but not in use: %s", exc)
+        return 1
     print(json.dumps({"not_before": issued.not_before.isoformat(),
                       "not_after": issued.not_after.isoformat(),
                       "renew_at": acmecert.renew_at(issued.not_before,
@@ -125,13 +70,15 @@ def cmd_cert(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m appliance.reach")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="keep the ports mapped and the DNS name current")
-    run.add_argument("--port", type=int, default=443)
+    run.add_argument("--port", type=int, default=0,
+                     help="the VPN's port (default: ocserv.conf's tcp-port with --state, 443)")
     run.add_argument("--external-port", type=int, default=0)
-    run.add_argument("--lan-address", required=True)
+    run.add_argument("--lan-address", default="",
+                     help="ours towards the router (default: the source address to it)")
     run.add_argument("--gateway", default="")
     run.add_argument("--only", choices=("auto", "pcp", "nat-pmp", "upnp"), default="auto")
     run.add_argument("--lifetime", type=int, default=3600)
@@ -148,8 +95,20 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dns-zone", default="")
     run.add_argument("--tsig-name", default="")
     run.add_argument("--ddns-url", default="")
+    run.add_argument("--state", default="",
+                     help="the appliance's state folder: its reach settings and status file, "
+                     "the VPN's certificate and control socket; re-read while running")
+    run.add_argument("--ipv6", choices=("auto", "off"), default="auto",
+                     help="auto: with an Internet-reachable IPv6 address, open a PCP pinhole "
+                     "for the VPN's ports and publish the AAAA record")
+    run.add_argument("--watch-every", type=float, default=2.0,
+                     help="seconds between looks at the settings (--state)")
+    run.add_argument("--acme-ca-bundle", default="",
+                     help="CA file for the ACME server's own HTTPS (a private ACME CA)")
+    run.add_argument("--acme-retry", type=float, default=30.0,
+                     help="first retry of a failed ACME order, doubling up to an hour")
     run.set_defaults(func=cmd_run)
-    cert = sub.add_parser("cert", help="get a certificate by HTTP-01")
+    cert = sub.add_parser("cert", help="get a certificate by TLS-ALPN-01 or HTTP-01")
     cert.add_argument("--directory", required=True)
     cert.add_argument("--name", required=True)
     cert.add_argument("--state", required=True)
@@ -157,14 +116,22 @@ def main(argv: list[str] | None = None) -> int:
     cert.add_argument("--key", required=True)
     cert.add_argument("--email", default="")
     cert.add_argument("--ca-bundle", default="")
+    cert.add_argument("--challenge", choices=("tls-alpn-01", "http-01"), default="tls-alpn-01",
+                      help="tls-alpn-01: the VPN server using --cert answers on its port")
     cert.add_argument("--http01-address", default="")
     cert.add_argument("--http01-port", type=int, default=80)
     cert.add_argument("--map-http01", action="store_true",
                       help="map TCP port 80 on the router while the challenge runs")
     cert.add_argument("--lan-address", default="")
     cert.add_argument("--gateway", default="")
+    cert.add_argument("--occtl-socket", default="",
+                      help="the VPN server's occtl socket: reload it once the pair is installed")
     cert.set_defaults(func=cmd_cert)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     result: int = args.func(args)

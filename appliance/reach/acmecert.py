@@ -25,12 +25,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..atomicfile import write_atomic
+from ..vpn.control.client import ConnectFailed, ControlClient, ServerError, Unreachable
 from .challenges import AlpnChallengeStore, HttpChallenges
 
 log = logging.getLogger(__name__)
 
-LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
-LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 USER_AGENT = "OCGate/0.1"
 
 
@@ -156,7 +155,33 @@ class AcmeIssuer:
         raise AcmeError(f"no challenge we can answer among {sorted(offered)}")
 
 
-def install(issued: Issued, cert_path: Path, key_path: Path) -> None:
-    """Key first, then the chain: a reader that sees the new chain also finds its key."""
+def install(issued: Issued, cert_path: Path, key_path: Path,
+            occtl_socket: str | None = None) -> str:
+    """Key first, then the chain: a reader that sees the new chain also finds its key.
+
+    With ``occtl_socket`` the running VPN server is then told to reload, which is how it
+    picks up the new pair (the sec-mod reads both files again; sessions stay up). Returns
+    the server's answer, or "" without a socket; ReloadError if it refused or is not there.
+    """
     write_atomic(key_path, issued.key_pem, 0o600)
     write_atomic(cert_path, issued.fullchain_pem, 0o644)
+    return reload_vpn(occtl_socket) if occtl_socket else ""
+
+
+class ReloadError(AcmeError):
+    """The certificate is installed but the VPN server did not take it."""
+
+
+def reload_vpn(occtl_socket: str) -> str:
+    """``occtl reload`` through the control socket; the server's message names a pair that
+    did not load ("server certificate not reloaded: ...")."""
+    try:
+        with ControlClient(occtl_socket) as control:
+            data = control.call("reload")
+    except (ConnectFailed, Unreachable, ServerError) as exc:
+        raise ReloadError(f"reload via {occtl_socket} failed: {exc}") from None
+    message = str(data.get("message", "")) if isinstance(data, dict) else ""
+    if "not reloaded" in message:
+        raise ReloadError(message)
+    log.info("reach acme reload result=ok socket=%s", occtl_socket)
+    return message

@@ -115,6 +115,15 @@ def alpn_challenge_certificate(name: str, key_authorization: str) -> tuple[bytes
                               serialization.NoEncryption()))
 
 
+ALPN_STORE_DIR = "acme-alpn"  # beside the server certificate: STATE/certs/acme-alpn/
+
+
+def store_beside(server_cert: str | Path) -> AlpnChallengeStore:
+    """The store the sec-mod of a server using ``server_cert`` reads: no setting to keep in
+    step, and the certificate the challenge ends in is installed in the same folder."""
+    return AlpnChallengeStore(Path(server_cert).resolve().parent / ALPN_STORE_DIR)
+
+
 class AlpnChallengeStore:
     """One ``<name>.pem`` (certificate then key, mode 0600) per name being validated."""
 

@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         if status is not None:
             return status
         log_to_syslog(cfg.syslog_facility)
+    from . import native
     from .main.server import Main
+    native.log_status()
     try:
         server = Main(cfg, config_path, pid_file)
     except OSError as exc:  # e.g. listen-netns names no namespace (ocserv exits too)

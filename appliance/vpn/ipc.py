@@ -247,7 +247,11 @@ class TlsResult:
     psk: str = field(default="", metadata={"format": "hex"})  # the DTLS PSK exported
     description: str = ""
     sni: str = ""
+    vhost: str = field(default="", metadata=LINE)  # the host the SNI chose ("": default)
     leftover: str = field(default="", metadata={"format": "hex", "max_len": MAX_MESSAGE})
+    # the certificates the client was shown (DER as hex, leaf first): /cert.pem, /ca.pem
+    server_chain: list[str] = field(default_factory=list, metadata={
+        "max_items": 8, "format": "hex", "max_len": 16384})
 
 
 # --- main <-> security module ----------------------------------------------------------------
@@ -268,6 +272,7 @@ class SessionInfo:
     reason: str = ""
     device_type: str = field(default="", metadata=LINE)  # from the login (AuthInit)
     platform: str = field(default="", metadata=LINE)
+    vhost: str = field(default="", metadata=LINE)  # the host the login was to ("": default)
     # back-end session attributes: {"radius": SessionAttrs as a dict} (auth/radius/auth.py)
     extra: dict[str, dict[str, str | int | bool | list[str] | None]] = field(
         default_factory=dict)
@@ -279,6 +284,24 @@ class SessionClose:
     invalidate: bool  # user logout, session timeout, admin kick
     rx: int = field(default=0, metadata=COUNTER)
     tx: int = field(default=0, metadata=COUNTER)
+
+
+@message
+class TlsReload:
+    """main → sec-mod (SIGHUP, occtl reload): load server-cert and server-key again (the
+    files may have been replaced on disk, e.g. by an ACME renewal). New
+    handshakes use the new pair; a pair that does not load leaves the running one. The
+    paths and PINs are the sec-mod's own (a restart changes them, as in ocserv)."""
+
+
+@message
+class TlsReloaded:
+    """sec-mod → main: whether the pair loaded, and the SHA-1 of the certificate it now
+    serves (workers put it in the webvpnc cookie), so main never reads the file a second
+    time and races a renewal."""
+    ok: bool
+    reason: str = ""
+    cert_sha1: str = field(default="", metadata={"format": "hex", "max_len": 40})
 
 
 @message
@@ -307,6 +330,7 @@ class SessionEntry:
     created: float
     expires: float | None  # None while a connection uses it
     in_use: int = field(metadata=COUNTER)
+    vhost: str = field(default="", metadata=LINE)  # "" for the default host
 
 
 @message

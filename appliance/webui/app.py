@@ -27,6 +27,7 @@ from .pages import (
     login,
     logs,
     metrics,
+    reach,
     sessions,
     settings,
     update,
@@ -47,7 +48,7 @@ def create_app(ctx: WebUIContext, *, session_minutes: int = 30) -> Flask:
     app.extensions[EXTENSION] = ctx
     app.before_request(_gate)
     app.register_blueprint(ui)
-    for module in (login, dashboard, users_page, sessions, settings, backup, logs,
+    for module in (login, dashboard, users_page, sessions, settings, reach, backup, logs,
                    diagnostics, metrics, account, update):
         app.register_blueprint(module.bp)
     app.jinja_env.globals["nav"] = NAV

@@ -4,6 +4,11 @@ The appliance's server certificate is signed by its own CA, so clients must be t
 to trust.  openconnect takes the pin of the server key (``--servercert pin-sha256:...``),
 which survives nothing but that one key and so is exact; AnyConnect-style clients read
 an XML profile naming the server; phones get a QR code to scan the URL and pin.
+
+Once the device is reachable from the Internet under a published name
+(appliance/web/reachview.py), every one of these uses that name; once the certificate
+for it comes from a public CA (ACME), the pin is left out: clients check the certificate
+as a browser does, and a pin would only break at the next renewal.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from cryptography import x509
 from .. import pki
 from ..state import StateLayout
 from ..vpn.config import Config
+from ..web.reachview import public_identity
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +41,16 @@ class ServerIdentity:
     pin: str  # pin-sha256:BASE64 of the server key
     sha1: str  # certificate SHA-1 (what older clients show)
     not_after: str
+    trusted: bool = False  # publicly trusted certificate for ``host``: no pin needed
 
     def openconnect_command(self, username: str) -> str:
-        return shlex.join(["openconnect", f"--servercert={self.pin}",
-                           f"--user={username}", self.url])
+        pin = [] if self.trusted else [f"--servercert={self.pin}"]
+        return shlex.join(["openconnect", *pin, f"--user={username}", self.url])
 
     def qr_text(self) -> str:
-        """Two lines: the URL to type and the pin to compare."""
-        return f"{self.url}\n{self.pin}"
+        """The URL to type, and (unless the certificate is publicly trusted) the pin to
+        compare."""
+        return self.url if self.trusted else f"{self.url}\n{self.pin}"
 
 
 def _marker_url(layout: StateLayout) -> str | None:
@@ -71,7 +79,10 @@ def server_identity(layout: StateLayout, cfg: Config | None) -> ServerIdentity:
     cert_path = (cfg.server_cert if cfg and cfg.server_cert else None) or str(
         layout.server_cert)
     cert = pki.load_cert(cert_path)
+    public = public_identity(layout)
     url = _marker_url(layout)
+    if public is not None:
+        url = f"https://{public.host}" + ("" if public.port == 443 else f":{public.port}") + "/"
     if url is None:
         host = _host_from_cert(cert) or "ocgate.local"
         if ":" in host:
@@ -81,7 +92,8 @@ def server_identity(layout: StateLayout, cfg: Config | None) -> ServerIdentity:
     host = url.removeprefix("https://").split("/")[0]
     return ServerIdentity(url=url, host=host, pin=pki.pin_sha256(cert),
                           sha1=pki.sha1_fingerprint_hex(cert),
-                          not_after=cert.not_valid_after_utc.strftime("%Y-%m-%d"))
+                          not_after=cert.not_valid_after_utc.strftime("%Y-%m-%d"),
+                          trusted=public is not None and public.trusted)
 
 
 def qr_svg(text: str) -> str:
@@ -96,7 +108,8 @@ def anyconnect_profile(identity: ServerIdentity, name: str = "OCGate") -> bytes:
     ns = "{" + PROFILE_NAMESPACE + "}"
     root = ET.Element(f"{ns}AnyConnectProfile")
     init = ET.SubElement(root, f"{ns}ClientInitialization")
-    for tag, value in (("UseStartBeforeLogon", "false"), ("StrictCertificateTrust", "false"),
+    strict = "true" if identity.trusted else "false"  # a public CA: refuse anything else
+    for tag, value in (("UseStartBeforeLogon", "false"), ("StrictCertificateTrust", strict),
                        ("RestrictPreferenceCaching", "false"), ("BypassDownloader", "true"),
                        ("AutoUpdate", "false"), ("AutoReconnect", "true"),
                        ("AllowLocalProxyConnections", "true")):

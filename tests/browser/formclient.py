@@ -55,6 +55,7 @@ def main(argv: list[str]) -> int:
                             "confirm": ADMIN_PASSWORD})
     c.post("/setup/network", {"action": "save", "server": c.value("/setup/network", "server"),
                               "hostname": "ocgate", "names": ""})
+    c.post("/setup/reach", {"action": "skip"})
     dns = c.value("/setup/subnet", "dns").strip()
     c.post("/setup/subnet", {"pool": pool, "mode": "full", "dns": dns, "routes": ""})
     c.post("/setup/certificates", {"key_type": "ec"})

@@ -107,6 +107,8 @@ def _walk_through_wizard(context: Any, net: TestNet, shots: Path, code: str) -> 
     assert page.input_value("#server") == net.server_ip
     page.fill("#names", "vpn.example.net")
     submit_step(page, "network-form")
+    assert page.url.endswith("/setup/reach")
+    submit_step(page, "reach-skip-form")
     assert page.url.endswith("/setup/subnet")
     assert EXPECTED_POOL in page.inner_text("#proposal")
     assert page.input_value("#pool") == EXPECTED_POOL

@@ -278,6 +278,92 @@ def _run_client_hello(data: bytes) -> object:
     return info
 
 
+def _tls_hello_seeds() -> list[bytes]:
+    """Real ClientHellos from the stdlib (OpenSSL) client: with SNI and ALPN acme-tls/1, with
+    neither, and one split over two records."""
+    import ssl
+
+    out = []
+    for alpn, sni in ((["acme-tls/1"], "vpn.home.test"), (None, None), (["h2", "x"], "a.test")):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        cin, cout = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = ctx.wrap_bio(cin, cout, server_hostname=sni)
+        try:
+            client.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        out.append(cout.read())
+    body = out[0][5:]
+    out.append(b"\x16\x03\x01\x00\x30" + body[:48] + b"\x16\x03\x01"
+               + (len(body) - 48).to_bytes(2, "big") + body[48:])
+    return out
+
+
+def _run_tls_client_hello(data: bytes) -> object:
+    from appliance.vpn.protocol.tls.clienthello import peek_client_hello
+
+    info = peek_client_hello(data)
+    if info is not None:
+        if info.sni is not None and not info.sni.isascii():
+            raise ContractViolation(f"SNI {info.sni!r} is not ASCII")
+        if any(not proto for proto in info.alpn):
+            raise ContractViolation("an empty ALPN protocol name came through")
+    return info
+
+
+# ------------------------------------------------------------------------------ NAT-PMP, PCP
+
+
+def _natpmp_seeds() -> list[bytes]:
+    import struct
+
+    return [struct.pack("!BBHI4s", 0, 128, 0, 300, bytes([198, 18, 0, 2])),
+            struct.pack("!BBHIHHI", 0, 129, 0, 300, 443, 443, 3600),
+            struct.pack("!BBHIHHI", 0, 130, 0, 301, 443, 8443, 7200),
+            struct.pack("!BBHI", 0, 130, 3, 5), struct.pack("!BBHI", 0, 128, 3, 5)]
+
+
+def _run_natpmp(data: bytes) -> object:
+    from appliance.reach import natpmp
+
+    got = natpmp.decode_response(data)
+    if isinstance(got, natpmp.MapResult) and got.result == 0:
+        # a success must carry the ports of the datagram, as the manager renews with them
+        if (got.internal_port, got.external_port) != \
+                (int.from_bytes(data[8:10], "big"), int.from_bytes(data[10:12], "big")):
+            raise ContractViolation("NAT-PMP ports differ from the datagram's")
+    return got
+
+
+def _pcp_seeds() -> list[bytes]:
+    import struct
+
+    nonce = bytes(range(12))
+    wan = b"\x00" * 10 + b"\xff\xff" + bytes([198, 18, 0, 2])
+    body = nonce + struct.pack("!B3xHH", 6, 443, 443) + wan
+    third_party = struct.pack("!BxH", 1, 16) + b"\x00" * 10 + b"\xff\xff" + bytes(4)
+    return [struct.pack("!BBxBII12x", 2, 0x81, 0, 3600, 77) + body,
+            struct.pack("!BBxBII12x", 2, 0x81, 0, 3600, 77) + body + third_party,
+            struct.pack("!BBxBII12x", 2, 0x81, 8, 30, 77),
+            struct.pack("!BBxBII12x", 2, 0x80, 0, 0, 12),
+            struct.pack("!BBxBII", 0, 0x81, 1, 0, 0)[:8]]
+
+
+def _run_pcp(data: bytes) -> object:
+    from appliance.reach import pcp
+
+    got = pcp.decode_response(data)
+    if got.map is not None and got.map.nonce != data[24:36]:
+        raise ContractViolation("the MAP nonce is not the datagram's")  # renewals rely on it
+    if sum(4 + ((len(o.data) + 3) & ~3) for o in got.options) > len(data):
+        raise ContractViolation("options longer than the datagram")
+    return got
+
+
 # ------------------------------------------------------------------------------ TLS records
 
 
@@ -426,8 +512,12 @@ select-group = group1[My Group]
 cisco-client-compat = true
 dtls-legacy = true
 [vhost:www.example.com]
-auth = "certificate"
+auth = "plain[passwd=/etc/ocserv/www.passwd]"
+server-cert = /etc/ocserv/www-cert.pem
+server-key = /etc/ocserv/www-key.pem
 ipv4-network = 192.168.2.0/24
+dns = 192.168.2.1
+tcp-port = 8443
 """
 _USER_SEED = ("route = 10.0.0.0/8\nno-route = 10.1.0.0/16\ndns = 1.1.1.1\n"
               "explicit-ipv4 = 192.168.1.44\nrx-data-per-sec = 20000\nidle-timeout = 60\n"
@@ -657,14 +747,18 @@ _FORM_SEEDS = [b"\x00alice", b"\x01ocgate", b"\x02vpn.example.com", b"\x03[2001:
                b"\x04a.example, b.example;c", b"\x051.1.1.1 9.9.9.9",
                b"\x0610.0.0.0/8, 2001:db8::/32", b"\x07alice@example.org",
                b"\x0810.0.0.0/8\x001.1.1.1\x00192.168.1.4\x00100000\x000",
-               b"\x09staff, admins", b"\x0atcp-port = 443\n"]
+               b"\x09staff, admins", b"\x0atcp-port = 443\n",
+               b"\x0bon\x00rfc2136\x00vpn.home.test\x00198.18.100.53\x00home.test\x00k\x00"
+               b"\x00on\x00staging\x00\x00me@example.org\x00c2VjcmV0\x00\x00\x00",
+               b"\x0bon\x00duckdns\x00myvpn\x00\x00\x00\x00https://dd.test\x00on\x00custom"
+               b"\x00https://ca.test/dir\x00\x00\x00\x00\x00tok"]
 
 
 def _run_forms(data: bytes) -> object:
     from appliance.firstboot import forms
     from appliance.webui import settingsform, userstore
 
-    kind = data[0] % 11 if data else 0
+    kind = data[0] % 12 if data else 0
     text = _text(data[1:])
     wizard = (forms.parse_username, forms.parse_label, forms.parse_dns_name, forms.parse_host,
               forms.parse_name_list, forms.parse_dns_servers, forms.parse_routes)
@@ -677,9 +771,30 @@ def _run_forms(data: bytes) -> object:
         return userstore.parse_settings_form(*fields)
     if kind == 9:
         return userstore.parse_groups(text)
+    if kind == 11:
+        return _reach_form(text)
     if len(text) > 2000:
         text = text[:2000]
     return settingsform.validate_text(text, "fuzz.conf"), settingsform.warnings_for(text, "f")
+
+
+def _reach_form(text: str) -> object:
+    """firstboot/reachform.py: never raises; what it accepts must survive reach.json."""
+    import json
+
+    from appliance.firstboot import reachform
+    from appliance.reach.settings import ReachSettings
+
+    names = reachform.FIELDS + reachform.SECRET_FIELDS
+    form = dict(zip(names, text.split("\x00"), strict=False))
+    got = reachform.parse_reach_form(form, {})
+    if not got.errors:
+        again = ReachSettings.from_json(json.loads(got.settings.to_json()))
+        if again != got.settings:
+            raise ContractViolation(f"reach settings changed through reach.json: {again}")
+        if got.settings.acme and not got.settings.name:
+            raise ContractViolation("ACME accepted without a public name")
+    return got
 
 
 def _forms_allowed() -> tuple[type[BaseException], ...]:
@@ -842,6 +957,16 @@ _SPECS: list[_Spec] = [
           _allowed("appliance.vpn.protocol.dtls.record", "DtlsError"), _hello_seeds,
           (b"\x16\xfe\xfd", b"\x16\xfe\xff", b"\xbb\x92", b"\x00\x17"), 2048,
           "protocol/dtls/record.py peek_client_hello (protocol/dtls/handshake.py routing peek)"),
+    _Spec("tls_client_hello", _run_tls_client_hello,
+          _allowed("appliance.vpn.protocol.tls.clienthello", "ClientHelloError"),
+          _tls_hello_seeds, (b"\x16\x03\x01", b"\x00\x10", b"\x00\x00", b"acme-tls/1"),
+          4096, "protocol/tls/clienthello.py peek_client_hello (the sec-mod's ALPN peek)"),
+    _Spec("natpmp_response", _run_natpmp, _allowed("appliance.reach.natpmp", "NatPmpError"),
+          _natpmp_seeds, (b"\x00\x80", b"\x00\x81", b"\x00\x82", b"\x01\xbb"), 64,
+          "reach/natpmp.py decode_response (gateway answers on UDP 5351)"),
+    _Spec("pcp_response", _run_pcp, _allowed("appliance.reach.pcp", "PcpError"), _pcp_seeds,
+          (b"\x02\x81", b"\x02\x80", b"\x01\x00\x00\x10", b"\xff\xff"), 1200,
+          "reach/pcp.py decode_response (MAP, ANNOUNCE, options)"),
     _Spec("tls_records", _run_tls_records,
           _allowed("appliance.vpn.protocol.tls.record", "TlsRecordError", "TlsClosed"),
           lambda: [b"\x00" + s for s in _tls_seeds()], (b"\x17\x03\x03", b"\x15\x03\x03"), 8192,
@@ -876,7 +1001,7 @@ _SPECS: list[_Spec] = [
           "wire.py typed records: every IPC message, control.from_wire records"),
     _Spec("web_forms", _run_forms, _forms_allowed, _static(_FORM_SEEDS),
           (b",", b" ", b"/", b".", b":", b"\x00", b"xn--", b"@"), 2048,
-          "firstboot/forms.py, webui/userstore.py, webui/settingsform.py validators"),
+          "firstboot/forms.py, reachform.py, webui/userstore.py, webui/settingsform.py validators"),
     _Spec("backup_archive", _run_backup_archive, _backup_allowed,
           lambda: [_backup_sample(), b"\x1f\x8b\x08\x00" + bytes(20)], (b"\x1f\x8b",),
           1 << 16, "webui/backup.py plan_restore on the raw upload"),

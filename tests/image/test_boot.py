@@ -120,6 +120,7 @@ def test_whole_wizard_over_http(guest: Guest, browser: Browser,
                           "confirm": ADMIN_PASSWORD}, {}),
         # the detected defaults (server address, hostname) are what a user would keep
         ("/setup/network", {}, {"form_id": "network-form"}),
+        ("/setup/reach", {}, {"form_id": "reach-skip-form"}),
         ("/setup/subnet", {}, {}),
         ("/setup/certificates", {"key_type": "ec"}, {}),
         ("/setup/user", {"username": "alice", "method": "password",

@@ -44,6 +44,7 @@ from appliance.vpn.auth.pam import PamAuth
 from appliance.vpn.auth.plain import OtpFile, PlainAuth
 from appliance.vpn.auth.registry import Method, make_setup
 from appliance.vpn.config import AuthMethod, parse_config
+from appliance.vpn.protocol.tls.credentials import load_credentials
 from appliance.vpn.protocol.tls.handshake import ServerHandshake, make_server_context
 from appliance.vpn.secmod.login import AuthState
 from appliance.vpn.secmod.server import SecMod
@@ -124,7 +125,8 @@ def tls_dir(tmp_path_factory, ca) -> Path:
 
 
 def handshake(tls_dir: Path, version: ssl.TLSVersion, client_pair=None, crl: Path | None = None):
-    ctx = make_server_context(str(tls_dir / "server-cert.pem"), str(tls_dir / "server-key.pem"),
+    ctx = make_server_context(load_credentials(str(tls_dir / "server-cert.pem"),
+                                               str(tls_dir / "server-key.pem")),
                               None, str(tls_dir / "ca.pem"), client_certs=True,
                               crl_file=str(crl) if crl else None)
     cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -186,7 +188,8 @@ def test_revoked_certificate_is_not_verified(tls_dir, ca) -> None:
 
 
 def test_no_certificate_request_without_cert_auth(tls_dir, ca) -> None:
-    ctx = make_server_context(str(tls_dir / "server-cert.pem"), str(tls_dir / "server-key.pem"))
+    ctx = make_server_context(load_credentials(str(tls_dir / "server-cert.pem"),
+                                               str(tls_dir / "server-key.pem")))
     cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     cctx.check_hostname, cctx.verify_mode = False, ssl.CERT_NONE
     cin, cout = ssl.MemoryBIO(), ssl.MemoryBIO()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from pathlib import Path
 
@@ -80,6 +81,7 @@ class Wizard:
         assert self.post("/setup/network", {"action": "save", "server": "vpn.example.net",
                                             "hostname": "testbox", "names": "alt.example.net"}
                          ).status_code == 303
+        assert self.post("/setup/reach", {"action": "skip"}).status_code == 303
         page = self.client.get("/setup/subnet", base_url="http://198.18.2.10")
         assert "203.0.113.64/26" in page.get_data(as_text=True)  # 203.0.113.0/26 is taken
         assert self.post("/setup/subnet", {"pool": "203.0.113.64/26", "mode": "full",
@@ -240,6 +242,7 @@ def test_subnet_conflict_typed_by_the_user_is_refused(wiz: Wizard) -> None:
     wiz.post("/setup/admin", {"username": "a", "password": STRONG, "confirm": STRONG})
     wiz.post("/setup/network", {"action": "save", "server": "198.18.2.10", "hostname": "x",
                                 "names": ""})
+    wiz.post("/setup/reach", {"action": "skip"})
     r = wiz.post("/setup/subnet", {"pool": "203.0.113.0/24", "mode": "full", "dns": ""})
     assert r.status_code == 400 and b"overlaps 203.0.113.0/26" in r.data
     r = wiz.post("/setup/subnet", {"pool": "10.73.0.0/24", "mode": "full", "dns": ""})
@@ -270,3 +273,72 @@ def test_finish_sets_the_event_once(wiz: Wizard) -> None:
     wiz.ctx.on_finish = lambda: calls.append(1)
     r = wiz.post("/setup/finish", {}, token_from="/setup/done")
     assert r.status_code == 200 and wiz.ctx.finished.is_set() and calls == [1]
+
+
+# --------------------------------------------------------------------------- reach
+
+
+def _to_reach(wiz: Wizard) -> None:
+    wiz.post("/setup/code", {"code": wiz.code})
+    wiz.post("/setup/admin", {"username": "a", "password": STRONG, "confirm": STRONG})
+    r = wiz.post("/setup/network", {"action": "save", "server": "198.18.2.10", "hostname": "x",
+                                    "names": ""})
+    assert r.location.endswith("/setup/reach")
+
+
+def test_reach_step_checks_the_router_and_keeps_the_answer(wiz: Wizard) -> None:
+    asked: list[tuple[str, int]] = []
+
+    def check(lan: str, port: int) -> dict[str, object]:
+        asked.append((lan, port))
+        return {"status": {"kind": "no-protocol", "rules": [
+            {"protocol": "tcp", "external_port": port, "internal_port": port},
+            {"protocol": "udp", "external_port": port, "internal_port": port}]},
+            "external_address": "", "leases": [], "dns": None, "last_check": 1.0e9,
+            "lan_address": lan}
+
+    wiz.ctx.reach_check = check
+    _to_reach(wiz)
+    page = wiz.client.get("/setup/reach", base_url="http://198.18.2.10").get_data(as_text=True)
+    assert 'id="reach-check-form"' in page and 'id="reach-card"' not in page
+    assert wiz.post("/setup/reach", {"action": "check"}).status_code == 303
+    assert asked == [("198.18.2.10", 443)]
+    page = wiz.client.get("/setup/reach", base_url="http://198.18.2.10").get_data(as_text=True)
+    assert "The router does not offer automatic port forwarding" in page
+    assert ("On your router, forward TCP port 443 to 198.18.2.10 port 443 and UDP port 443 "
+            "to 198.18.2.10 port 443.") in page
+    # an incomplete choice is refused with the reasons, and nothing is kept
+    r = wiz.post("/setup/reach", {"action": "save", "enabled": "on", "ddns": "duckdns",
+                                  "name": "myvpn", "acme": "on", "acme_ca": "letsencrypt"})
+    assert r.status_code == 400 and b"Enter the DuckDNS token." in r.data
+    r = wiz.post("/setup/reach", {"action": "save", "enabled": "on", "ddns": "",
+                                  "acme": "on", "acme_ca": "letsencrypt"})
+    assert r.status_code == 400 and b"needs a public name" in r.data
+    r = wiz.post("/setup/reach", {"action": "save", "enabled": "on", "ddns": "duckdns",
+                                  "name": "myvpn", "token": "tok-1", "acme": "on",
+                                  "acme_ca": "letsencrypt", "email": "me@example.org"})
+    assert r.status_code == 303 and r.location.endswith("/setup/subnet")
+
+
+def test_reach_choice_is_applied_with_its_secrets_0600(wiz: Wizard) -> None:
+    wiz.run_until_review()
+    r = wiz.post("/setup/reach", {"action": "save", "enabled": "on", "ddns": "dyndns2",
+                                  "name": "vpn.example.net", "username": "owner",
+                                  "password": "dyn-pass-9", "acme": ""})
+    assert r.status_code == 303
+    wiz.post("/setup/apply", {}, token_from="/setup/review")
+    layout = wiz.layout
+    chosen = json.loads(layout.reach_settings.read_text())
+    assert chosen["enabled"] and chosen["ddns"] == "dyndns2"
+    assert chosen["ddns_url"] == "https://dynupdate.no-ip.com"
+    assert "dyn-pass-9" not in layout.reach_settings.read_text()
+    assert json.loads(layout.reach_secrets.read_text()) == {"username": "owner",
+                                                            "password": "dyn-pass-9"}
+    assert layout.reach_secrets.stat().st_mode & 0o777 == 0o600
+
+
+def test_skipping_reach_writes_it_off(wiz: Wizard) -> None:
+    wiz.run_until_review()  # skips the step
+    wiz.post("/setup/apply", {}, token_from="/setup/review")
+    assert json.loads(wiz.layout.reach_settings.read_text())["enabled"] is False
+    assert not wiz.layout.reach_secrets.exists()

@@ -36,7 +36,8 @@ def test_every_parser_module_has_a_target() -> None:
     for required in ("http_request", "auth_body", "connect_headers", "cstp_frames",
                      "dtls_records", "dtls_client_hello", "lzs", "lz4", "compression",
                      "config", "ocpasswd", "control_request", "ipc_decode", "typed_decode",
-                     "web_forms", "backup_archive", "backup_members", "tls_records"):
+                     "web_forms", "backup_archive", "backup_members", "tls_records",
+                     "tls_client_hello", "natpmp_response", "pcp_response"):
         assert required in names
 
 

@@ -44,3 +44,12 @@ def test_anyconnect_group_url_not_utf8_is_an_anyconnect_error() -> None:
     with pytest.raises(anyconnect.AnyConnectError):
         anyconnect.group_from_url("/%ff%fe", lambda path: False)
     assert anyconnect.group_from_url("/st%61ff", lambda path: False) == "staff"
+
+
+def test_reach_form_with_a_broken_ipv6_url_is_a_form_error() -> None:
+    # urlsplit raised "Invalid IPv6 URL" out of the reach form: the page answered 500
+    from appliance.firstboot.reachform import parse_reach_form
+
+    got = parse_reach_form({"enabled": "on", "ddns": "duckdns", "name": "myvpn",
+                            "token": "t", "ddns_url": "https://d[\x01.test"}, {})
+    assert got.errors == ["'https://d[\x01.test' is not an http(s) address."]

@@ -139,7 +139,8 @@ def test_the_python_check_catches_an_unmarked_sentence(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- templates
 
 #: Words that are the same in every language: product and platform names, protocols.
-NAMES = re.compile(r"\b(OCGate|OpenConnect|Windows|macOS|Android|RADIUS|DTLS|TLS|HTTP|"
+NAMES = re.compile(r"\b(OCGate|OpenConnect|Windows|macOS|Android|RADIUS|DTLS|TLS|HTTP|DuckDNS|"
+                   r"Let's Encrypt|"
                    r"ocserv\.conf|X{4}(?:-X{4})+)\b")
 CHECKED_ATTRIBUTES = {"title", "placeholder", "aria-label", "alt"}
 LETTER = re.compile(r"[^\W\d_]")

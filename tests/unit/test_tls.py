@@ -6,13 +6,14 @@ import ssl
 
 import pytest
 
+from appliance.vpn.protocol.tls.credentials import load_credentials
 from appliance.vpn.protocol.tls.handshake import ServerHandshake, make_server_context
 from appliance.vpn.protocol.tls.record import RecordLayer, TlsClosed, TlsRecordError, TrafficKeys
 from tests.support.tls import pump_handshake
 
 
 def _connect(certfiles, version, ciphers=None, tls13_suite=None):
-    ctx = make_server_context(*certfiles)
+    ctx = make_server_context(load_credentials(*certfiles))
     cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     cctx.check_hostname = False
     cctx.verify_mode = ssl.CERT_NONE
@@ -88,7 +89,7 @@ def test_close_notify_and_tampering(certfiles):
 
 
 def test_handshake_leftover_is_first_application_data(certfiles):
-    ctx = make_server_context(*certfiles)
+    ctx = make_server_context(load_credentials(*certfiles))
     cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     cctx.check_hostname = False
     cctx.verify_mode = ssl.CERT_NONE
@@ -119,7 +120,7 @@ def test_handshake_leftover_is_first_application_data(certfiles):
 
 def test_garbage_handshake_fails_cleanly(certfiles):
     from appliance.vpn.protocol.tls.handshake import HandshakeError
-    hs = ServerHandshake(make_server_context(*certfiles))
+    hs = ServerHandshake(make_server_context(load_credentials(*certfiles)))
     with pytest.raises(HandshakeError):
         hs.feed(b"\x16\x03\x01\x00\x05hello" + b"GET / HTTP/1.1\r\n")
 

@@ -21,6 +21,7 @@ from typing import IO
 import pytest
 
 from appliance import pki
+from appliance.vpn.protocol.tls.credentials import load_credentials
 from appliance.vpn.protocol.tls.handshake import (
     HandshakeResult,
     ServerHandshake,
@@ -95,7 +96,7 @@ class EchoServer:
     """
 
     def __init__(self, identity: Identity, *, coalesce: bool = False) -> None:
-        self._ctx = make_server_context(identity.cert, identity.key)
+        self._ctx = make_server_context(load_credentials(identity.cert, identity.key))
         self._coalesce = coalesce
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(STEP_TIMEOUT)

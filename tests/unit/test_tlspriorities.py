@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from OpenSSL._util import lib
 
 from appliance.vpn.config import ConfigError, parse_config
+from appliance.vpn.protocol.tls.credentials import load_credentials
 from appliance.vpn.protocol.tls.handshake import (
     HandshakeError,
     ServerHandshake,
@@ -105,7 +106,7 @@ def _handshake(certfiles, priorities, client_ciphers=None, version=None):
         cctx.set_ciphers(client_ciphers)
     cin, cout = ssl.MemoryBIO(), ssl.MemoryBIO()
     client = cctx.wrap_bio(cin, cout, server_hostname="vpn.test")
-    hs = ServerHandshake(make_server_context(*certfiles, priorities))
+    hs = ServerHandshake(make_server_context(load_credentials(*certfiles), priorities))
     pump_handshake(client, cin, cout, hs)
     assert hs.result is not None
     return hs.result.description

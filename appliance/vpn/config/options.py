@@ -93,6 +93,7 @@ class OptionSpec:
 _IMPLEMENTED = frozenset({
     "tcp-port", "udp-port", "listen-host", "udp-listen-host", "listen-netns", "auth",
     "server-cert", "server-key",
+    "key-pin", "pin-file",  # an encrypted server-key (protocol/tls/credentials.py)
     "ipv4-network", "ipv4-netmask", "route", "no-route", "dns", "default-domain", "split-dns",
     "mtu", "keepalive", "dpd", "mobile-dpd", "mobile-idle-timeout", "idle-timeout",
     "session-timeout", "cookie-timeout",
@@ -285,7 +286,8 @@ def _specs() -> dict[str, OptionSpec]:
     opt("server-key", "path", None, "v", "Private key of server-cert (PEM)")
     opt("dh-params", "path", None, "v", "Diffie-Hellman parameters for old DHE cipher "
         "suites")
-    opt("pin-file", "path", None, "v", "File holding the PIN of a PKCS#11 or TPM key")
+    opt("pin-file", "path", None, "v", "File holding the PIN of server-key (encrypted "
+        "PEM; PKCS#11 and TPM keys are not supported)")
     opt("srk-pin-file", "path", None, "v", "File holding the TPM storage-root-key PIN")
     opt("key-pin", "str", None, "v", "PIN that unlocks server-key (instead of pin-file)",
         secret=True)

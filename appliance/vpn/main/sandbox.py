@@ -97,6 +97,7 @@ class Rule:
 #: Seen in traced workers after the sandbox point; each allowed with any arguments.
 TRACED_SYSCALLS: tuple[str, ...] = (
     "read", "write",  # TUN packets, logging to stderr
+    "readv",  # the native data path (native/_fastpath.c) reads a TUN packet past its vnet header
     "recvfrom", "sendto",  # socket.recv/send: TLS, DTLS
     "recvmsg", "sendmsg",  # IPC with SCM_RIGHTS; UDP_GRO receives, UDP_SEGMENT sends
     "epoll_create1", "epoll_ctl", "epoll_wait",  # the data loop
@@ -115,7 +116,8 @@ SAFETY_SYSCALLS: tuple[str, ...] = (
     "select", "pselect6", "ppoll", "epoll_pwait",  # datapath's final flush uses select()
     "futex",  # glibc internal locks
     "rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "restart_syscall",  # faulthandler
-    "gettid", "lseek", "fstat", "writev",  # writev: glibc's fatal-error messages
+    "gettid", "lseek", "fstat",
+    "writev",  # glibc's fatal-error messages; the native data path's coalesced TUN writes
     "exit",
 )
 

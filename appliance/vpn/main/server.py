@@ -136,6 +136,9 @@ class Main:
                 # (else each full collection copies those pages; the soak saw +10 % USS)
                 gc.freeze()
                 run_secmod(self.cfg, self.secmod_path, child, ev_child)
+            except ConfigError as exc:  # e.g. server-key that does not open: file:line
+                log.error("sec-mod cannot start: %s", exc)
+                code = 1
             except BaseException:  # noqa: BLE001 - the child must never return into main
                 log.exception("sec-mod failed")
                 code = 1
@@ -152,6 +155,9 @@ class Main:
         while not os.path.exists(self.secmod_path):
             if time.monotonic() > deadline:
                 raise RuntimeError("the security module did not start")
+            if os.waitpid(pid, os.WNOHANG)[0]:  # it said why (a key that does not load)
+                self.secmod_pid = 0
+                raise RuntimeError("the security module exited during start")
             time.sleep(0.01)
 
     def _signals(self) -> None:
@@ -182,7 +188,11 @@ class Main:
         self.notifier = Notifier.from_environ(unset_environment=True)
         self._listen()
         gc.freeze()  # main's collector must not copy the pages it shares with the sec-mod
-        self._start_secmod()
+        try:
+            self._start_secmod()
+        except RuntimeError as exc:
+            log.error("%s; not starting", exc)
+            return 1
         self.sessions.acct.attach(self.sel)  # after the sec-mod fork: only workers must drop it
         if self.cfg.use_occtl and self.cfg.occtl_socket_file:
             # after the sec-mod fork, so that only workers need to drop it
@@ -244,19 +254,32 @@ class Main:
             log.warning("%s", warning)
         # (name, attribute) of the options whose new value waits for a restart; ignored
         # options feed no attribute
-        restart = [(spec.name, attr) for spec in OPTIONS.values()
-                   if (attr := spec.attr) is not None
-                   and (not spec.reloadable or spec.name in RESTART_ONLY)
-                   and getattr(cfg, attr, None) != getattr(self.cfg, attr, None)]
-        for _name, attr in restart:
-            setattr(cfg, attr, getattr(self.cfg, attr))
+        restart = _keep_restart_only(cfg, self.cfg)
+        if set(cfg.vhosts) != set(self.cfg.vhosts):
+            # the sec-mod's hosts (keys, back-ends) are made at start, as ocserv's
+            cfg.vhosts = self.cfg.vhosts
+            restart.append("[vhost:…] sections added or removed")
+        for name, vcfg in cfg.vhosts.items():
+            restart += [f"{option} in [vhost:{name}]"
+                        for option in _keep_restart_only(vcfg, self.cfg.vhosts[name])]
         self.cfg = cfg
         self.bans.settings = BanSettings.from_config(cfg)
         message = f"configuration reloaded from {self.config_path}"
         if restart:
-            message += "; needs a restart to change: " + ", ".join(n for n, _a in restart)
+            message += "; needs a restart to change: " + ", ".join(restart)
+        message += self._reload_tls()
         log.info("%s", message)
         return message
+
+    def _reload_tls(self) -> str:
+        """The sec-mod reads server-cert and server-key again (a renewed certificate, e.g.
+        appliance/reach/acmecert.py); workers forked from now on name the new certificate."""
+        reply = self.secmod_call(ipc.TlsReload())
+        if isinstance(reply, ipc.TlsReloaded) and reply.ok:
+            self.cert_sha1 = reply.cert_sha1
+            return ""
+        reason = reply.reason if isinstance(reply, ipc.TlsReloaded) else "sec-mod did not answer"
+        return f"; server certificate not reloaded: {reason}"
 
     # --- workers ------------------------------------------------------------------------------
 
@@ -665,6 +688,18 @@ class Main:
                     os.unlink(path)
                 except OSError:
                     pass
+
+
+def _keep_restart_only(new: Config, old: Config) -> list[str]:
+    """Give ``new`` the running value of every option only a restart can change that it
+    changes; returns their names."""
+    restart = [(spec.name, attr) for spec in OPTIONS.values()
+               if (attr := spec.attr) is not None
+               and (not spec.reloadable or spec.name in RESTART_ONLY)
+               and getattr(new, attr, None) != getattr(old, attr, None)]
+    for _name, attr in restart:
+        setattr(new, attr, getattr(old, attr))
+    return [name for name, _attr in restart]
 
 
 def worker_identity(cfg: Config) -> tuple[int, int] | None:

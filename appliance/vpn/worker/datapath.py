@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from .. import ipc
+from ..native import fastpath
 from ..protocol.compression import DECOMPRESS_ERRORS, Compressor
 from ..protocol.cstp import (
     BYE_RECONNECTING,
@@ -141,6 +142,8 @@ class CstpSession:
 
     def _tun_to_tls(self) -> None:
         """Drain the TUN (up to BATCH packets) and send them on the active channel."""
+        if fastpath is not None and self._native_tx():
+            return
         packets: list[bytes | memoryview] = []  # memoryviews past the vnet header
         append = packets.append
         read = os.read
@@ -179,6 +182,40 @@ class CstpSession:
             return
         pack = _FRAME_HDR.pack
         self._queue(self.rl.seal_many([pack(_MAGIC, len(p), 0, 0) + p for p in packets]))
+
+    def _native_tx(self) -> bool:
+        """``_tun_to_tls`` by the native core, when it can do it (no compression, an AEAD
+        record layer); False: the caller runs the Python path."""
+        assert fastpath is not None
+        dtls = self.dtls
+        c = self.counters
+        if self.use_udp and dtls is not None:
+            if self.dtls_comp is not None or dtls.native_rl() is None:
+                return False
+            count, nbytes, activity = dtls.send_from_tun(self.tun, BATCH, self.vnet_hdr)
+            c.udp_tx_packets += count
+        else:
+            rl = self.rl
+            if self.cstp_comp is not None or rl.native_write is None:
+                return False
+            (records, count, nbytes, activity, rl.write_seq,
+             err) = fastpath.tun_to_tls(self.tun, rl.native_write, rl.native_mode,
+                                        rl._wiv_bytes, rl.write_seq, BATCH, self.vnet_hdr)
+            if records:
+                self._queue(records)
+            if err:
+                raise OSError(err, os.strerror(err))
+        if count:
+            c.tx += nbytes
+            c.tx_packets += count
+            if self.tx_bucket is not None:
+                now = time.monotonic()
+                wait = self.tx_bucket.take(nbytes, now)
+                if wait:
+                    self.tx_paused_until = now + wait
+            if activity and self.timers.idle_timeout is not None:
+                self.last_activity = time.monotonic()
+        return True
 
     def _compressed(self, comp: Compressor, packet: bytes | memoryview, header: int) -> bytes:
         """A packet with its DTLS (1-byte) or CSTP (8-byte) header, compressed only if that
@@ -220,7 +257,36 @@ class CstpSession:
         if not data:
             self.reason = "temporary"
             return
-        self._handle_plain(self.rl.feed(data))
+        rl = self.rl
+        if fastpath is not None and rl.native_read is not None and not self.decoder.pending:
+            data = self._native_rx(data)
+            if not data:
+                return
+        self._handle_plain(rl.feed(data))
+
+    def _native_rx(self, data: bytes) -> bytes:
+        """The leading records that each hold one CSTP data frame, opened into the TUN by
+        the native core; returns the rest (from the first record it left alone) for the
+        Python record layer, which then sees the records in their order."""
+        assert fastpath is not None
+        rl = self.rl
+        if rl._buf:  # a partial record from the last read comes first
+            data = bytes(rl._buf) + data
+            rl._buf.clear()
+        (consumed, rl.read_seq, count, nbytes, activity,
+         err) = fastpath.tls_to_tun(data, self.tun, rl.native_read, rl.native_mode,
+                                    rl._riv_bytes, rl.read_seq, self.vnet_hdr)
+        if count:
+            c = self.counters
+            self.last_rx = time.monotonic()
+            c.rx += nbytes
+            c.rx_packets += count
+            self.use_udp = False  # the client fell back to TLS: follow it
+            if activity and self.timers.idle_timeout is not None:
+                self.last_activity = self.last_rx
+        if err:
+            self._tun_write_failed(OSError(err, os.strerror(err)))
+        return data[consumed:] if consumed else data
 
     def _handle_plain(self, plains: list[bytes]) -> None:
         """Frames out of decrypted records. openconnect puts exactly one frame in each record,
@@ -256,6 +322,11 @@ class CstpSession:
         if not packets:
             return
         self.to_tun = []
+        if fastpath is not None:
+            err = fastpath.write_tun(self.tun, packets, self.vnet_hdr)
+            if err:
+                self._tun_write_failed(OSError(err, os.strerror(err)))
+            return
         writes = coalesce(packets) if self.vnet_hdr else packets
         write = os.write
         tun = self.tun
@@ -330,21 +401,32 @@ class CstpSession:
         dtls = self.dtls
         if dtls is None:  # its sockets are polled only while the channel exists
             return
+        count = nbytes = 0
+        activity = False
         try:
-            payloads = dtls.receive(sock)
+            if fastpath is not None:
+                count, nbytes, activity, payloads = dtls.receive_to_tun(sock, self.tun,
+                                                                        self.vnet_hdr)
+            else:
+                payloads = dtls.receive(sock)
         except DtlsClosed:
             log.info("client closed its DTLS session")
             dtls.close()
             payloads = []
         self._track_dtls()
-        if not payloads:
+        if not payloads and not count:
             return
         now = time.monotonic()
         self.last_rx = self.udp_last_rx = now
         self.use_udp = True
         to_tun = self.to_tun
         c = self.counters
-        c.udp_rx_packets += len(payloads)
+        c.udp_rx_packets += len(payloads) + count
+        if count:  # written to the TUN by the native core already
+            c.rx += nbytes
+            c.rx_packets += count
+            if activity and self.timers.idle_timeout is not None:
+                self.last_activity = now
         for p in payloads:
             ptype = p[0]
             if ptype == PacketType.COMPRESSED:

@@ -9,6 +9,7 @@ one connection per process makes that the simplest correct design.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import socket
@@ -19,6 +20,7 @@ from .. import ipc
 from ..config import Config
 from ..main.ipv6 import apply_ipv6
 from ..protocol import auth, cstp, http
+from ..protocol.certdownload import cert_download
 from ..protocol.compression import CompressionError, Compressor, choose, parse_priority_option
 from ..protocol.dtls.handshake import DtlsContext, DtlsServerHandshake
 from ..protocol.tls.handshake import HandshakeResult
@@ -63,6 +65,7 @@ class Worker:
         self.secmod = secmod
         self.cert_sha1 = cert_sha1
         self.rl: RecordLayer | None = None
+        self.server_chain: tuple[bytes, ...] = ()  # DER, from the sec-mod's handshake
         self.tls: HandshakeResult | None = None
         self.parser = http.RequestParser()
         self.awaiting_answer = False  # the last form asked for an answer (AuthCont)
@@ -113,6 +116,15 @@ class Worker:
         self.tls = HandshakeResult(keys, bytes.fromhex(result.psk), result.description,
                                    result.sni or None)
         self.rl = RecordLayer(keys)
+        self.server_chain = tuple(bytes.fromhex(der) for der in result.server_chain)
+        if result.vhost:
+            # the sec-mod chose the host from the SNI: from here on this connection is
+            # served with that host's options (ocserv's ws->vhost), and its certificate's
+            # hash is the one clients pin in the profile cookie
+            self.cfg = self.cfg.vhost(result.vhost)
+            if self.server_chain:
+                self.cert_sha1 = hashlib.sha1(self.server_chain[0]).hexdigest().upper()  # noqa: S324
+            log.debug("connection from %s is for vhost=%s", self.peer.remote_ip, result.vhost)
         log.debug("TLS established with %s: %s", self.peer.remote_ip, self.tls.description)
         leftover = bytes.fromhex(result.leftover)
         return b"".join(self.rl.feed(leftover)) if leftover else b""
@@ -253,8 +265,14 @@ class Worker:
         if hooked is not None:  # /profiles/*, /logout
             self._answer_hook(hooked)
             return
+        download = cert_download(path, self.server_chain) if req.method == "GET" else None
         static = auth.match_static(path) if req.method == "GET" else None
-        if static is not None:
+        if download is not None:
+            if download.body is None:  # ocserv closes without an answer
+                raise ConnectionDone(f"GET {path}: no CA certificate follows the server's")
+            self._respond(200, "OK", [("Connection", "Keep-Alive"),
+                                      ("Content-Type", download.content_type)], download.body)
+        elif static is not None:
             ctype, body = static
             self._respond(200, "OK", [("Connection", "Keep-Alive"), ("Content-Type", ctype)], body)
         elif req.method == "GET" and path in ("/", "/auth", "/VPN"):

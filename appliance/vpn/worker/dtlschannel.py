@@ -15,15 +15,23 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import struct
 import time
 from collections.abc import Callable
 from typing import Protocol
 
+from ..native import fastpath
 from ..protocol.dtls.handshake import DtlsHandshakeError
 from ..protocol.dtls.legacy import CbcRecordLayer
-from ..protocol.dtls.record import DtlsClosed, DtlsError, DtlsRecordLayer, peek_client_hello
+from ..protocol.dtls.record import (
+    _SEQ_MASK,
+    DtlsClosed,
+    DtlsError,
+    DtlsRecordLayer,
+    peek_client_hello,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +191,56 @@ class DtlsChannel:
 
     # --- receiving ----------------------------------------------------------------------------
 
+    def native_rl(self) -> DtlsRecordLayer | None:
+        """The established record layer when the native core can run it."""
+        rl = self.rl
+        if fastpath is None or not isinstance(rl, DtlsRecordLayer) or rl.native_read is None:
+            return None
+        return rl
+
+    def receive_to_tun(self, sock: socket.socket, tun: int,
+                       vnet: bool) -> tuple[int, int, bool, list[bytes]]:
+        """``receive`` with the data packets written straight to the TUN by the native core:
+        (packets written, their bytes, any of them user activity, the other payloads).
+        What the core does not handle (control payloads, handshake records, anything
+        unusual) comes back from it unread and goes through ``receive``'s Python path."""
+        rl = self.native_rl()
+        if rl is None or sock is not self.sock or self.pending_plain:
+            return 0, 0, False, self.receive(sock)
+        assert fastpath is not None
+        w = rl.window
+        (count, nbytes, activity, w.top, w.bits, udp_bytes, dropped, rest,
+         err) = fastpath.dtls_to_tun(sock.fileno(), tun, rl.native_read, not rl._gcm,
+                                     rl._rsalt, rl.epoch, w.top, w.bits, vnet)
+        self.rx_bytes += udp_bytes
+        rl.dropped += dropped
+        if err:
+            raise OSError(err, os.strerror(err))
+        payloads = self._open_burst(sock, rest) if rest else []
+        return count, nbytes, bool(activity), payloads
+
+    def send_from_tun(self, tun: int, batch: int, vnet: bool) -> tuple[int, int, bool]:
+        """Read up to ``batch`` TUN packets, seal and send them (the native core):
+        (packets, bytes, any of them user activity)."""
+        rl = self.native_rl()
+        assert rl is not None and self.sock is not None and fastpath is not None
+        if rl.write_seq + batch > _SEQ_MASK:
+            raise DtlsError("DTLS sequence numbers exhausted; a new handshake is needed")
+        gso = self.gso
+        (count, nbytes, activity, es, sent, self.gso, err,
+         too_big) = fastpath.tun_to_dtls(tun, self.sock.fileno(), rl.native_write, not rl._gcm,
+                                         rl._wsalt, rl._epoch_bits | rl.write_seq, batch, vnet,
+                                         gso)
+        rl.write_seq = es & _SEQ_MASK
+        self.tx_bytes += sent
+        if gso and not self.gso:
+            log.info("UDP_SEGMENT unavailable; sending datagrams one by one")
+        if err:
+            raise OSError(err, os.strerror(err))
+        if too_big:
+            raise DtlsError("a TUN packet does not fit one DTLS record")
+        return count, nbytes, bool(activity)
+
     def receive(self, sock: socket.socket) -> list[bytes]:
         """Decrypted payloads (1-byte type + data) of everything waiting on ``sock``."""
         out: list[bytes] = []
@@ -192,6 +250,11 @@ class DtlsChannel:
         if not datagrams:
             return out
         self.rx_bytes += sum(map(len, datagrams))
+        out.extend(self._open_burst(sock, datagrams))
+        return out
+
+    def _open_burst(self, sock: socket.socket, datagrams: list[bytes]) -> list[bytes]:
+        out: list[bytes] = []
         rl = self.rl if sock is self.sock else None
         if rl is None:  # only a handshake runs on this socket
             for datagram in datagrams:

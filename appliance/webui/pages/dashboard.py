@@ -27,6 +27,7 @@ from ...web.l10n import (
 from ...web.vpnclient import Snapshot
 from ..system import SystemHealth
 from .common import ctx, vpn_call
+from .reach import current_card
 
 bp = Blueprint("dashboard", __name__)
 
@@ -77,7 +78,7 @@ def index() -> str:
     latest = ctx().history.latest()
     return render_template("webui/dashboard.html", view=view, latest=latest,
                            channel=channel, poll=ctx().poll_seconds,
-                           temperature=temperature_text(view.health))
+                           temperature=temperature_text(view.health), reach=current_card())
 
 
 @bp.get("/api/live")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
+from ... import native
 from ..cstp import PacketType
 from ..tls.record import CipherInfo
 
@@ -368,6 +369,9 @@ class DtlsRecordLayer:
         ra = AESGCM(keys.read_key) if gcm else ChaCha20Poly1305(keys.read_key)
         self._encrypt = wa.encrypt
         self._decrypt = ra.decrypt
+        # the same keys for the native core (worker/dtlschannel.py), None without it
+        self.native_write = native.aead(keys.write_key, not gcm) if window == 64 else None
+        self.native_read = native.aead(keys.read_key, not gcm) if window == 64 else None
         self._wsalt = keys.write_iv
         self._rsalt = keys.read_iv
         self._wiv = int.from_bytes(keys.write_iv, "big")

@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
+from ... import native
+
 TLS12 = 0x0303
 TLS13 = 0x0304
 
@@ -198,6 +200,7 @@ class RecordLayer:
 
     def _install_read(self, key: bytes, iv: bytes, seq: int, secret: bytes) -> None:
         self._raead = _aead(self.keys.cipher, key)
+        self.native_read = native.aead(key, self.keys.cipher.aead == "CHACHA20-POLY1305")
         self._riv = int.from_bytes(iv, "big")
         self._riv_bytes = iv
         self.read_seq = seq
@@ -205,10 +208,18 @@ class RecordLayer:
 
     def _install_write(self, key: bytes, iv: bytes, seq: int, secret: bytes) -> None:
         self._waead = _aead(self.keys.cipher, key)
+        self.native_write = native.aead(key, self.keys.cipher.aead == "CHACHA20-POLY1305")
         self._wiv = int.from_bytes(iv, "big")
         self._wiv_bytes = iv
         self.write_seq = seq
         self._wsecret = secret
+
+    @property
+    def native_mode(self) -> int:
+        """The record kind as the native core names it (_fastpath.c MODE_*)."""
+        if self.keys.version == TLS13:
+            return 2
+        return 1 if self.keys.cipher.aead == "CHACHA20-POLY1305" else 0
 
     # sealing ---------------------------------------------------------------------------------
 
