@@ -10,7 +10,8 @@ APT_PACKAGES = openconnect ocserv vpnc-scripts iproute2 iputils-ping nftables ip
 	gnutls-bin libgnutls30 openssl ca-certificates chromium libseccomp2 \
 	haproxy freeradius libradcli4 oathtool gcc libc6-dev libpam0g libpam0g-dev libpam-modules libcrypt1 \
 	passwd util-linux mount systemd genimage mtools dosfstools fdisk e2fsprogs \
-	python3-pip python3-dev libssl-dev bind9 bind9-utils bind9-dnsutils pebble miniupnpd-nftables coturn conntrack curl
+	python3-pip python3-dev libssl-dev bind9 bind9-utils bind9-dnsutils pebble miniupnpd-nftables coturn conntrack curl \
+	rauc squashfs-tools dbus
 STAMP = .deps.stamp
 
 .PHONY: run test deps apt-deps unit e2e lint bench clean
@@ -104,11 +105,18 @@ clean:
 ARCH ?= arm64
 IMAGE_OUT ?= $(CURDIR)/build/image
 IMAGE_CACHE ?= $(CURDIR)/build/cache
+# the update signing CA and key (made by the first build; outside the tree, survives clean)
+IMAGE_KEYS ?= $(HOME)/.local/share/ocgate/image-signing
+# the release version written into the image and the bundle (default: pyproject's)
+RELEASE ?=
+IMAGE_ARGS = --arch $(ARCH) --out $(IMAGE_OUT) --cache $(IMAGE_CACHE) --keys $(IMAGE_KEYS) \
+	$(if $(RELEASE),--release $(RELEASE))
 IMAGE_APT = mmdebstrap qemu-user-static binfmt-support qemu-system-arm qemu-system-x86 \
-	genimage mtools dosfstools e2fsprogs fdisk xz-utils zstd arch-test
+	genimage mtools dosfstools e2fsprogs fdisk xz-utils zstd arch-test rauc squashfs-tools \
+	u-boot-qemu u-boot-tools
 IMAGE_STAMP = build/.image-deps.stamp
 
-.PHONY: image image-test image-deps buildroot-lint
+.PHONY: image bundle image-test image-deps buildroot-lint
 
 $(IMAGE_STAMP):
 	@if ! dpkg -s $(IMAGE_APT) >/dev/null 2>&1; then \
@@ -121,11 +129,20 @@ $(IMAGE_STAMP):
 image-deps: $(IMAGE_STAMP)
 
 image: deps image-deps
-	$(PYTHON) image/mkimage.py --arch $(ARCH) --out $(IMAGE_OUT) --cache $(IMAGE_CACHE)
+	$(PYTHON) image/mkimage.py $(IMAGE_ARGS)
 
+# the signed RAUC update bundle of the same root file system (docs/image.md, A/B updates)
+bundle: deps image-deps
+	$(PYTHON) image/mkimage.py $(IMAGE_ARGS) --stage bundle
+
+# the A/B test installs this release over the image's (tests/image/test_update.py)
+NEXT_RELEASE ?= next
 image-test: deps image-deps
 	@test -f $(IMAGE_OUT)/ocgate-$(ARCH).img || $(MAKE) image
+	@test -f $(IMAGE_OUT)/ocgate-$(ARCH)-$(NEXT_RELEASE).raucb || \
+		$(MAKE) bundle RELEASE=$(NEXT_RELEASE)
 	OCGATE_IMAGE_TEST=1 OCGATE_IMAGE_DIR=$(IMAGE_OUT) OCGATE_IMAGE_ARCH=$(ARCH) \
+		OCGATE_IMAGE_KEYS=$(IMAGE_KEYS) \
 		$(PYTHON) -m pytest -q -s -p no:cacheprovider tests/image
 
 buildroot-lint: deps image-deps

@@ -11,7 +11,9 @@ import logging
 import os
 import sys
 from importlib import metadata
+from pathlib import Path
 
+from ..update.release import RELEASE_FILE, installed_release
 from .auth.radius.conf import RadiusConfError, check_radius_files
 from .config import ConfigError, load_config
 
@@ -19,11 +21,15 @@ DEFAULT_CONFIG = "/etc/ocserv/ocserv.conf"
 PROG = "ocgate-server"
 
 
-def version() -> str:
+def version(release_file: Path = RELEASE_FILE) -> str:
+    """The package version; on the appliance, the release of the booted slot first."""
     try:
         number = metadata.version("ocgate")
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
         number = "unknown"
+    release = installed_release(release_file)
+    if release is not None and release != number:
+        return f"{PROG} {release} (package {number}, ocserv 1.1.6 compatible)"
     return f"{PROG} {number} (ocserv 1.1.6 compatible)"
 
 

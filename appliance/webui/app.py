@@ -30,6 +30,7 @@ from .pages import (
     reach,
     sessions,
     settings,
+    update,
 )
 from .pages import users as users_page
 from .pages.common import EXTENSION, NAV, ui
@@ -48,7 +49,7 @@ def create_app(ctx: WebUIContext, *, session_minutes: int = 30) -> Flask:
     app.before_request(_gate)
     app.register_blueprint(ui)
     for module in (login, dashboard, users_page, sessions, settings, reach, backup, logs,
-                   diagnostics, metrics, account):
+                   diagnostics, metrics, account, update):
         app.register_blueprint(module.bp)
     app.jinja_env.globals["nav"] = NAV
 

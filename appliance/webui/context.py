@@ -30,6 +30,7 @@ from .settingsform import DraftStore
 from .system import SystemHealth, read_health
 from .totp import TotpStore
 from .traffic import ThroughputHistory
+from .updates import Updates
 from .userstore import UserStore
 
 
@@ -78,6 +79,11 @@ class WebUIContext:
     files_lock: threading.RLock = field(default_factory=threading.RLock)
     downloads: OneTimeDownloads = field(default_factory=OneTimeDownloads)
     poll_seconds: float = 2.0
+    updates: Updates | None = None
+
+    def __post_init__(self) -> None:
+        if self.updates is None:
+            self.updates = Updates(self.layout)
 
     @classmethod
     def for_state(cls, state: str | Path, **kwargs: object) -> WebUIContext:

@@ -104,12 +104,55 @@ class ImageFiles:
         return [p for p in (self.disk, self.kernel, self.initrd) if not p.exists()]
 
 
+UBOOT = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")  # Debian's u-boot-qemu
+#: kernel arguments for the test's eyes: every journal line on the serial console
+TEST_KERNEL_ARGS = ("net.ifnames=0 systemd.show_status=1 "
+                    "systemd.journald.forward_to_console=1")
+BOOT_PARTITION_OFFSET = 4 << 20  # mkimage's Layout.boot_offset_mib
+
+
+def writable_disk(image: Path, copy: Path, *, grow_bytes: int = 1 << 30) -> Path:
+    """A sparse copy of the image that keeps what the guest writes across reboots (slot
+    B, bootenv.txt, the data partition), grown so the data partition can hold a bundle;
+    bootenv.txt gets the test's kernel arguments (OCGATE_ARGS, read by boot.scr)."""
+    subprocess.run(["cp", "--sparse=always", str(image), str(copy)], check=True)
+    with open(copy, "r+b") as fh:
+        fh.truncate(image.stat().st_size + grow_bytes)
+    env = copy.with_name("bootenv.txt")
+    env.write_text(f"BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n"
+                   f"OCGATE_ARGS={TEST_KERNEL_ARGS} "
+                   f"{os.environ.get('OCGATE_QEMU_APPEND', '')}\n")
+    subprocess.run(["mcopy", "-o", "-i", f"{copy}@@{BOOT_PARTITION_OFFSET}", str(env),
+                    "::bootenv.txt"], check=True)
+    return copy
+
+
 def qemu_argv(files: ImageFiles, ports: Ports, console_log: Path, *, cpus: int = 2,
-              memory_mib: int = 1024) -> list[str]:
-    """TCG only (no usable KVM here); the kernel and initrd are passed directly."""
+              memory_mib: int = 1024, uboot_disk: Path | None = None) -> list[str]:
+    """TCG only (no usable KVM here).
+
+    ``uboot_disk``: arm64 boots U-Boot, whose boot.scr picks slot A or B, from this
+    writable disk, and guest reboots stay in the same QEMU process.  Without it the
+    kernel and initrd are passed directly and the disk is a throw-away snapshot.
+    """
     forwards = (f"hostfwd=tcp:127.0.0.1:{ports.http}-:80,"
                 f"hostfwd=tcp:127.0.0.1:{ports.vpn}-:443,"
                 f"hostfwd=tcp:127.0.0.1:{ports.admin}-:8443")
+    common = [
+        "-netdev", f"user,id=net0,restrict=on,{forwards}",
+        "-device", "virtio-net-pci,netdev=net0",
+        "-object", "rng-random,filename=/dev/urandom,id=rng0",
+        "-device", "virtio-rng-pci,rng=rng0",
+    ]
+    if uboot_disk is not None:
+        return [
+            "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a53",
+            "-accel", "tcg,thread=multi", "-smp", str(cpus), "-m", str(memory_mib),
+            "-display", "none", "-monitor", "none", "-serial", f"file:{console_log}",
+            "-bios", str(UBOOT),
+            "-drive", f"file={uboot_disk},format=raw,if=none,id=disk0",
+            "-device", "virtio-blk-pci,drive=disk0", *common,
+        ]
     if files.arch == "arm64":
         machine = ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a53"]
         console = "ttyAMA0"
@@ -127,11 +170,7 @@ def qemu_argv(files: ImageFiles, ports: Ports, console_log: Path, *, cpus: int =
                    "systemd.journald.forward_to_console=1 "
                    + os.environ.get("OCGATE_QEMU_APPEND", ""),
         "-drive", f"file={files.disk},format=raw,if=none,id=disk0,snapshot=on",
-        "-device", "virtio-blk-pci,drive=disk0",
-        "-netdev", f"user,id=net0,restrict=on,{forwards}",
-        "-device", "virtio-net-pci,netdev=net0",
-        "-object", "rng-random,filename=/dev/urandom,id=rng0",
-        "-device", "virtio-rng-pci,rng=rng0",
+        "-device", "virtio-blk-pci,drive=disk0", *common,
     ]
 
 
@@ -144,6 +183,11 @@ class Guest:
     ports: Ports = field(default_factory=Ports)
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
+    uboot: bool = False  # arm64 only: U-Boot + A/B boot script on a writable copy
+
+    @property
+    def disk_copy(self) -> Path:
+        return self.workdir / "disk.img"
 
     @property
     def console_log(self) -> Path:
@@ -152,7 +196,11 @@ class Guest:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.console_log.write_bytes(b"")
-        argv = qemu_argv(self.files, self.ports, self.console_log)
+        disk = None
+        if self.uboot:
+            disk = self.disk_copy if self.disk_copy.exists() else writable_disk(
+                self.files.disk, self.disk_copy)
+        argv = qemu_argv(self.files, self.ports, self.console_log, uboot_disk=disk)
         (self.workdir / "qemu.argv").write_text(shlex.join(argv) + "\n")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
@@ -264,32 +312,49 @@ class Response:
 
 @dataclass
 class Browser:
-    """Cookies, redirects and forms over plain HTTP to one forwarded port."""
+    """Cookies, redirects and forms over HTTP (or HTTPS: the admin UI) to one port."""
 
     port: int
     host: str = "127.0.0.1"
     cookies: dict[str, str] = field(default_factory=dict)
     timeout: float = 60.0
+    tls: bool = False  # the device's own certificate: not verified (the pin is, by openconnect)
 
-    def request(self, method: str, path: str, data: dict[str, str] | None = None
+    def _connection(self) -> http.client.HTTPConnection:
+        if not self.tls:
+            return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                           context=ctx)
+
+    def request(self, method: str, path: str, data: dict[str, str] | None = None,
+                *, raw_bytes: bytes | None = None, extra: dict[str, str] | None = None
                 ) -> Response:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        headers = {"Host": f"{self.host}:{self.port}", "User-Agent": "ocgate-image-test"}
+        """``data``: a form; ``raw_bytes``: the body as it is (update.js's pieces)."""
+        conn = self._connection()
+        headers = {"Host": f"{self.host}:{self.port}", "User-Agent": "ocgate-image-test",
+                   **(extra or {})}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        body = None
+        body: str | bytes | None = None
         if data is not None:
             body = urllib.parse.urlencode(data)
             headers["Content-Type"] = "application/x-www-form-urlencoded"
+        elif raw_bytes is not None:
+            body = raw_bytes
+            headers["Content-Type"] = "application/octet-stream"
         try:
             conn.request(method, path, body=body, headers=headers)
-            raw = conn.getresponse()
-            text = raw.read().decode("utf-8", "replace")
-            for name, value in raw.getheaders():
+            answer = conn.getresponse()
+            text = answer.read().decode("utf-8", "replace")
+            for name, value in answer.getheaders():
                 if name.lower() == "set-cookie":
                     key, _, rest = value.partition("=")
                     self.cookies[key.strip()] = rest.split(";", 1)[0]
-            return Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, text)
+            return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()},
+                            text)
         finally:
             conn.close()
 

@@ -336,8 +336,8 @@ def test_fstab_labels_match_the_file_systems_mkimage_makes() -> None:
     mounts = {fields[1]: fields[0] for fields in
               (line.split() for line in fstab.splitlines())
               if fields and not fields[0].startswith("#")}
-    assert mounts == {"/": "LABEL=rootfs", "/boot/firmware": "LABEL=BOOT",
-                      str(DEVICE_STATE_DIR): "LABEL=data"}
+    # "/" is slot A or B, both labelled rootfs: the boot loader names it by PARTUUID
+    assert mounts == {"/boot/firmware": "LABEL=BOOT", str(DEVICE_STATE_DIR): "LABEL=data"}
     source = (REPO / "image/mkimage.py").read_text()
     for label in ("rootfs", "BOOT", "data"):
         assert f'label="{label}"' in source
@@ -356,7 +356,8 @@ UPSTREAM_SYMBOLS = (
     "BR2_PACKAGE_PYTHON3_ZLIB", "BR2_PACKAGE_PYTHON_CRYPTOGRAPHY",
     "BR2_PACKAGE_PYTHON_PYOPENSSL", "BR2_PACKAGE_PYTHON_PYROUTE2", "BR2_PACKAGE_PYTHON_FLASK",
     "BR2_PACKAGE_PYTHON_WAITRESS", "BR2_PACKAGE_PYTHON_PSUTIL", "BR2_PACKAGE_PYTHON_ZEROCONF",
-    "BR2_PACKAGE_NFTABLES", "BR2_PACKAGE_IPROUTE2", "BR2_PACKAGE_LZ4",
+    "BR2_PACKAGE_NFTABLES", "BR2_PACKAGE_IPROUTE2", "BR2_PACKAGE_LZ4", "BR2_PACKAGE_RAUC",
+    "BR2_PACKAGE_RAUC_JSON",
     "BR2_PACKAGE_LINUX_PAM", "BR2_ENABLE_LOCALE", "BR2_USE_WCHAR", "BR2_STATIC_LIBS",
 )
 

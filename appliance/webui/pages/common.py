@@ -34,6 +34,7 @@ NAV: tuple[tuple[str, str], ...] = (
     ("sessions.index", _l("Sessions")),
     ("settings.index", _l("Settings")),
     ("backup.index", _l("Backup")),
+    ("update.index", _l("Update")),
     ("logs.index", _l("Logs")),
     ("diagnostics.index", _l("Diagnostics")),
     ("account.index", _l("Account")),
