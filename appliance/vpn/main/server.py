@@ -35,7 +35,7 @@ from .conn import Conn, WorkerFault
 from .management import Management
 from .netns import ListenNamespace
 from .proxyintake import ProxyIntake
-from .sandbox import apply_worker_sandbox
+from .sandbox import CompiledFilter, apply_worker_sandbox, compile_worker_filter
 from .sessions import TERMINATE_GRACE, Sessions
 from .supervise import RestartBudget
 from .udp import optional_sockopt, udp_socket_for
@@ -75,6 +75,7 @@ class Main:
         self.dtls_ctx = make_dtls_context() if cfg.udp_port else None
         self.listen_ns = ListenNamespace(cfg.listen_netns)  # before any fork or drop
         self.secmod_pid = 0
+        self.worker_filter: CompiledFilter | None = None  # compiled in run()
         self.secmod_chan: socket.socket | None = None
         self.secmod_events: socket.socket | None = None
         self.bans = BanTable(BanSettings.from_config(cfg))
@@ -187,6 +188,8 @@ class Main:
         # before the first fork: children must not inherit NOTIFY_SOCKET
         self.notifier = Notifier.from_environ(unset_environment=True)
         self._listen()
+        # once here, not in every worker (sandbox.CompiledFilter says why)
+        self.worker_filter = compile_worker_filter()
         gc.freeze()  # main's collector must not copy the pages it shares with the sec-mod
         try:
             self._start_secmod()
@@ -379,7 +382,7 @@ class Main:
                 unixpath.connect(secmod, self.secmod_path)
                 enter_chroot(self.cfg.chroot_dir)
                 drop_privileges(self.worker_ids)
-                apply_worker_sandbox(self.cfg)
+                apply_worker_sandbox(self.cfg, self.worker_filter)
                 code = run_worker(self.cfg, sock, Peer(remote_ip, remote_port, local_ip,
                                                        local_port),
                                   child, secmod, self.cert_sha1, self.dtls_ctx)
