@@ -34,6 +34,7 @@ from .bans import BanSettings, BanTable
 from .conn import Conn, WorkerFault
 from .management import Management
 from .netns import ListenNamespace
+from .prewarm import prewarm
 from .proxyintake import ProxyIntake
 from .sandbox import CompiledFilter, apply_worker_sandbox, compile_worker_filter
 from .sessions import TERMINATE_GRACE, Sessions
@@ -190,6 +191,7 @@ class Main:
         self._listen()
         # once here, not in every worker (sandbox.CompiledFilter says why)
         self.worker_filter = compile_worker_filter()
+        prewarm()  # the sec-mod and every worker inherit warm code and caches (prewarm.py)
         gc.freeze()  # main's collector must not copy the pages it shares with the sec-mod
         try:
             self._start_secmod()
