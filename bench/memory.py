@@ -48,6 +48,7 @@ class Snapshot:
     sessions: int
     procs: list[ProcMem]
     connect_s: list[float]
+    cookie_s: list[float] = field(default_factory=list)
 
     @property
     def workers(self) -> list[ProcMem]:
@@ -94,11 +95,32 @@ def measure(kind: str, sessions: int, settle: float = 2.0,
                 if not client.wait_dtls(15):
                     raise RuntimeError(f"{name}: DTLS did not come up:\n{client.log[-2000:]}")
             time.sleep(settle)
-            return Snapshot(kind, sessions, _read(kind, main_pid), connect_s)
+            snap = Snapshot(kind, sessions, _read(kind, main_pid), connect_s)
+            if sessions == 1:  # after the reading: these sessions must not be counted
+                snap.cookie_s = _cookie_connects(net, files, *next(iter(users.items())))
+            return snap
         finally:
             for client in clients:
                 client.close()
             server.stop()
+
+
+def _cookie_connects(net: TestNet, files: harness.ServerFiles, user: str, password: str,
+                     rounds: int = 3) -> list[float]:
+    """Seconds from starting openconnect with a fresh cookie (``--authenticate`` first,
+    not timed) to the tunnel up, ``rounds`` times."""
+    out = []
+    for i in range(rounds):
+        client = harness.Client(net, files, name=f"cookie{i}")
+        try:
+            cookie = client.authenticate(user, password)["COOKIE"]
+            t0 = time.monotonic()
+            if not client.connect_with_cookie(cookie, no_dtls=False, timeout=30):
+                raise RuntimeError(f"cookie connect failed:\n{client.log[-2000:]}")
+            out.append(time.monotonic() - t0)
+        finally:
+            client.close()
+    return out
 
 
 @contextlib.contextmanager
@@ -156,6 +178,8 @@ def report(rows: dict[str, tuple[Snapshot, Snapshot]], breakdown: bool = False) 
             [rows[k][1].median(attr) / mb for k in names])
     row("median connect time, s (password to tunnel up)",
         [statistics.median(rows[k][1].connect_s) for k in names], fmt="12.3f")
+    row("median cookie connect time, s (1 session up)",
+        [statistics.median(rows[k][0].cookie_s) for k in names], fmt="12.3f")
     if breakdown:
         for k in names:
             lines.append(f"\n{k}: private memory of the median worker / of each fixed "
