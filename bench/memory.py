@@ -4,8 +4,8 @@ Small routers have 512 MB to 1 GB, so what one more session costs matters more t
 server costs at rest. The figure issue 19 sets a goal for is the *marginal* cost: the total
 USS (memory only that process holds) of all the server's processes at N sessions minus the
 total at 1, divided by N - 1. It counts whatever a session makes main and the sec-mod grow,
-too, not only its worker. Beside it: the fixed processes' USS (main and sec-mod, ocserv's
-main and sec-mod) at N sessions, and the median worker's USS, PSS and RSS.
+too, not only its worker. Beside it: the fixed processes' USS (main, sec-mod and zygote;
+ocserv's main and sec-mod) at N sessions, and the median worker's USS, PSS and RSS.
 ``--breakdown`` adds where a median worker's private memory sits (bench/smaps.py).
 """
 
@@ -137,7 +137,8 @@ def _environ(env: dict[str, str]) -> Iterator[None]:
 
 def _read(kind: str, main_pid: int) -> list[ProcMem]:
     main = psutil.Process(main_pid)
-    children = sorted(main.children(recursive=True), key=lambda p: (p.create_time(), p.pid))
+    main_uid = main.uids().real
+    children = main.children(recursive=True)
     out = []
     for proc in [main, *children]:
         try:
@@ -148,8 +149,8 @@ def _read(kind: str, main_pid: int) -> list[ProcMem]:
             continue
         if kind == "ocserv":
             worker = "worker" in name
-        else:  # ours: main's children are the sec-mod (the oldest) and the workers
-            worker = proc.pid != main_pid and proc.pid != children[0].pid
+        else:  # ours: workers run as run-as-user; main, the sec-mod and the zygote as root
+            worker = proc.uids().real != main_uid
         out.append(ProcMem(proc.pid, worker, m.uss, m.pss, m.rss, by_kind))
     return out
 
