@@ -6,6 +6,8 @@ prints the setup code and URL; when the wizard's apply has finished it starts th
 server with the configuration the wizard wrote and prints how to connect, while the
 wizard keeps showing its final page until "Finish" is pressed; then the server stays in
 the foreground.  With a configuration present it runs the VPN server at once, as before.
+Beside the VPN server runs the reachability service (``reach run --state``), as
+ocgate-reach.service does on the device.
 ``--no-wizard`` instead makes the old throwaway default: a CA, a server certificate, an
 ocpasswd user with a random password and an ocserv.conf.
 """
@@ -105,6 +107,36 @@ def vpn_argv(conf: Path) -> list[str]:
     return [sys.executable, "-m", "appliance.vpn", "-f", "-c", str(conf)]
 
 
+def reach_argv(state: Path) -> list[str]:
+    """The reachability service, as ocgate-reach.service runs it on the device: it idles
+    until reach.json turns it on and follows that file while it runs."""
+    return [sys.executable, "-m", "appliance.reach", "run", "--state", str(state)]
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM, newest first (the reachability service removes its router mappings)."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in reversed(procs):
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def serve(s: StateLayout) -> int:
+    """The VPN server and the reachability service; ends (and ends both) with the server."""
+    procs = [subprocess.Popen(vpn_argv(s.conf)), subprocess.Popen(reach_argv(s.root))]
+    try:
+        return procs[0].wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        stop_all(procs)
+
+
 def print_connect(pin: str, port: int, user: str, host: str = "<this host>") -> None:
     print("Connect with:")
     suffix = "" if port == 443 else f":{port}"
@@ -124,6 +156,7 @@ def run_wizard_first(s: StateLayout, args: argparse.Namespace) -> int:
                       final.plan.network.server_address)
         sys.stdout.flush()
         servers.append(subprocess.Popen(vpn_argv(s.conf)))
+        servers.append(subprocess.Popen(reach_argv(s.root)))  # after apply wrote reach.json
 
     options = WizardOptions(state=s.root, hosts=args.wizard_host or ["0.0.0.0"],
                             port=args.wizard_port, vpn_port=args.port,
@@ -143,13 +176,7 @@ def run_wizard_first(s: StateLayout, args: argparse.Namespace) -> int:
         return 130
     finally:
         service.stop()
-        for proc in servers:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_all(servers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  user {DEFAULT_USER}, password {password}  (shown once; change it with "
               f"python3 -m appliance.vpn.ocpasswd -c {state}/ocpasswd {DEFAULT_USER})")
     sys.stdout.flush()
-    os.execvp(sys.executable, vpn_argv(conf))
-    return 0
+    return serve(s)
 
 
 if __name__ == "__main__":

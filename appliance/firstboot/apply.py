@@ -257,14 +257,18 @@ class Units:
     """systemd units of the appliance (their files live in systemd/ of the image)."""
 
     vpn: str = "ocgate-vpn.service"
+    reach: str = "ocgate-reach.service"
     webui: str = "ocgate-webui.service"
     wizard: str = "ocgate-firstboot.service"
 
 
 def handover_commands(units: Units = Units()) -> list[list[str]]:
-    """Right after apply: the VPN comes up, the next boot starts the admin UI, not us."""
+    """Right after apply: the VPN comes up, then the reachability service (it reads the
+    reach.json apply just wrote, and TLS-ALPN-01 needs the VPN listening); the next boot
+    starts the admin UI, not us."""
     return [
         ["systemctl", "enable", "--now", units.vpn],
+        ["systemctl", "enable", "--now", units.reach],
         ["systemctl", "enable", units.webui],
         ["systemctl", "disable", units.wizard],
     ]
@@ -280,7 +284,10 @@ def switch_commands(units: Units = Units()) -> list[list[str]]:
 
 
 def factory_reset_commands(units: Units = Units()) -> list[list[str]]:
+    """The reachability service first: stopping it removes its mappings from the router
+    while it still knows them."""
     return [
+        ["systemctl", "disable", "--now", units.reach],
         ["systemctl", "disable", "--now", units.vpn],
         ["systemctl", "disable", units.webui],
         ["systemctl", "enable", units.wizard],

@@ -1,8 +1,9 @@
 """``python3 -m appliance.reach``: the reachability engine as a service or a one-shot.
 
-``run`` keeps the VPN's ports mapped and the DNS name current, writing the status as JSON
-after every pass, and removes the mappings on SIGTERM; ``cert`` gets a certificate once.
-The appliance's supervisor and the tests drive it the same way.
+``run`` keeps the VPN's ports mapped, the DNS name current and (with ``--state``) a public
+certificate installed, writing the status as JSON after every pass, and removes the mappings
+on SIGTERM (service.py); ``cert`` gets a certificate once.  The appliance's systemd unit
+(ocgate-reach.service), ``make run`` and the tests drive it the same way.
 """
 
 from __future__ import annotations
@@ -10,97 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..atomicfile import write_atomic
-from . import credentials, ddns
-from .check import status_dict
-from .jobs import Job, Scheduler
-from .manager import MappingManager, Want, default_factories
+from .manager import MappingManager, Want
+from .service import cmd_run, mapping_factories
 
 if TYPE_CHECKING:
     from .acmecert import Issued
 
 log = logging.getLogger(__name__)
-
-
-def _factories(only: str, gateway: str) -> list[Any]:
-    found = default_factories(gateway)
-    return found if only == "auto" else [f for f in found if f[0] == only]
-
-
-def _publisher(args: argparse.Namespace) -> ddns.Publisher | None:
-    if not args.ddns:
-        return None
-    secrets = credentials.load(Path(args.secrets))
-    updater: ddns.Rfc2136 | ddns.Dyndns2 | ddns.DuckDns
-    if args.ddns == "rfc2136":
-        updater = ddns.Rfc2136(args.dns_server, args.dns_zone, args.tsig_name,
-                               secrets["tsig_secret"])
-    elif args.ddns == "dyndns2":
-        updater = ddns.Dyndns2(args.ddns_url, secrets["username"], secrets["password"])
-    else:
-        updater = ddns.DuckDns(secrets["token"], args.ddns_url or "https://www.duckdns.org")
-    return ddns.Publisher(updater, args.name)
-
-
-def _from_state(args: argparse.Namespace) -> None:
-    """``--state DIR``: the owner's choices (reach.json, reach-secrets.json) fill in what the
-    command line left open, and the status goes where the pages read it."""
-    from ..state import StateLayout
-    from . import settings
-
-    layout = StateLayout.at(args.state)
-    chosen = settings.load(layout.reach_settings)
-    args.status_file = args.status_file or str(layout.reach_status)
-    if not args.ddns and chosen.ddns and chosen.name:
-        args.ddns, args.name = chosen.ddns, chosen.name
-        args.dns_server = args.dns_server or chosen.dns_server
-        args.dns_zone = args.dns_zone or chosen.dns_zone
-        args.tsig_name = args.tsig_name or chosen.tsig_name
-        args.ddns_url = args.ddns_url or chosen.ddns_url
-        args.secrets = args.secrets or str(layout.reach_secrets)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    if args.state:
-        _from_state(args)
-    wants = [Want(p, args.port, args.external_port or args.port) for p in ("tcp", "udp")]
-    manager = MappingManager(wants, _factories(args.only, args.gateway), args.lan_address,
-                             lifetime=args.lifetime, check_every=args.check_every,
-                             probe_target=args.probe_target)
-    publisher = _publisher(args)
-    status_file = Path(args.status_file) if args.status_file else None
-
-    def mapping() -> float:
-        delay = manager.refresh()
-        if publisher is not None and manager.external_address and manager.status and \
-                manager.status.kind in ("reachable",):
-            publisher.publish(manager.external_address)
-        if status_file is not None:
-            write_atomic(status_file, json.dumps(status_dict(manager, publisher)).encode(), 0o644)
-        return delay
-
-    scheduler = Scheduler([Job("mapping", mapping, base=1.0, cap=args.check_every)])
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    if args.once:
-        scheduler.run_due()
-        print(json.dumps(status_dict(manager, publisher)))
-    else:
-        scheduler.start()
-        done.wait()
-        scheduler.stop()
-    if not args.keep:
-        manager.stop()
-        if status_file is not None:
-            write_atomic(status_file, json.dumps(status_dict(manager, publisher)).encode(), 0o644)
-    return 0
 
 
 def cmd_cert(args: argparse.Namespace) -> int:
@@ -116,7 +37,7 @@ def cmd_cert(args: argparse.Namespace) -> int:
     port80 = None
     if args.map_http01:  # port 80 is mapped only while the challenge needs it
         port80 = MappingManager([Want("tcp", args.http01_port, 80)],
-                                _factories("auto", args.gateway), args.lan_address,
+                                mapping_factories("auto", args.gateway), args.lan_address,
                                 lifetime=600)
         port80.refresh()
         if port80.status is None or not port80.status.reachable:
@@ -149,13 +70,15 @@ def _installed(issued: Issued, args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m appliance.reach")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="keep the ports mapped and the DNS name current")
-    run.add_argument("--port", type=int, default=443)
+    run.add_argument("--port", type=int, default=0,
+                     help="the VPN's port (default: ocserv.conf's tcp-port with --state, 443)")
     run.add_argument("--external-port", type=int, default=0)
-    run.add_argument("--lan-address", required=True)
+    run.add_argument("--lan-address", default="",
+                     help="ours towards the router (default: the source address to it)")
     run.add_argument("--gateway", default="")
     run.add_argument("--only", choices=("auto", "pcp", "nat-pmp", "upnp"), default="auto")
     run.add_argument("--lifetime", type=int, default=3600)
@@ -173,7 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--tsig-name", default="")
     run.add_argument("--ddns-url", default="")
     run.add_argument("--state", default="",
-                     help="the appliance's state folder: its reach settings and status file")
+                     help="the appliance's state folder: its reach settings and status file, "
+                     "the VPN's certificate and control socket; re-read while running")
+    run.add_argument("--ipv6", choices=("auto", "off"), default="auto",
+                     help="auto: with an Internet-reachable IPv6 address, open a PCP pinhole "
+                     "for the VPN's ports and publish the AAAA record")
+    run.add_argument("--watch-every", type=float, default=2.0,
+                     help="seconds between looks at the settings (--state)")
+    run.add_argument("--acme-ca-bundle", default="",
+                     help="CA file for the ACME server's own HTTPS (a private ACME CA)")
+    run.add_argument("--acme-retry", type=float, default=30.0,
+                     help="first retry of a failed ACME order, doubling up to an hour")
     run.set_defaults(func=cmd_run)
     cert = sub.add_parser("cert", help="get a certificate by TLS-ALPN-01 or HTTP-01")
     cert.add_argument("--directory", required=True)
@@ -194,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     cert.add_argument("--occtl-socket", default="",
                       help="the VPN server's occtl socket: reload it once the pair is installed")
     cert.set_defaults(func=cmd_cert)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     result: int = args.func(args)

@@ -117,11 +117,23 @@ class NatPmpMapper:
 
 
 class PcpMapper:
+    """PCP over IPv4 (a NAT mapping) or, given an IPv6 gateway and our global address, over
+    IPv6: the same MAP then opens a pinhole in the router's firewall (RFC 6887 section 11),
+    external address and port being our own."""
+
     name = "pcp"
 
-    def __init__(self, gw: ipaddress.IPv4Address) -> None:
+    def __init__(self, gw: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                 client: ipaddress.IPv6Address | None = None) -> None:
         self.gw = gw
-        self.client = gateway.source_address(gw, pcp.PORT)
+        self.client: ipaddress.IPv4Address | ipaddress.IPv6Address
+        if isinstance(gw, ipaddress.IPv6Address):
+            if client is None:
+                raise ValueError("PCP over IPv6 needs the address the pinhole is for")
+            self.name, self.client = "pcp-ipv6", client
+            self._source = str(client)
+        else:
+            self.client, self._source = gateway.source_address(gw, pcp.PORT), ""
         self.epoch = _EpochWatch()
         self.last_external = ""
 
@@ -132,7 +144,8 @@ class PcpMapper:
             except pcp.PcpError:
                 return data[:1] == b"\x00"  # a NAT-PMP-only gateway: decode says so below
         try:
-            reply = pcp.decode_response(gateway.exchange(self.gw, pcp.PORT, request, ok))
+            reply = pcp.decode_response(gateway.exchange(self.gw, pcp.PORT, request, ok,
+                                                         source=self._source))
         except pcp.PcpError as exc:  # a NAT-PMP-only gateway: PCP is absent there
             raise gateway.NoAnswer(str(exc)) from exc
         self.epoch.see(reply.epoch)

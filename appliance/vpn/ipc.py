@@ -247,6 +247,7 @@ class TlsResult:
     psk: str = field(default="", metadata={"format": "hex"})  # the DTLS PSK exported
     description: str = ""
     sni: str = ""
+    vhost: str = field(default="", metadata=LINE)  # the host the SNI chose ("": default)
     leftover: str = field(default="", metadata={"format": "hex", "max_len": MAX_MESSAGE})
     # the certificates the client was shown (DER as hex, leaf first): /cert.pem, /ca.pem
     server_chain: list[str] = field(default_factory=list, metadata={
@@ -271,6 +272,7 @@ class SessionInfo:
     reason: str = ""
     device_type: str = field(default="", metadata=LINE)  # from the login (AuthInit)
     platform: str = field(default="", metadata=LINE)
+    vhost: str = field(default="", metadata=LINE)  # the host the login was to ("": default)
     # back-end session attributes: {"radius": SessionAttrs as a dict} (auth/radius/auth.py)
     extra: dict[str, dict[str, str | int | bool | list[str] | None]] = field(
         default_factory=dict)
@@ -328,6 +330,7 @@ class SessionEntry:
     created: float
     expires: float | None  # None while a connection uses it
     in_use: int = field(metadata=COUNTER)
+    vhost: str = field(default="", metadata=LINE)  # "" for the default host
 
 
 @message

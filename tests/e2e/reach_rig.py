@@ -45,6 +45,12 @@ ROUTER_WAN = "198.18.0.2"
 ROUTER_WAN2 = "198.18.0.3"  # the address after "the provider changed it"
 ROUTER_LAN = "198.19.1.1"
 APPLIANCE = "198.19.1.10"
+# IPv6 (Home(ipv6=True)): documentation prefix, routed, no NAT; the router's firewall
+# lets in only what miniupnpd opens (PCP pinholes)
+INET6 = "2001:db8:100::1"
+ROUTER_WAN6 = "2001:db8:100::2"
+ROUTER_LAN6 = "2001:db8:101::1"
+APPLIANCE6 = "2001:db8:101::10"
 ISP_LAN = "100.64.0.1"
 ROUTER_CGNAT = "100.64.0.2"
 ZONE = "home.test"
@@ -82,6 +88,7 @@ class Home:
     work: Path
     protocols: tuple[str, ...] = ("upnp", "nat-pmp", "pcp")
     cgnat: bool = False
+    ipv6: bool = False
     inet: Netns = field(init=False)
     router: Netns = field(init=False)
     lan: Netns = field(init=False)
@@ -138,11 +145,26 @@ class Home:
         self.lan.ip("addr", "add", f"{APPLIANCE}/24", "dev", "eth0")
         self.lan.ip("route", "add", "default", "via", ROUTER_LAN)
         self.router.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        if self.ipv6:
+            self._ipv6()
         self._router_rules()
         self._start_bind()
         self._start_coturn()
         if self.protocols:  # a router with all of them off runs no miniupnpd at all
             self.start_miniupnpd()
+
+    def _ipv6(self) -> None:
+        for ns, steps in (
+                (self.inet, [("addr", "add", f"{INET6}/64", "dev", "up0", "nodad"),
+                             ("route", "add", "2001:db8:101::/64", "via", ROUTER_WAN6)]),
+                (self.router, [("addr", "add", f"{ROUTER_WAN6}/64", "dev", "wan", "nodad"),
+                               ("addr", "add", f"{ROUTER_LAN6}/64", "dev", "lan", "nodad"),
+                               ("route", "add", "default", "via", INET6)]),
+                (self.lan, [("addr", "add", f"{APPLIANCE6}/64", "dev", "eth0", "nodad"),
+                            ("route", "add", "default", "via", ROUTER_LAN6)])):
+            for step in steps:
+                ns.ip(*step)
+        self.router.run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
 
     def _router_rules(self) -> None:
         drop = []
@@ -167,6 +189,7 @@ add rule inet {TABLE} forward ct state established,related accept
 add rule inet {TABLE} forward iifname "lan" oifname "wan" accept
 add rule inet {TABLE} forward iifname "wan" jump miniupnpd
 add rule inet {TABLE} input iifname "lo" accept
+add rule inet {TABLE} input meta l4proto ipv6-icmp accept
 add rule inet {TABLE} input ct state established,related accept
 add rule inet {TABLE} input ip saddr {{ {stun} }} udp sport {{ 3478, 3479 }} accept
 {chr(10).join(drop)}
@@ -331,6 +354,9 @@ deny 0-65535 0.0.0.0/0 0-65535
                                              days=2)
             pki.write_key(d / "server-key.pem", key)
             pki.write_cert(d / "server-cert.pem", cert)
+            # where the device keeps its own CA (StateLayout): the reach service tells a
+            # certificate of its own from a public one by it
+            pki.write_cert(d / "certs" / "ca-cert.pem", ca)
             write_passwd(d / "ocpasswd", users)
             (d / "ocserv.conf").write_text("\n".join([
                 f'auth = "plain[passwd={d / "ocpasswd"}]"', "tcp-port = 443", "udp-port = 443",
@@ -338,7 +364,8 @@ deny 0-65535 0.0.0.0/0 0-65535
                 f"socket-file = {d / 'ocserv.sock'}", f"pid-file = {d / 'ocserv.pid'}",
                 f"server-cert = {d / 'server-cert.pem'}", f"server-key = {d / 'server-key.pem'}",
                 "device = ocgr", "ipv4-network = 203.0.113.0", "ipv4-netmask = 255.255.255.0",
-                "max-ban-score = 0", "rate-limit-ms = 0", "use-occtl = false",
+                "max-ban-score = 0", "rate-limit-ms = 0", "use-occtl = true",
+                f"occtl-socket-file = {d / 'occtl.sock'}",
                 "cookie-timeout = 300", ""]))
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self._spawn("vpn", self.lan, ["python3", "-m", "appliance.vpn", "-f", "-c",
@@ -347,8 +374,9 @@ deny 0-65535 0.0.0.0/0 0-65535
         return d
 
     # ------------------------------------------------------------ pebble
-    def start_pebble(self) -> Path:
-        """pebble with an API certificate of our own; returns the CA file to trust for it."""
+    def start_pebble(self, validity: int = 0) -> Path:
+        """pebble with an API certificate of our own; returns the CA file to trust for it.
+        ``validity``: the seconds its certificates live (pebble's default otherwise)."""
         d = self.work / "pebble"
         d.mkdir()
         ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -379,7 +407,8 @@ deny 0-65535 0.0.0.0/0 0-65535
             "managementListenAddress": f"{PEBBLE_IP}:15000",
             "certificate": str(d / "cert.pem"), "privateKey": str(d / "key.pem"),
             "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "",
-            "externalAccountBindingRequired": False}}))
+            "externalAccountBindingRequired": False,
+            **({"certificateValidityPeriod": validity} if validity else {})}}))
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
                    PEBBLE_AUTHZREUSE="0")
         self._spawn("pebble", self.inet, [self.tools["pebble"], "-config",
@@ -396,4 +425,37 @@ deny 0-65535 0.0.0.0/0 0-65535
             f"'https://{PEBBLE_IP}:15000/roots/0',context=c).read().decode())")])
         return out.stdout
 
+    def pebble_dir(self) -> str:
+        return f"https://{PEBBLE_IP}:14000/dir"
 
+    # ------------------------------------------------------------ a client on the Internet
+    def tunnel(self, name: str, user: str, password: str, root: Path, address: str,
+               tun: str) -> subprocess.Popen[bytes]:
+        """openconnect from the Internet to https://vpn.home.test/ at ``address``, trusting
+        only ``root``; its script routes only the appliance's LAN address into the tunnel
+        (no DNS change: the namespace shares the host's resolv.conf)."""
+        script = self.work / f"{name}-script.sh"
+        script.write_text(
+            "#!/bin/sh\n"
+            'if [ "$reason" = connect ]; then\n'
+            '  ip link set "$TUNDEV" up mtu "${INTERNAL_IP4_MTU:-1400}"\n'
+            '  ip addr add "$INTERNAL_IP4_ADDRESS/32" dev "$TUNDEV"\n'
+            f'  ip route add {APPLIANCE}/32 dev "$TUNDEV"\n'
+            f'  touch {self.work / (name + ".up")}\n'
+            "fi\n")
+        script.chmod(0o700)
+        (self.work / f"{name}.up").unlink(missing_ok=True)
+        self._spawn(name, self.inet, ["openconnect", "-v", "--non-inter", "--passwd-on-stdin",
+                                      "--user", user, "--cafile", str(root),
+                                      f"--resolve={NAME}:{address}", "--script", str(script),
+                                      "--interface", tun, f"https://{NAME}/"],
+                    stdin=subprocess.PIPE)
+        proc = self.procs[name]
+        assert proc.stdin is not None
+        proc.stdin.write(password.encode() + b"\n")
+        proc.stdin.close()
+        _wait(f"{name} tunnel", lambda: (self.work / f"{name}.up").exists()
+              or proc.poll() is not None, 40)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name}: openconnect exited: {self.log(name)[-2000:]}")
+        return proc

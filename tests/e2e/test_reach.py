@@ -262,7 +262,7 @@ def test_certificate_from_pebble_by_tls_alpn01(tmp_path: Path) -> None:
         got = home.reach("cert", "--directory", f"https://{PEBBLE_IP}:14000/dir", "--ca-bundle",
                          str(ca), "--name", NAME, "--state", str(tmp_path / "acme"), "--cert",
                          str(vpn / "server-cert.pem"), "--key", str(vpn / "server-key.pem"),
-                         timeout=120)
+                         "--occtl-socket", str(vpn / "occtl.sock"), timeout=120)
         assert got["renew_at"] < got["not_after"]
         reach_log_text = (tmp_path / "reach.log").read_text()
         assert f"reach acme name={NAME} challenge=tls-alpn-01 result=answered" in reach_log_text
@@ -271,9 +271,8 @@ def test_certificate_from_pebble_by_tls_alpn01(tmp_path: Path) -> None:
         assert " 80 " not in home.router_rules() and "dport 80" not in home.router_rules()
         root = tmp_path / "pebble-root.pem"
         root.write_text(home.pebble_root())
-        # the VPN server takes the new certificate at its next start (reload: issue 17)
-        home.stop("vpn")
-        home.start_vpn({"vpnuser": "reach-pass-1"})
+        # the running VPN server took the new certificate (occtl reload), no restart
+        assert "reach acme reload result=ok" in reach_log_text
         login = home.inet.run(["openconnect", "--authenticate", "--non-inter",
                                "--passwd-on-stdin", "--user", "vpnuser", "--cafile", str(root),
                                f"--resolve={NAME}:{home.wan}", f"https://{NAME}/"],
@@ -307,3 +306,258 @@ def test_http_ddns_publishes_the_router_address(tmp_path: Path, kind: str) -> No
         log = (tmp_path / "reach.log").read_text()
         assert f"reach ddns via={kind} name={name} a={ROUTER_WAN}" in log
         assert "not-logged" not in log, "a DDNS password or token was logged"
+
+
+def _leaf(path: Path) -> Any:
+    from cryptography import x509
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def _seen_by_openconnect(home: Home, root: Path, address: str) -> str:
+    """A fresh ``openconnect --authenticate`` from the Internet, trusting only pebble's root:
+    the pin of the certificate it was shown (its FINGERPRINT line)."""
+    login = home.inet.run(["openconnect", "--authenticate", "--non-inter", "--passwd-on-stdin",
+                           "--user", "vpnuser", "--cafile", str(root),
+                           f"--resolve={NAME}:{address}", f"https://{NAME}/"],
+                          input="reach-pass-1\n", check=False, timeout=60)
+    assert login.returncode == 0 and "COOKIE=" in login.stdout, login.stdout + login.stderr
+    return login.stdout.split("FINGERPRINT='")[1].split("'")[0]
+
+
+def _ping_counts(output: str) -> tuple[int, int]:
+    import re
+    m = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", output)
+    assert m, output
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_service_applies_settings_issues_renews_and_follows_the_wan(tmp_path: Path) -> None:
+    """The service as the device runs it (``run --state``): idle until reach.json turns it
+    on, then it maps, publishes, gets a pebble certificate by TLS-ALPN-01 and has the VPN
+    reload it; pebble's certificates live 90 s, so the renewal (2/3 of the lifetime minus
+    jitter) comes while an openconnect session pings through it, and a new openconnect
+    sees the new certificate.  Then the provider changes the router's address: the record
+    follows within 60 s and a client that reconnects by the name gets in."""
+    from appliance import pki
+    from appliance.reach import settings as reach_settings
+
+    with Home(tmp_path) as home:
+        ca = home.start_pebble(validity=90)
+        vpn = home.start_vpn({"vpnuser": "reach-pass-1"})
+        own_pin = pki.pin_sha256(_leaf(vpn / "server-cert.pem"))
+        (vpn / "reach-secrets.json").write_text(json.dumps({"tsig_secret": home.tsig_secret}))
+        os.chmod(vpn / "reach-secrets.json", 0o600)
+        home.reach_service("--state", str(vpn), "--probe-target", BIND_IP, "--lifetime", "120",
+                           "--check-every", "2", "--watch-every", "1", "--acme-ca-bundle",
+                           str(ca), "--acme-retry", "3")
+        wait_for("idle service", lambda: "reach service result=idle" in reach_log(home), 20)
+        assert APPLIANCE not in home.router_rules(), "reachability is off: nothing mapped"
+        # the admin turns it on (what the wizard and the settings page write)
+        reach_settings.save(vpn / "reach.json", reach_settings.ReachSettings(
+            enabled=True, ddns="rfc2136", name=NAME, dns_server=BIND_IP,
+            dns_zone=reach_rig.ZONE, tsig_name=reach_rig.TSIG_NAME, acme=True,
+            acme_directory=home.pebble_dir()))
+        wait_for("A record", lambda: home.dig(NAME) == ROUTER_WAN, 30)
+        wait_for("first certificate",
+                 lambda: "result=installed" in reach_log(home) and
+                 pki.pin_sha256(_leaf(vpn / "server-cert.pem")) != own_pin, 90)
+        log = reach_log(home)
+        assert f"reach acme name={NAME} result=ordering reason=no-public-certificate" in log
+        assert f"reach acme name={NAME} challenge=tls-alpn-01 result=answered" in log
+        assert "reach acme reload result=ok" in log
+        first = _leaf(vpn / "server-cert.pem")
+        root = tmp_path / "pebble-root.pem"
+        root.write_text(home.pebble_root())
+        assert _seen_by_openconnect(home, root, ROUTER_WAN) == pki.pin_sha256(first), \
+            "the running VPN server must show the new certificate without a restart"
+        status_file = vpn / "reach-status.json"
+        assert status(status_file)["status"]["kind"] == "reachable"
+        # a session from the Internet pings through the renewal
+        session = home.tunnel("session", "vpnuser", "reach-pass-1", root, ROUTER_WAN, "ocgr0")
+        life = (first.not_valid_after_utc - first.not_valid_before_utc).total_seconds()
+        due = first.not_valid_before_utc.timestamp() + life * 2 / 3 - time.time()
+        count = int((max(due, 0) + 25) / 0.2)
+        pinger = home.inet.popen(["ping", "-n", "-q", "-i", "0.2", "-W", "1", "-c", str(count),
+                                  APPLIANCE], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for("renewed certificate", lambda: _leaf(vpn / "server-cert.pem").serial_number
+                 != first.serial_number, max(due, 0) + 60)
+        second = _leaf(vpn / "server-cert.pem")
+        assert second.not_valid_before_utc > first.not_valid_before_utc
+        renewed_at = time.time()
+        assert renewed_at < first.not_valid_after_utc.timestamp(), "renewed only after expiry"
+        assert renewed_at >= first.not_valid_before_utc.timestamp() + life * (2 / 3 - 1 / 20) \
+            - 3, "renewed long before two thirds of the lifetime"
+        wait_for("the new certificate in use",
+                 lambda: _seen_by_openconnect(home, root, ROUTER_WAN) == pki.pin_sha256(second),
+                 15)
+        out, _ = pinger.communicate(timeout=count * 0.2 + 30)
+        sent, received = _ping_counts(out.decode())
+        assert sent == count and received >= sent * 0.95, out.decode()
+        assert session.poll() is None, "the session ended during the renewal"
+        assert "reconnect" not in home.log("session").lower(), home.log("session")[-2000:]
+        assert f"reach acme name={NAME} result=ordering reason=renewal-due" in reach_log(home)
+        home.stop("session")
+        # the provider changes the router's address: the name follows, a client gets in
+        changed = time.monotonic()
+        home.change_wan()
+        wait_for("A record after the WAN change", lambda: home.dig(NAME) == ROUTER_WAN2, 60)
+        assert time.monotonic() - changed < 60
+        again = home.tunnel("again", "vpnuser", "reach-pass-1", root, home.dig(NAME), "ocgr1")
+        ping = home.inet.run(["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", APPLIANCE],
+                             check=False)
+        assert _ping_counts(ping.stdout)[1] == 3, ping.stdout
+        assert again.poll() is None
+        home.stop("again")
+        # turning it off takes the mappings off the router at once
+        reach_settings.save(vpn / "reach.json", reach_settings.ReachSettings())
+        wait_for("mappings removed", lambda: APPLIANCE not in home.router_rules(), 20)
+        wait_for("status file removed", lambda: not status_file.exists(), 10)
+        assert home.tsig_secret not in reach_log(home)
+
+
+_COUNT = """
+table inet ocgcount {{
+ counter tls_in {{}}
+ counter tls_out {{}}
+ counter udp_in {{}}
+ counter udp_out {{}}
+ chain in {{ type filter hook input priority 0; policy accept;
+  ip saddr {wan} tcp sport 443 counter name tls_in
+  ip saddr {wan} udp sport 443 counter name udp_in
+ }}
+ chain out {{ type filter hook output priority 0; policy accept;
+  ip daddr {wan} tcp dport 443 counter name tls_out
+  ip daddr {wan} udp dport 443 counter name udp_out
+ }}
+}}
+"""
+
+
+def _counters(home: Home) -> dict[str, tuple[int, int]]:
+    """(packets, bytes) between the Internet client and the router's port 443."""
+    out = home.inet.run(["nft", "-j", "list", "counters", "table", "inet", "ocgcount"]).stdout
+    return {c["counter"]["name"]: (c["counter"]["packets"], c["counter"]["bytes"])
+            for c in json.loads(out)["nftables"] if "counter" in c}
+
+
+def test_openconnect_from_the_internet_moves_10mb_each_way_over_dtls(tmp_path: Path) -> None:
+    """The full path of the issue: mapping, name, pebble certificate by TLS-ALPN-01; then
+    openconnect in the Internet namespace, trusting only pebble's root, reaches the inside
+    through the router and moves 10 MB each way; the checksums match and the counters on
+    the client's side show the data went in UDP datagrams (DTLS), not over TLS."""
+    from tests.support.dtls import udp_snmp
+    from tests.support.harness import transfer_between
+
+    mb = 1 << 20
+    with Home(tmp_path) as home:
+        ca = home.start_pebble()
+        vpn = home.start_vpn({"vpnuser": "reach-pass-1"})
+        secrets = tmp_path / "reach-secrets.json"
+        secrets.write_text(json.dumps({"tsig_secret": home.tsig_secret}))
+        os.chmod(secrets, 0o600)
+        home.reach("run", "--once", "--keep", "--lan-address", APPLIANCE, "--ddns", "rfc2136",
+                   "--name", NAME, "--secrets", str(secrets), "--dns-server", BIND_IP,
+                   "--dns-zone", reach_rig.ZONE, "--tsig-name", reach_rig.TSIG_NAME)
+        home.reach("cert", "--directory", home.pebble_dir(), "--ca-bundle", str(ca), "--name",
+                   NAME, "--state", str(tmp_path / "acme"), "--cert", str(vpn / "server-cert.pem"),
+                   "--key", str(vpn / "server-key.pem"), "--occtl-socket", str(vpn / "occtl.sock"),
+                   timeout=120)
+        root = tmp_path / "pebble-root.pem"
+        root.write_text(home.pebble_root())
+        home.inet.run(["nft", "-f", "-"], input=_COUNT.format(wan=ROUTER_WAN))
+        session = home.tunnel("dtls", "vpnuser", "reach-pass-1", root, home.dig(NAME), "ocgr2")
+        wait_for("DTLS", lambda: "Established DTLS connection" in home.log("dtls"), 15)
+        ping = home.inet.run(["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", APPLIANCE],
+                             check=False)
+        assert _ping_counts(ping.stdout)[1] == 3, ping.stdout
+        for direction in ("up", "down"):
+            before, snmp_before = _counters(home), udp_snmp(session.pid)
+            got = transfer_between(home.lan, home.inet, APPLIANCE, 10 * mb, direction,
+                                   timeout=120)
+            after, snmp = _counters(home), udp_snmp(session.pid)
+            delta = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
+            assert got.sha_sent == got.sha_received, f"{direction}: SHA-256 mismatch"
+            carried = delta["udp_out" if direction == "up" else "udp_in"]
+            assert carried[1] >= 10 * mb, (direction, delta)
+            # datagrams as the sockets saw them (the hook may see GRO-merged packets)
+            key = "OutDatagrams" if direction == "up" else "InDatagrams"
+            assert snmp[key] - snmp_before[key] >= 10 * mb // 1500, (direction, snmp)
+            tls = delta["tls_in"][1] + delta["tls_out"][1]
+            assert tls < 64 * 1024, f"{direction}: the data went over TLS: {delta}"
+            print(f"\n[e2e] reach 10 MB {direction} in {got.seconds:.1f} s: {delta}")
+        assert session.poll() is None, home.log("dtls")[-2000:]
+        assert "Established DTLS connection" in home.log("dtls")
+
+
+_ECHO6 = """
+import socket, sys, threading
+port = int(sys.argv[1])
+t = socket.socket(socket.AF_INET6); t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("::", port)); t.listen(8)
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1); u.bind(("::", port))
+def udp():
+    while True:
+        data, peer = u.recvfrom(2048); u.sendto(b"echo6:" + data, peer)
+threading.Thread(target=udp, daemon=True).start()
+while True:
+    c, _ = t.accept(); c.sendall(b"ocgate-lan6\\n"); c.close()
+"""
+
+_PROBE6 = """
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    with socket.create_connection((host, port), timeout=2) as c:
+        tcp = c.recv(64).decode().strip()
+except OSError:
+    tcp = "-"
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.settimeout(2)
+u.sendto(b"dtls?", (host, port))
+try:
+    udp = u.recvfrom(64)[0].decode()
+except OSError:
+    udp = "-"
+print(tcp, udp)
+"""
+
+
+def test_ipv6_pinhole_by_pcp_and_aaaa(tmp_path: Path) -> None:
+    """With a global IPv6 address the service opens the VPN's TCP and UDP port in the
+    router's IPv6 firewall by PCP (a MAP over IPv6), publishes the AAAA record, and closes
+    the pinhole on stop; nothing gets through from the Internet before or after."""
+    with Home(tmp_path, protocols=("pcp",), ipv6=True) as home:
+        home._spawn("echo6", home.lan, ["python3", "-c", _ECHO6, "443"])
+        wait_for("IPv6 echo server", lambda: home.lan.tcp_listening(443), 10)
+
+        def probe() -> str:
+            return home.inet.run(["python3", "-c", _PROBE6, reach_rig.APPLIANCE6, "443"],
+                                 check=False, timeout=20).stdout.strip()
+
+        assert probe() == "- -", "the router's IPv6 firewall must be closed before"
+        secrets = tmp_path / "reach-secrets.json"
+        secrets.write_text(json.dumps({"tsig_secret": home.tsig_secret}))
+        os.chmod(secrets, 0o600)
+        st = service(home, tmp_path, "--lifetime", "120", "--check-every", "2", "--ddns",
+                     "rfc2136", "--name", NAME, "--secrets", str(secrets), "--dns-server",
+                     BIND_IP, "--dns-zone", reach_rig.ZONE, "--tsig-name", reach_rig.TSIG_NAME)
+        got = wait_for("pinholes", lambda: (status(st).get("ipv6") or {}).get("leases")
+                       and status(st), 30)
+        assert got["ipv6"]["address"] == reach_rig.APPLIANCE6 and \
+            got["ipv6"]["via"] == "pcp-ipv6", got
+        assert {(x["protocol"], x["external_port"]) for x in got["ipv6"]["leases"]} == \
+            {("tcp", 443), ("udp", 443)}
+        wait_for("AAAA record", lambda: home.dig(NAME, "AAAA") == reach_rig.APPLIANCE6, 20)
+        assert home.dig(NAME) == ROUTER_WAN
+        assert probe() == "ocgate-lan6 echo6:dtls?"
+        home.procs["reach"].send_signal(signal.SIGTERM)
+        home.procs["reach"].wait(20)
+        assert probe() == "- -", "the pinholes must close when the service stops"
+        log = reach_log(home)
+        for proto in ("tcp", "udp"):
+            assert f"reach mapping via=pcp-ipv6 proto={proto} external_port=443 " \
+                   "internal_port=443 lifetime=" in log
+            assert f"reach mapping via=pcp-ipv6 proto={proto} external_port=443 " \
+                   "result=removed" in log
+        assert f"a={ROUTER_WAN} aaaa={reach_rig.APPLIANCE6}" in log
+

@@ -512,8 +512,12 @@ select-group = group1[My Group]
 cisco-client-compat = true
 dtls-legacy = true
 [vhost:www.example.com]
-auth = "certificate"
+auth = "plain[passwd=/etc/ocserv/www.passwd]"
+server-cert = /etc/ocserv/www-cert.pem
+server-key = /etc/ocserv/www-key.pem
 ipv4-network = 192.168.2.0/24
+dns = 192.168.2.1
+tcp-port = 8443
 """
 _USER_SEED = ("route = 10.0.0.0/8\nno-route = 10.1.0.0/16\ndns = 1.1.1.1\n"
               "explicit-ipv4 = 192.168.1.44\nrx-data-per-sec = 20000\nidle-timeout = 60\n"

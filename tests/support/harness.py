@@ -847,13 +847,27 @@ def transfer(
     direction only decides who sends.  ``seconds`` is measured by the receiver.
     ``host`` is the inside address to use (default ``net.inside_ip``; e.g. ``net.inside_ip6``).
     """
-    target = host or net.inside_ip
+    return transfer_between(net.server_ns, (link or net.primary).ns, host or net.inside_ip,
+                            nbytes, direction, timeout=timeout, text=text)
+
+
+def transfer_between(
+    server_ns: Netns,
+    client_ns: Netns,
+    target: str,
+    nbytes: int,
+    direction: str = "up",
+    *,
+    timeout: float = 60.0,
+    text: bool = False,
+) -> TransferResult:
+    """:func:`transfer` between any two namespaces: the listener on ``target`` in
+    ``server_ns``, the connecting side in ``client_ns`` (rigs other than TestNet's)."""
     if direction not in ("up", "down"):
         raise ValueError("direction must be 'up' or 'down'")
-    client_ns = (link or net.primary).ns
     server_action, client_action = ("recv", "send") if direction == "up" else ("send", "recv")
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OCG_XFER_TEXT="1" if text else "")
-    listener = net.server_ns.popen(
+    listener = server_ns.popen(
         _xfer_argv("listen", server_action, target, 0, nbytes),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

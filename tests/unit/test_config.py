@@ -63,7 +63,7 @@ def test_table_defaults_match_config_defaults() -> None:
 
 def test_every_config_option_field_is_in_the_table() -> None:
     attrs = {spec.attr for spec in OPTIONS.values()}
-    bookkeeping = {"path", "warnings", "raw"}
+    bookkeeping = {"path", "warnings", "raw", "vhosts", "vhost_name"}
     for f in dataclasses.fields(Config):
         assert f.name in attrs or f.name in bookkeeping, f.name
 
@@ -567,17 +567,71 @@ def test_deprecated_and_user_only_options() -> None:
     assert any("cgroup" in w for w in cfg.warnings)
 
 
+VHOST = ('[vhost:www.Example.com]\nauth = "plain[passwd=/etc/ocserv/www]"\n'
+         "server-cert = /etc/ocserv/www.pem\nserver-key = /etc/ocserv/www.key\n"
+         "ipv4-network = 203.0.113.64/26\n")
+
+
 def test_vhost_sections() -> None:
-    """A vhost's settings (its own auth, say) would silently not apply: refused."""
-    err = error_of("[vhost:www.Example.com]\nauth = certificate\n")
-    assert err.line == 4 and "virtual host sections are not implemented" in str(err)
-    assert "'www.example.com'" in str(err)
-    cfg = cfg_of("[vhost:empty.example.com]\n[other]\nx = 1\n[]\ndpd = 33\n")
-    assert "unknown section '[other]' skipped" in cfg.warnings
-    assert cfg.dpd == 33  # "[]" returns to the global section, as in inih
-    assert cfg.auth == [AuthMethod("plain", {"passwd": "/etc/ocserv/ocpasswd"})]
-    err = error_of("[vhost:a]\ntcp-port = 8443\n")
-    assert err.line == 4 and "cannot be set inside a virtual host" in str(err)
+    """A section is a whole configuration of its own, as ocserv builds it: built-in
+    defaults plus its own lines, the server-wide options from the global part."""
+    cfg = cfg_of("dns = 198.51.100.53\ndpd = 33\nmax-clients = 7\ntcp-port = 4443\n"
+                 "tls-priorities = SECURE256\n" + VHOST + "route = 198.51.100.0/24\n")
+    vh = cfg.vhost("WWW.example.COM")
+    assert list(cfg.vhosts) == ["www.example.com"] and vh.vhost_name == "www.example.com"
+    assert vh.auth == [AuthMethod("plain", {"passwd": "/etc/ocserv/www"})]
+    assert vh.server_cert == "/etc/ocserv/www.pem"
+    assert vh.ipv4_network == V4("203.0.113.64/26") and cfg.ipv4_network == V4("192.168.1.0/24")
+    assert vh.dns == [] and vh.dpd == Config().dpd  # not inherited (ocserv: defaults)
+    assert vh.route == [V4("198.51.100.0/24")] and cfg.route == []
+    assert (vh.max_clients, vh.tcp_port) == (7, 4443)  # server-wide: the global value
+    assert vh.tls_priorities == "SECURE256"  # the one per-host option a section inherits
+    assert cfg.vhost("other.test") is cfg and cfg.vhost(None) is cfg  # ocserv's find_vhost
+    assert cfg.label == "default" and vh.label == "www.example.com"
+    empty = cfg_of("[vhost:empty.example.com]\n[other]\nx = 1\n[]\ndpd = 33\n")
+    assert "unknown section '[other]' skipped" in empty.warnings and not empty.vhosts
+    assert empty.dpd == 33  # "[]" returns to the global section, as in inih
+
+
+def test_vhost_server_wide_option_is_warned_as_in_ocserv() -> None:
+    cfg = cfg_of(VHOST + "tcp-port = 8443\nconnect-script = /bin/x\n")
+    vh = cfg.vhost("www.example.com")
+    assert vh.tcp_port == 443 and vh.connect_script is None
+    assert ("ocserv.conf:8: 'tcp-port' is ignored on virtual host www.example.com, as in "
+            "ocserv (the global value applies)") in cfg.warnings
+
+
+def test_vhost_gets_a_server_wide_ocgate_option_and_is_told() -> None:
+    cfg = cfg_of("cookie-timeout = 600\n" + VHOST)
+    assert cfg.vhost("www.example.com").cookie_timeout == 600
+    assert ("ocserv.conf:3: 'cookie-timeout' also applies to the virtual hosts (ocserv "
+            "1.1.6 would give them its built-in default)") in cfg.warnings
+    assert not any("also applies" in w for w in cfg_of("cookie-timeout = 600\n").warnings)
+    six = cfg_of("ipv6-network = fd00::/48\n" + VHOST)  # a section has no IPv6 pool
+    assert six.vhost("www.example.com").ipv6_network is None
+    assert not any("also applies" in w for w in six.warnings)
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("ipv6-network = fd00::/48", "the IPv6 pool is server-wide"),
+    ("cookie-timeout = 60", "the cookie store is server-wide"),
+    ("acct = pam", "accounting is server-wide"),
+])
+def test_vhost_option_ocgate_cannot_serve_per_host_refuses(line: str, fragment: str) -> None:
+    err = error_of(VHOST + line + "\n")
+    assert err.line == 8 and fragment in str(err)
+    assert "[vhost:www.example.com]: '" in str(err) and "move it to the global part" in str(err)
+
+
+@pytest.mark.parametrize("body, fragment, line", [
+    ('auth = "plain[passwd=/x]"\n', "no address pool", 4),
+    ("ipv4-network = 203.0.113.0/26\n", "the 'auth' option is required", 4),
+    ('auth = "plain[passwd=/x]"\nipv4-network = 203.0.113.0/26\nserver-key = /k\n',
+     "'server-key' is set but 'server-cert' is not", 6),
+])
+def test_vhost_needs_what_ocserv_needs(body: str, fragment: str, line: int) -> None:
+    err = error_of("[vhost:a.test]\n" + body)
+    assert fragment in str(err) and err.line == line and "[vhost:a.test]" in str(err)
 
 
 def test_load_config_errors(tmp_path: Path) -> None:
@@ -1082,7 +1136,6 @@ def test_enable_auth_password_alternative() -> None:
                           "configured ('plain' and 'pam')"),  # ocserv refuses it too
     ("acct = pam[service=x]", "unknown parameter 'service' for 'pam'; pam takes no "
                               "parameters"),
-    ("[vhost:vpn.test]\nbanner = hi", "virtual host sections are not implemented"),
 ])
 def test_unimplemented_auth_and_accounting_refuse(line: str, fragment: str) -> None:
     err = error_of(line + "\n", path="/etc/ocserv/ocserv.conf")

@@ -210,8 +210,13 @@ def test_handover_commands_run_through_the_injected_runner() -> None:
     handover = Handover(runner)
     results = handover.run(handover_commands())
     assert seen == [["systemctl", "enable", "--now", "ocgate-vpn.service"],
+                    ["systemctl", "enable", "--now", "ocgate-reach.service"],
                     ["systemctl", "enable", "ocgate-webui.service"],
                     ["systemctl", "disable", "ocgate-firstboot.service"]]
-    assert [r.ok for r in results] == [True, True, False]
+    assert [r.ok for r in results] == [True, True, True, False]
     assert switch_commands() == [["systemctl", "start", "--no-block", "ocgate-webui.service"]]
-    assert ["systemctl", "enable", "ocgate-firstboot.service"] in factory_reset_commands()
+    reset = factory_reset_commands()
+    assert ["systemctl", "enable", "ocgate-firstboot.service"] in reset
+    # stopping the reachability service is what removes its mappings from the router, so it
+    # goes before anything else (and before the files are deleted)
+    assert reset[0] == ["systemctl", "disable", "--now", "ocgate-reach.service"]

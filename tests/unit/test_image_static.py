@@ -143,6 +143,19 @@ def test_vpn_unit_is_notify_restarting_reloadable_and_hardened() -> None:
     assert f"{STATE.setup_done}" in values(u, "Unit", "ConditionPathExists")
 
 
+def test_reach_unit_runs_the_service_on_the_state_folder_after_setup() -> None:
+    u = read_unit(Units().reach)
+    s = u["Service"]
+    assert s["ExecStart"] == f"/usr/bin/python3 -m appliance.reach run --state {DEVICE_STATE_DIR}"
+    assert s["ExecReload"] == "/bin/kill -HUP $MAINPID"  # SIGHUP: re-read the settings
+    assert s["Restart"] == "on-failure"
+    assert values(u, "Unit", "ConditionPathExists") == [str(STATE.setup_done)]
+    assert Units().vpn in u["Unit"]["After"].split()  # TLS-ALPN-01 needs the VPN's port
+    assert values(u, "Service", "ReadWritePaths") == [str(DEVICE_STATE_DIR)]
+    caps = set(s["CapabilityBoundingSet"].split())
+    assert not caps & {"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN", "CAP_SETUID"}
+
+
 def test_wizard_runs_only_until_setup_is_done() -> None:
     u = read_unit("ocgate-firstboot.service")
     assert values(u, "Unit", "ConditionPathExists") == [f"!{STATE.setup_done}"]

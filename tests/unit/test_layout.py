@@ -124,9 +124,10 @@ ALLOWED_ACROSS = {
     ("occtl.commands", "control.client"), ("occtl.format", "control"),
     ("worker.dialogue", "main.ipv6"),       # the CONNECT answer's IPv6 fields, main's rules
     ("secmod.server", "auth.base"), ("secmod.server", "auth.cert"),
-    ("secmod.server", "auth.groups"), ("secmod.server", "auth.registry"),
+    ("secmod.server", "auth.registry"),
     ("secmod.login", "auth.base"), ("secmod.login", "auth.cert"),
     ("secmod.login", "auth.registry"),
+    ("secmod.vhosts", "auth.groups"), ("secmod.vhosts", "auth.registry"),  # per-host auth
 }
 
 

@@ -37,6 +37,13 @@ from .values import (
     _to_int,
     _to_route,
 )
+from .vhost import (
+    GLOBAL_IN_OCGATE,
+    SERVER_WIDE,
+    inherit_server_wide,
+    vhost_name,
+    vhost_refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +197,25 @@ class Config:
     path: str = "ocserv.conf"
     warnings: list[str] = field(default_factory=list)
     raw: list[tuple[str, str, int]] = field(default_factory=list)
+    # [vhost:NAME] sections (config/vhosts.py): each a whole Config of its own, by
+    # canonical name; None on the vhost Configs themselves, which carry their name instead
+    vhosts: dict[str, Config] = field(default_factory=dict)
+    vhost_name: str | None = None
+
+    def vhost(self, name: str | None) -> Config:
+        """The configuration of the virtual host a client asked for (by SNI, or the name a
+        session was created under); any other name, or none, gets the default one, as
+        ocserv's find_vhost does."""
+        if name:
+            found = self.vhosts.get(name.lower().rstrip("."))
+            if found is not None:
+                return found
+        return self
+
+    @property
+    def label(self) -> str:
+        """The name occtl and the scripts show (ocserv's VHOSTNAME)."""
+        return self.vhost_name or "default"
 
     @property
     def full_tunnel(self) -> bool:
@@ -568,10 +594,11 @@ def parse_config(text: str, path: str = "ocserv.conf") -> Config:
     """Parse and validate ocserv.conf text; raises ConfigError naming file and line."""
     builder = _Builder(path)
     raw: list[tuple[str, str, int]] = []
+    sections: dict[str, list[_Entry]] = {}
     for entry in _entries(text, path):
         value = entry.unsanitized if entry.key == "included-http-headers" else entry.value
         if entry.section:
-            _vhost_entry(builder, entry)
+            _section_entry(builder, entry, sections)
             continue
         raw.append((entry.key, value, entry.line))
         spec = OPTIONS.get(entry.key)
@@ -581,24 +608,60 @@ def parse_config(text: str, path: str = "ocserv.conf") -> Config:
         builder.apply(spec, entry)
     cfg = builder.finish()
     cfg.raw = raw
+    for name, entries in sections.items():
+        cfg.vhosts[name] = _build_vhost(cfg, name, entries, builder)
+    if cfg.vhosts:
+        for key, _value, line in raw:
+            if key in GLOBAL_IN_OCGATE:
+                builder.warn_once("vhglobal:" + key, f"{path}:{line}: '{key}' also applies "
+                                  "to the virtual hosts (ocserv 1.1.6 would give them its "
+                                  "built-in default)")
     cfg.warnings = builder.warnings
     log.debug("parsed %s: %d settings, %d warnings", path, len(raw), len(cfg.warnings))
     return cfg
 
 
-def _vhost_entry(b: _Builder, entry: _Entry) -> None:
+def _section_entry(b: _Builder, entry: _Entry, sections: dict[str, list[_Entry]]) -> None:
     if not entry.section.startswith("vhost:"):
         b.warn_once("section:" + entry.section, f"unknown section '[{entry.section}]' "
                     "skipped")
         return
-    spec = OPTIONS.get(entry.key)
-    if spec is not None and spec.scope == "g":
-        raise b.error(f"'{entry.key}' cannot be set inside a virtual host section",
-                      entry.line)
-    name = entry.section[6:].strip(_WS).lower()
-    raise b.error(f"virtual host sections are not implemented: clients of '{name}' would "
-                  "get the global settings instead of this section's; remove the "
-                  f"[{entry.section}] section to start", entry.line)
+    sections.setdefault(vhost_name(entry.section[6:]), []).append(entry)
+
+
+def _build_vhost(glob: Config, name: str, entries: list[_Entry], outer: _Builder) -> Config:
+    """One [vhost:NAME] section as ocserv builds it: ocserv's built-in defaults plus the
+    section's own lines (nothing is inherited from the global part, but the TLS
+    priorities), with the server-wide options taken from the global part; vhost.py says
+    which options OCGate refuses or, as ocserv, ignores inside a section."""
+    b = _Builder(glob.path)
+    for entry in entries:
+        spec = OPTIONS.get(entry.key)
+        if spec is None:
+            b.warn_once("unknown:" + entry.key, f"unknown option '{entry.key}' (kept)")
+            continue
+        target = OPTIONS[spec.alias_of] if spec.alias_of else spec
+        refusal = vhost_refusal(target.name)
+        if refusal:
+            raise b.error(f"[vhost:{name}]: '{entry.key}' cannot be set per virtual host "
+                          f"in OCGate ({refusal}); move it to the global part to start",
+                          entry.line)
+        if target.name in SERVER_WIDE:
+            b.warn_once("vh:" + entry.key, f"{glob.path}:{entry.line}: '{entry.key}' is "
+                        f"ignored on virtual host {name}, as in ocserv (the global value "
+                        "applies)")
+            continue
+        b.apply(spec, entry)
+    try:
+        vcfg = b.finish()
+    except ConfigError as exc:
+        raise ConfigError(f"[vhost:{name}]: {exc.message}", exc.path,
+                          exc.line if exc.line is not None else entries[0].line) from None
+    inherit_server_wide(vcfg, glob, explicit_priorities="tls_priorities" in b.values)
+    vcfg.vhost_name = name
+    vcfg.raw = [(e.key, e.value, e.line) for e in entries]
+    outer.warnings.extend(b.warnings)
+    return vcfg
 
 
 def _read_text(path: str, limit: int | None = None) -> str:

@@ -35,6 +35,7 @@ class Conn:
     device_type: str = ""  # X-AnyConnect-Identifier-DeviceType of the login (the sec-mod's)
     platform: str = ""  # X-AnyConnect-Identifier-Platform of the login
     tls_description: str = ""
+    vhost: str = "default"  # the virtual host its session logged in to (ocserv's VHOSTNAME)
     mtu: int = 0
     connected_at: float = 0.0
     rx: int = 0

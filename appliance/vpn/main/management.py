@@ -81,7 +81,7 @@ class ServerStats:
 def user_info(conn: Conn) -> UserInfo:
     s = conn.settings
     return UserInfo(
-        id=conn.pid, username=conn.username, groupname=conn.groupname,
+        id=conn.pid, username=conn.username, groupname=conn.groupname, vhost=conn.vhost,
         state="connected" if conn.state == "connected" else "pre-auth",
         device=conn.device, mtu=conn.mtu, remote_ip=conn.remote_ip, local_ip=conn.local_ip,
         ipv4=conn.ipv4, ptp_ipv4=conn.ipv4_local, **occtl_ipv6(conn.lease6),
@@ -137,7 +137,8 @@ class Management:
         if not isinstance(reply, ipc.SessionsList):
             return []
         return [SessionInfo(full_session_id=s.sid, username=s.username,
-                            groupname=s.groupname, remote_ip=s.remote_ip,
+                            groupname=s.groupname, vhost=s.vhost or "default",
+                            remote_ip=s.remote_ip,
                             created=s.created, expires=s.expires, in_use=s.in_use,
                             session_is_open=s.in_use > 0, tls_auth_ok=True)
                 for s in reply.sessions]

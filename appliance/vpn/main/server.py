@@ -266,17 +266,19 @@ class Main:
             log.warning("%s", warning)
         # (name, attribute) of the options whose new value waits for a restart; ignored
         # options feed no attribute
-        restart = [(spec.name, attr) for spec in OPTIONS.values()
-                   if (attr := spec.attr) is not None
-                   and (not spec.reloadable or spec.name in RESTART_ONLY)
-                   and getattr(cfg, attr, None) != getattr(self.cfg, attr, None)]
-        for _name, attr in restart:
-            setattr(cfg, attr, getattr(self.cfg, attr))
+        restart = _keep_restart_only(cfg, self.cfg)
+        if set(cfg.vhosts) != set(self.cfg.vhosts):
+            # the sec-mod's hosts (keys, back-ends) are made at start, as ocserv's
+            cfg.vhosts = self.cfg.vhosts
+            restart.append("[vhost:…] sections added or removed")
+        for name, vcfg in cfg.vhosts.items():
+            restart += [f"{option} in [vhost:{name}]"
+                        for option in _keep_restart_only(vcfg, self.cfg.vhosts[name])]
         self.cfg = cfg
         self.bans.settings = BanSettings.from_config(cfg)
         message = f"configuration reloaded from {self.config_path}"
         if restart:
-            message += "; needs a restart to change: " + ", ".join(n for n, _a in restart)
+            message += "; needs a restart to change: " + ", ".join(restart)
         message += self._reload_tls()
         log.info("%s", message)
         return message
@@ -742,6 +744,18 @@ class Main:
                     os.unlink(path)
                 except OSError:
                     pass
+
+
+def _keep_restart_only(new: Config, old: Config) -> list[str]:
+    """Give ``new`` the running value of every option only a restart can change that it
+    changes; returns their names."""
+    restart = [(spec.name, attr) for spec in OPTIONS.values()
+               if (attr := spec.attr) is not None
+               and (not spec.reloadable or spec.name in RESTART_ONLY)
+               and getattr(new, attr, None) != getattr(old, attr, None)]
+    for _name, attr in restart:
+        setattr(new, attr, getattr(old, attr))
+    return [name for name, _attr in restart]
 
 
 def worker_identity(cfg: Config) -> tuple[int, int] | None:

@@ -96,6 +96,10 @@ class Sessions:
             self._deny(conn, 401, "cookie is not acceptable")
             return
         conn.sid, conn.username, conn.groupname = info.sid, info.username, info.groupname
+        # the host the session logged in to serves it (ocserv: the sec-mod's word on the
+        # cookie, not this connection's SNI): its per-user dirs, pool, DNS and routes
+        cfg = self.host.cfg.vhost(info.vhost)
+        conn.vhost = cfg.label
         conn.radius = info.extra
         conn.hostname, conn.user_agent = req.hostname, req.user_agent
         # the scripts see what the login request named, as in ocserv (docs/protocol.md 8.3)
@@ -128,10 +132,14 @@ class Sessions:
         mobile = req.platform.lower().startswith(("android", "apple-ios"))
         settings = effective_settings(cfg, user, info.started, time.time(), mobile=mobile)
         explicit = getattr(user, "explicit_ipv4", None)
-        pool = self._pool_for(getattr(user, "ipv4_network", None), info.sid)
+        own_pool = cfg.ipv4_network if cfg is not self.host.cfg else None
+        pool = self._pool_for(getattr(user, "ipv4_network", None) or own_pool, info.sid,
+                              cfg.predictable_ips)
         try:
             ipv4 = pool.acquire(info.sid, info.username, explicit) if pool else None
-            lease6 = self.leases6.acquire(info.sid, info.username, user)
+            # a virtual host has no IPv6 pool (config/vhost.py refuses one in a section)
+            lease6 = self.leases6.acquire(info.sid, info.username, user) \
+                if cfg is self.host.cfg else None
         except LeaseError as exc:
             self._refuse_session(conn, f"no IP address available: {exc}")
             return
@@ -254,7 +262,8 @@ class Sessions:
         if self.host.control is not None:
             self.host.control.publish_event(make_event("connect", user_info(conn)))
 
-    def _pool_for(self, network: object, sid: str) -> Ipv4LeasePool | None:
+    def _pool_for(self, network: object, sid: str,
+                  predictable: bool = True) -> Ipv4LeasePool | None:
         """The pool of a per-user ``ipv4-network`` (kept across reconnects of a session);
         None when neither the user nor the server has an IPv4 pool."""
         if sid in self.lease_pool:
@@ -263,7 +272,7 @@ class Sessions:
             return self.pool
         net = ipaddress.IPv4Network(str(network), strict=False)
         if net not in self.pools:
-            self.pools[net] = Ipv4LeasePool(net, predictable=self.host.cfg.predictable_ips)
+            self.pools[net] = Ipv4LeasePool(net, predictable=predictable)
         return self.pools[net]
 
     def _remove_iroutes(self, conn: Conn) -> None:
@@ -389,7 +398,7 @@ class Sessions:
         return script_env(
             reason=reason, username=conn.username, groupname=conn.groupname,
             hostname=conn.hostname, device=conn.device, user_agent=conn.user_agent,
-            device_type=conn.device_type, platform=conn.platform,
+            device_type=conn.device_type, platform=conn.platform, vhost=conn.vhost,
             ip_real=conn.remote_ip, ip_real_local=conn.local_ip,
             ip_local=conn.ipv4_local or None, ip_remote=conn.ipv4 or None, worker_id=conn.pid,
             **script_ipv6(conn.lease6),

@@ -29,6 +29,7 @@ class Session:
     extra: dict = field(default_factory=dict)  # back-end session attributes (RADIUS)
     accounted: bool = False  # acct = pam accepted it at its first open (ocserv: session_is_open)
     device: tuple[str, str] = ("", "")  # (device type, platform) the login's request named
+    vhost: str = ""  # the virtual host it logged in to ("": the default one)
 
 
 def _hash_cookie(cookie: str) -> bytes:
@@ -45,11 +46,11 @@ class SessionStore:
 
     def create(self, username: str, groupname: str, remote_ip: str,
                now: float, extra: dict | None = None,
-               device: tuple[str, str] = ("", "")) -> tuple[str, Session]:
+               device: tuple[str, str] = ("", ""), vhost: str = "") -> tuple[str, Session]:
         cookie = base64.b64encode(secrets.token_bytes(32)).decode()
         session = Session(_hash_cookie(cookie), secrets.token_hex(16), username, groupname,
                           remote_ip, now, now + self.cookie_timeout + AUTH_SLACK,
-                          extra=extra or {}, device=device)
+                          extra=extra or {}, device=device, vhost=vhost)
         self._by_hash[session.cookie_hash] = session
         return cookie, session
 
@@ -91,4 +92,4 @@ class SessionStore:
 
     def listing(self) -> list[ipc.SessionEntry]:
         return [ipc.SessionEntry(s.sid, s.username, s.groupname, s.remote_ip, s.created,
-                                 s.expires, s.in_use) for s in self._by_hash.values()]
+                                 s.expires, s.in_use, s.vhost) for s in self._by_hash.values()]

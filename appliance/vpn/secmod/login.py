@@ -49,6 +49,7 @@ class AuthState:
     waiting_since: float | None = None  # a worker awaits our reply since (monotonic)
     context: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
     pid: int = 0  # the worker's, from SO_PEERCRED (the kernel's word, not the worker's)
+    vhost: str = ""  # the host its handshake's SNI chose ("": the default one)
 
 
 class Login:
@@ -201,9 +202,11 @@ class Login:
             log.info("refusing '%s' from %s: %s", username, state.remote_ip, exc)
             return self.fail(state, "Authentication failed")
         cookie, session = self.store.create(username, group, state.remote_ip, time.time(),
-                                            extra, device=state.device)
-        log.info("user '%s' authenticated from %s%s (session %s)", username, state.remote_ip,
-                 f" in group '{group}'" if group else "", session.sid[:8])
+                                            extra, device=state.device,
+                                            vhost=self.cfg.vhost_name or "")
+        log.info("user '%s' authenticated from %s%s (session %s)%s", username,
+                 state.remote_ip, f" in group '{group}'" if group else "", session.sid[:8],
+                 f" vhost={self.cfg.vhost_name}" if self.cfg.vhost_name else "")
         self.end_attempt(state)
         state.username = ""
         advert = self.profiles.advert(self.cfg.user_profile)

@@ -30,22 +30,16 @@ from ...reach.challenges import store_beside
 from .. import ipc, unixpath
 from ..auth.base import CertError
 from ..auth.cert import cert_identity
-from ..auth.groups import group_policy
-from ..auth.registry import AuthSetup, make_setup
-from ..config import Config, ConfigError
-from ..protocol.tls.credentials import Credentials, KeyLoadError, load_credentials, read_pin_file
-from ..protocol.tls.handshake import (
-    HandshakeError,
-    HandshakeResult,
-    ServerHandshake,
-    make_server_context,
-)
+from ..auth.registry import AuthSetup
+from ..config import Config
+from ..protocol.tls.clienthello import HelloInfo
+from ..protocol.tls.handshake import HandshakeError, HandshakeResult, ServerHandshake
 from .acmealpn import AcmeAlpn
 from .anyconnect import CertGate, ProfileCache, connect_needs_cert, profile_answer
 from .cookies import Session, SessionStore
 from .login import AuthState, Login
 from .memtrim import release_memory
-from .resumption import ResumptionContexts
+from .vhosts import HostTls, host_name_for, load_hosts
 
 log = logging.getLogger(__name__)
 
@@ -70,44 +64,20 @@ class Handshake:
     chain: tuple[bytes, ...] = ()  # what this handshake's context serves (DER)
 
 
-def make_auth_setup(cfg: Config) -> AuthSetup:
-    """The configured back-ends; AuthConfigError explains an impossible combination."""
-    policy = group_policy(cfg.select_groups, cfg.default_select_group, cfg.auto_select_group)
-    return make_setup(cfg.auth, cfg.enable_auth, cfg.ca_cert, cfg.cert_user_oid, policy,
-                      answer_timeout=float(max(cfg.auth_timeout, 30)), acct=cfg.acct)
-
-
-def _crl_stamp(path: str | None) -> tuple[int, int] | None:
-    if not path:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
-
-
 class SecMod:
     def __init__(self, cfg: Config, listen_path: str, main_chan: socket.socket,
                  events: socket.socket | None = None) -> None:
         self.cfg = cfg
         self.events = events  # one-way notifications to main (ban points)
-        self.setup = make_auth_setup(cfg)
         self.store = SessionStore(cfg.cookie_timeout)
         self.cert_gate = CertGate()  # CONNECTs whose certificate check passed
         self.profiles = ProfileCache()
         self.main_chan = main_chan
         # the private key is loaded here, after the fork from main, and nowhere else; before
         # the listener exists, so that main sees a key that does not load as a failed start
-        self.crl_stamp = _crl_stamp(cfg.crl)
-        self.credentials = self._load_credentials()
-        self.tls_ctx = self._make_tls_context(self.credentials)
-        assert cfg.server_cert is not None  # _load_credentials refused it otherwise
+        self.hosts = load_hosts(cfg)  # "" is the default host, then each [vhost:NAME]
+        assert cfg.server_cert is not None  # load_hosts refused it otherwise
         self.acme_alpn = AcmeAlpn(store_beside(cfg.server_cert))  # TLS-ALPN-01 answers
-        # TLS 1.2 resumption as ocserv offers it (secmod/resumption.py), not with client
-        # certificates: a resumed session would skip their check
-        self.resumption = None if self.setup.wants_cert else ResumptionContexts(
-            self._resuming_context, cfg.max_clients)
         self.sel = selectors.DefaultSelector()
         if os.path.exists(listen_path):
             os.unlink(listen_path)
@@ -123,65 +93,37 @@ class SecMod:
         self.handshakes: dict[int, Handshake] = {}  # by client socket fd
         # PAM threads wake the loop through this pipe when a conversation has news
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.login = Login(cfg, self.setup, self.store, self.profiles, self._notify,
-                           self._wake)
+        # one login dialogue per host: each has its own back-ends (ocserv: per-vhost auth)
+        self.logins = {name: Login(host.cfg, host.setup, self.store, self.profiles,
+                                   self._notify, self._wake)
+                       for name, host in self.hosts.items()}
 
-    def _load_credentials(self) -> Credentials:
-        """server-cert and server-key, read now; an encrypted key opens with key-pin or the
-        pin-file's PIN, never at a console (protocol/tls/credentials.py)."""
-        cfg = self.cfg
-        if cfg.server_cert is None or cfg.server_key is None:
-            raise ConfigError("'server-cert' and 'server-key' must be set")
-        try:
-            pin = cfg.key_pin or (read_pin_file(cfg.pin_file) if cfg.pin_file else None)
-            return load_credentials(cfg.server_cert, cfg.server_key, pin)
-        except KeyLoadError as exc:
-            raise ConfigError(f"{cfg.where('server-key')}: {exc}") from None
+    @property
+    def setup(self) -> AuthSetup:
+        """The default host's back-ends."""
+        return self.hosts[""].setup
 
-    def _make_tls_context(self, creds: Credentials, resume: bool = False) -> SSL.Context:
-        cfg = self.cfg
-        return make_server_context(creds, cfg.tls_priorities, cfg.ca_cert,
-                                   client_certs=self.setup.wants_cert,
-                                   crl_file=cfg.crl if self.setup.wants_cert else None,
-                                   resume_timeout=max(cfg.cookie_timeout, 1) if resume else 0)
+    @property
+    def login(self) -> Login:
+        """The default host's login dialogue."""
+        return self.logins[""]
 
-    def _resuming_context(self) -> SSL.Context:
-        """A context for one client address, with a session cache (secmod/resumption.py)."""
-        return self._make_tls_context(self.credentials, resume=True)
+    def _host(self, state: AuthState) -> HostTls:
+        return self.hosts.get(state.vhost) or self.hosts[""]
+
+    def _login(self, state: AuthState) -> Login:
+        return self.logins.get(state.vhost) or self.logins[""]
 
     def _reload_tls(self) -> ipc.TlsReloaded:
-        """SIGHUP: the certificate and key files again (ocserv's sec-mod reloads its keys;
-        the paths themselves need a restart, as there). Handshakes under way finish with
-        the context they started with; live sessions have their own keys and go on."""
-        try:
-            creds = self._load_credentials()
-            ctx = self._make_tls_context(creds)
-        except (OSError, ValueError, SSL.Error) as exc:  # ConfigError is a ValueError
-            log.error("reload: cannot load server-cert %s / server-key %s, keeping the "
-                      "running pair: %s", self.cfg.server_cert, self.cfg.server_key, exc)
-            return ipc.TlsReloaded(ok=False, reason=str(exc)[:400])
-        self.credentials, self.tls_ctx = creds, ctx
-        self.crl_stamp = _crl_stamp(self.cfg.crl)
-        if self.resumption is not None:
-            self.resumption.reset(self._resuming_context)
-        log.info("reload: server certificate %s loaded sha1=%s", self.cfg.server_cert,
-                 creds.sha1)
-        return ipc.TlsReloaded(ok=True, cert_sha1=creds.sha1)
-
-    def _refresh_crl(self) -> None:
-        """ocserv re-reads the CRL when the file changes; a new context picks it up."""
-        if not (self.setup.wants_cert and self.cfg.crl):
-            return
-        stamp = _crl_stamp(self.cfg.crl)
-        if stamp == self.crl_stamp:
-            return
-        try:
-            self.tls_ctx = self._make_tls_context(self.credentials)
-        except (OSError, ValueError, SSL.Error) as exc:
-            log.error("cannot reload CRL %s (keeping the old one): %s", self.cfg.crl, exc)
-            return
-        self.crl_stamp = stamp
-        log.info("reloaded CRL %s", self.cfg.crl)
+        """SIGHUP: every host's certificate and key files again (ocserv's sec-mod reloads
+        its keys; the paths themselves need a restart, as there). Handshakes under way
+        finish with the context they started with; live sessions have their own keys and
+        go on. A host whose pair does not load keeps its old one; the others reload."""
+        failures = [f"{host.cfg.label}: {why}" for host in self.hosts.values()
+                    if (why := host.reload()) is not None]
+        if failures:
+            return ipc.TlsReloaded(ok=False, reason="; ".join(failures)[:400])
+        return ipc.TlsReloaded(ok=True, cert_sha1=self.hosts[""].credentials.sha1)
 
     def run(self) -> None:
         self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
@@ -226,8 +168,7 @@ class SecMod:
         reply: object
         if isinstance(msg, ipc.TlsReload):
             reply = self._reload_tls()
-        elif isinstance(msg, ipc.SessionOpen) and not self.cert_gate.admit(
-                msg.cookie, connect_needs_cert(self.cfg, self.setup.cert_required), now):
+        elif isinstance(msg, ipc.SessionOpen) and not self._admit_connect(msg.cookie, now):
             reply = ipc.SessionInfo(ok=False, reason="no certificate check for this CONNECT")
         elif isinstance(msg, ipc.SessionOpen):
             session = self.store.open(msg.cookie, now)
@@ -240,15 +181,23 @@ class SecMod:
                 reply = ipc.SessionInfo(ok=True, sid=session.sid, username=session.username,
                                         groupname=session.groupname, started=session.created,
                                         extra=session.extra, device_type=session.device[0],
-                                        platform=session.device[1])
+                                        platform=session.device[1], vhost=session.vhost)
         elif isinstance(msg, ipc.SessionClose):
             self.store.close(msg.sid, msg.invalidate, now)
             reply = ipc.Ack()
         elif isinstance(msg, ipc.SessionsQuery):
-            reply = ipc.SessionsList(self.store.listing(), self.login.auth_failures)
+            reply = ipc.SessionsList(self.store.listing(),
+                                     sum(login.auth_failures for login in self.logins.values()))
         else:
             reply = ipc.Ack(ok=False, reason=f"unexpected {type(msg).__name__}")
         return reply
+
+    def _admit_connect(self, cookie: str, now: float) -> bool:
+        """The certificate rule of the host the cookie's session logged in to."""
+        session = self.store.peek(cookie, now)
+        host = self.hosts.get(session.vhost if session is not None else "") or self.hosts[""]
+        return self.cert_gate.admit(cookie, connect_needs_cert(
+            host.cfg, host.setup.cert_required), now)
 
     def _account(self, session: Session) -> bool:
         """acct = pam: the first open of a session asks PAM's account stack."""
@@ -273,7 +222,7 @@ class SecMod:
         self.sel.unregister(conn)
         state = self.workers.pop(conn, None)
         if state is not None:
-            self.login.end_attempt(state)
+            self._login(state).end_attempt(state)
         for h in [h for h in self.handshakes.values() if h.worker is conn]:
             self._end_handshake(h, None)
         conn.close()
@@ -312,9 +261,9 @@ class SecMod:
             return
         reply: ipc.AuthReply | None
         if isinstance(msg, ipc.AuthInit):
-            reply = self.login.auth_init(state, msg)
+            reply = self._login(state).auth_init(state, msg)
         elif isinstance(msg, ipc.AuthCont):
-            reply = self.login.auth_cont(state, msg.password)
+            reply = self._login(state).auth_cont(state, msg.password)
         else:
             reply = ipc.AuthReply(status="error", message="unexpected request")
         if reply is not None:  # None: a back-end is still thinking; _on_wake answers later
@@ -354,7 +303,8 @@ class SecMod:
             self._reply(worker, ipc.TlsResult(ok=False, reason=refusal))
             return
         state.handshakes += 1
-        self._refresh_crl()
+        for host in self.hosts.values():
+            host.refresh_crl()
         try:
             sock = socket.socket(fileno=fds[0])
         except OSError:  # not a socket (a hostile worker's pipe, say)
@@ -366,18 +316,20 @@ class SecMod:
             self._reply(worker, ipc.TlsResult(ok=False, reason="no usable socket"))
             return
         sock.setblocking(False)
-        h = Handshake(worker, sock, ServerHandshake(self._context_for(sock, msg.remote_ip),
-                                                    self.acme_alpn.choose),
-                      time.monotonic() + handshake_timeout(self.cfg), remote_ip=msg.remote_ip,
-                      chain=self.credentials.chain_der)
+        address = self._address_of(sock, msg.remote_ip)
+        default = self.hosts[""]
+        chosen: list[Handshake] = []  # the chooser runs once the ClientHello is in
+        hs = ServerHandshake(default.ctx,
+                             lambda hello: self._choose(chosen[0], state, address, hello))
+        h = Handshake(worker, sock, hs, time.monotonic() + handshake_timeout(self.cfg),
+                      remote_ip=msg.remote_ip, chain=default.credentials.chain_der)
+        chosen.append(h)
         self.handshakes[sock.fileno()] = h
         self.sel.register(sock, selectors.EVENT_READ, self._handshake_readable)
 
-    def _context_for(self, sock: socket.socket, claimed_ip: str) -> SSL.Context:
-        """The context of this client's handshake: with resumption, the one of its address
-        as the socket says (the worker's word only behind a PROXY-protocol balancer)."""
-        if self.resumption is None:
-            return self.tls_ctx
+    def _address_of(self, sock: socket.socket, claimed_ip: str) -> str:
+        """The client's address for resumption: as the socket says (the worker's word only
+        behind a PROXY-protocol balancer)."""
         address = claimed_ip
         if not self.cfg.listen_proxy_proto:
             try:
@@ -386,7 +338,20 @@ class SecMod:
                 peer = None
             if isinstance(peer, tuple):
                 address = str(peer[0])
-        return self.resumption.context_for(address)
+        return address
+
+    def _choose(self, h: Handshake, state: AuthState, address: str,
+                hello: HelloInfo) -> SSL.Context:
+        """The ContextChooser of every handshake: a TLS-ALPN-01 answer, else the context of
+        the host the SNI names (the default host for an unknown name or none, as ocserv).
+        The connection's host is fixed here, by the sec-mod, never by the worker."""
+        ctx = self.acme_alpn.choose(hello)
+        if ctx is not None:
+            return ctx
+        state.vhost = host_name_for(self.cfg, hello.sni)
+        host = self._host(state)
+        h.chain = host.credentials.chain_der
+        return host.context_for(address)
 
     def _handshake_readable(self, sock: socket.socket) -> None:
         h = self.handshakes.get(sock.fileno())
@@ -420,7 +385,8 @@ class SecMod:
             self._note_certificate(h, r)
             self._end_handshake(h, ipc.TlsResult(
                 ok=True, keys=r.keys.to_wire(), psk=r.psk.hex(), description=r.description,
-                sni=r.sni or "", leftover=h.hs.leftover.hex(),
+                sni=r.sni or "", vhost=self.workers[h.worker].vhost
+                if h.worker in self.workers else "", leftover=h.hs.leftover.hex(),
                 server_chain=[der.hex() for der in h.chain]))
 
     def _flush_handshake(self, h: Handshake) -> None:
@@ -472,8 +438,9 @@ class SecMod:
         """Remember who the verified certificate names, on the connection that asked for
         the handshake; any problem becomes the 401 reason should a certificate be needed."""
         state = self.workers.get(h.worker)
-        if state is None or not self.setup.wants_cert:
+        if state is None or not self._host(state).setup.wants_cert:
             return
+        cfg = self._host(state).cfg
         if result.client_cert is None:
             state.cert_problem = "No certificate"
             return
@@ -484,8 +451,7 @@ class SecMod:
             return
         try:
             cert = x509.load_der_x509_certificate(result.client_cert)
-            state.cert = cert_identity(cert, self.cfg.cert_user_oid or "",
-                                       self.cfg.cert_group_oid)
+            state.cert = cert_identity(cert, cfg.cert_user_oid or "", cfg.cert_group_oid)
         except (CertError, ValueError) as exc:
             log.info("client certificate from %s unusable: %s", h.remote_ip, exc)
             state.cert_problem = "Could not read certificate"
@@ -496,7 +462,7 @@ class SecMod:
         """CONNECT certificate rule, profile download and logout (secmod/anyconnect.py)."""
         now = time.time()
         if isinstance(msg, ipc.ProfileFetch):
-            return profile_answer(self.cfg, self.store.peek(msg.cookie, now))
+            return profile_answer(self._host(state).cfg, self.store.peek(msg.cookie, now))
         if isinstance(msg, ipc.SessionLogout):
             session = self.store.revoke(msg.cookie)
             if session is not None:
@@ -506,11 +472,12 @@ class SecMod:
             return ipc.Ack(ok=session is not None)
         assert isinstance(msg, ipc.ConnectCertCheck)
         # as ocserv: the method this connection logged in with, else the one it starts with
-        method = state.method or self.setup.first(state.cert is not None)
+        host = self._host(state)
+        method = state.method or host.setup.first(state.cert is not None)
         refusal = self.cert_gate.check(
             msg.cookie, self.store.peek(msg.cookie, now),
             state.cert.username if state.cert is not None else None,
-            connect_needs_cert(self.cfg, method is not None and method.cert), now)
+            connect_needs_cert(host.cfg, method is not None and method.cert), now)
         if refusal:
             log.info("CONNECT from %s refused: %s", state.remote_ip or "?", refusal)
         return ipc.Ack(ok=not refusal, reason=refusal)
@@ -532,7 +499,7 @@ class SecMod:
             pass
         for conn, state in list(self.workers.items()):
             if state.conv is not None and state.waiting_since is not None:
-                reply = self.login.pump(state)
+                reply = self._login(state).pump(state)
                 if reply is not None:
                     self._send_worker(conn, reply)
 
@@ -541,7 +508,7 @@ class SecMod:
             if state.waiting_since is not None and now - state.waiting_since > BACKEND_WAIT:
                 log.error("authentication back-end gave no answer for '%s' in %.0f s",
                           state.username, BACKEND_WAIT)
-                self._send_worker(conn, self.login.fail(state, "Internal error"))
+                self._send_worker(conn, self._login(state).fail(state, "Internal error"))
 
 
 def handshake_timeout(cfg: Config) -> float:

@@ -9,6 +9,7 @@ one connection per process makes that the simplest correct design.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import socket
@@ -116,6 +117,14 @@ class Worker:
                                    result.sni or None)
         self.rl = RecordLayer(keys)
         self.server_chain = tuple(bytes.fromhex(der) for der in result.server_chain)
+        if result.vhost:
+            # the sec-mod chose the host from the SNI: from here on this connection is
+            # served with that host's options (ocserv's ws->vhost), and its certificate's
+            # hash is the one clients pin in the profile cookie
+            self.cfg = self.cfg.vhost(result.vhost)
+            if self.server_chain:
+                self.cert_sha1 = hashlib.sha1(self.server_chain[0]).hexdigest().upper()  # noqa: S324
+            log.debug("connection from %s is for vhost=%s", self.peer.remote_ip, result.vhost)
         log.debug("TLS established with %s: %s", self.peer.remote_ip, self.tls.description)
         leftover = bytes.fromhex(result.leftover)
         return b"".join(self.rl.feed(leftover)) if leftover else b""

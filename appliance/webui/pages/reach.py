@@ -1,9 +1,9 @@
 """Settings -> Reach from the Internet: the same choices as the wizard step, saved to
 STATE/reach.json (secrets to reach-secrets.json, 0600), and the status card.
 
-The reachability service (``python3 -m appliance.reach run --state``) reads the settings
-when it starts; saving asks for that restart on the page rather than doing it behind the
-admin's back.
+The reachability service (``python3 -m appliance.reach run --state``, ocgate-reach.service)
+re-reads these files while it runs, so what is saved here applies within seconds: the old
+mappings come off the router and the new choices are mapped, published and certified.
 """
 
 from __future__ import annotations
@@ -62,6 +62,6 @@ def index() -> str | WerkzeugResponse | tuple[str, int]:
     log.info("reach settings saved enabled=%s ddns=%s name=%s acme=%s",
              parsed.settings.enabled, parsed.settings.ddns or "-",
              parsed.settings.name or "-", parsed.settings.acme)
-    flash(_("Saved. The reachability service uses the new settings from its next start."),
+    flash(_("Saved. The reachability service applies the new settings now."),
           "ok")
     return redirect(url_for("reach.index"), code=303)
