@@ -1,7 +1,7 @@
 """The zygote: a copy of main, made before any session, that does nothing but fork workers.
 
 Why: a forked worker shares main's pages until one of the two writes to them, and main
-never stops writing (every session's accept, CONNECT, TUN set-up through pyroute2,
+never stops writing (every session's accept, CONNECT, TUN set-up over netlink,
 accounting, logging). Each page main rewrites after forking a worker stays behind as that
 worker's private copy: measured, ~2.7 MB of an idle worker's ~9 MB was main's activity, not
 the worker's (docs/performance.md, "Memory"). The zygote is forked once, right after main's
