@@ -47,7 +47,8 @@ def test_open_configure_and_remove(netns: str) -> None:
     assert link["mtu"] == 1434 and link["txqlen"] == 100
     assert "UP" in link["flags"] and "POINTOPOINT" in link["flags"]
     [inet] = [a for a in link["addr_info"] if a["family"] == "inet"]
-    assert (inet["local"], inet["address"], inet["prefixlen"]) == ("203.0.113.1", "203.0.113.50", 32)
+    assert (inet["local"], inet["address"], inet["prefixlen"]) == (
+        "203.0.113.1", "203.0.113.50", 32)
     assert any(a["local"] == "fd77::1" and a["prefixlen"] == 128 for a in link["addr_info"])
     assert any(r["dst"] == "fd77:0:0:5::/64" for r in result["routes6"])
     assert result["mtu_after"] == 1400
@@ -58,7 +59,8 @@ def test_packets_flow_both_ways(netns: str) -> None:
     """Kernel → fd (a UDP datagram to the peer) and fd → kernel → fd (ICMP echo)."""
     result = run_in(netns, """
     fd, name = open_tun("vpns%d")
-    configure_tun(name, local=IPv4Address("203.0.113.1"), peer=IPv4Address("203.0.113.50"), mtu=1400)
+    configure_tun(name, local=IPv4Address("203.0.113.1"), peer=IPv4Address("203.0.113.50"),
+                  mtu=1400)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.sendto(b"ping-out", ("203.0.113.50", 9))
     out = read_packet(fd)
