@@ -192,10 +192,12 @@ class Main:
     def run(self) -> int:
         # before the first fork: children must not inherit NOTIFY_SOCKET
         self.notifier = Notifier.from_environ(unset_environment=True)
-        self._listen()
         # once here, not in every worker (sandbox.CompiledFilter says why)
         self.worker_filter = compile_worker_filter()
         prewarm()  # the sec-mod and every worker inherit warm code and caches (prewarm.py)
+        # listen only now: from the first listening socket to the control socket the server
+        # must not be seen half-started for longer than the sec-mod fork takes
+        self._listen()
         gc.freeze()  # main's collector must not copy the pages it shares with the sec-mod
         try:
             self._start_secmod()
