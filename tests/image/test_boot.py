@@ -49,8 +49,8 @@ USER_PASSWORD = "violet Ocean lantern 42 quietly"
 GUEST_LAN_IP = "10.0.2.15"  # QEMU user networking's fixed guest address
 
 if os.environ.get("OCGATE_IMAGE_TEST") != "1":
-    pytest.skip("boots the disk image in QEMU (minutes): run `make image-test`",
-                allow_module_level=True)
+    pytest.skip("boots the disk image in QEMU (minutes), as test_update.py does: run "
+                "`make image-test`", allow_module_level=True)
 
 FILES = ImageFiles.find(OUT, ARCH)
 
