@@ -385,6 +385,12 @@ DEAD_MODULE_DIRS: tuple[str, ...] = (
     "fs/nfsd", "fs/dlm", "fs/cifs", "fs/9p", "net/9p", "net/ceph", "net/rds",
     "net/sunrpc", "net/tipc", "net/sctp", "net/dccp", "net/rxrpc", "net/nfc",
     "drivers/nfc", "net/mac80211_hwsim",
+    # users of the folders above (modules.dep): NFS helpers, MTD file systems, Xen,
+    # Ceph's block device, the cluster MD, SCSI over vhost, TTM-based DRM helpers
+    "fs/nfs_common", "fs/lockd", "fs/jffs2", "fs/romfs", "drivers/xen",
+    "drivers/block/rbd.ko", "drivers/net/dsa/ocelot", "drivers/ptp/ptp_ocp.ko",
+    "drivers/md/md-cluster.ko", "drivers/vhost/vhost_scsi.ko",
+    "drivers/gpu/drm/drm_vram_helper.ko", "drivers/gpu/drm/drm_ttm_helper.ko",
 )
 #: In folders where only a few drivers fit the hardware: keep these, drop the rest.
 #: Ethernet: the Pi 4's GENET (broadcom), PCIe NICs a CM4 carrier board may have; USB
@@ -407,10 +413,11 @@ DEAD_PATHS: tuple[str, ...] = (
     # hwdb.bin is what udev reads; the sources only feed `systemd-hwdb update`, which
     # Debian runs from udev's postinst (there is no systemd-hwdb-update.service)
     "usr/lib/udev/hwdb.d",
-    # C headers of perl (for building XS modules) and its CJK encodings
-    "usr/lib/{triplet}/perl/5.36.0/CORE",
-    "usr/lib/{triplet}/perl/5.36.0/auto/Encode/CN", "usr/lib/{triplet}/perl/5.36.0/auto/Encode/JP",
-    "usr/lib/{triplet}/perl/5.36.0/auto/Encode/KR", "usr/lib/{triplet}/perl/5.36.0/auto/Encode/TW",
+    # the full perl (perl, perl-modules, libperl) came in only for usrmerge at bootstrap;
+    # perl-base, which debconf and dpkg's scripts use, stays
+    "usr/lib/{triplet}/perl/5.36.0", "usr/lib/{triplet}/perl/5.36",
+    "usr/share/perl/5.36.0", "usr/share/perl/5.36",
+    "usr/lib/{triplet}/libperl.so.5.36", "usr/lib/{triplet}/libperl.so.5.36.0",
     # MAC vendor registries of netaddr (a dependency's; OCGate never looks a MAC up)
     "usr/local/lib/python3.11/dist-packages/netaddr/eui/oui.txt",
     "usr/local/lib/python3.11/dist-packages/netaddr/eui/iab.txt",
