@@ -75,6 +75,8 @@ lint: deps
 
 bench: deps
 	$(PYTHON) -m bench.compare --modes "dtls tls" --rounds 3 --seconds 8
+	$(PYTHON) -m bench.memory --sessions 50 --breakdown
+	$(PYTHON) -m bench.many --sessions 100 --seconds 10
 
 # issue 11: 50 real openconnect clients x 20 login/traffic/logout cycles (docs/reliability.md)
 SOAK_CLIENTS ?= 50

@@ -2,7 +2,8 @@
 
 Process map (which process runs a file; docs/architecture.md draws the data path):
 
-* ``main/``    the privileged main process: listeners, forks a worker per client, admits
+* ``main/``    the privileged main process: listeners, has a worker forked per client
+  (by the zygote, ``zygote.py``: a copy of main that runs nothing else), admits
   CONNECTs, owns TUN devices, leases, routes, bans, scripts and the occtl socket
   (``server.py`` is the event loop; ``management.py`` what occtl and the web UI see).
 * ``secmod/``  the security module: the only holder of the server key and the user

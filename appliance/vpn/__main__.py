@@ -66,8 +66,8 @@ def setup_logging(level: int) -> None:
         level=logging.DEBUG if level >= 2 else logging.INFO,
         format="%(asctime)s %(name)s[%(process)d]: %(levelname)s: %(message)s",
         stream=sys.stderr)
-    # libraries' debug chatter would drown ours (and pyroute2 logs every netlink message)
-    for noisy in ("pyroute2", "passlib", "asyncio"):
+    # libraries' debug chatter would drown ours
+    for noisy in ("passlib", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 
+import psutil
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -78,6 +79,11 @@ def test_private_key_only_in_the_security_module(server, make_client, users):
     assert _found(secmod_pid, needles), "the search must find the key where it is"
     assert _found(worker, needles) == [], "key material in a worker's memory"
     assert _found(main_pid, needles) == [], "key material in main (workers fork from it)"
+    if "appliance.vpn" in server.template:  # ours: the zygote forks the workers
+        zygotes = [p.pid for p in psutil.Process(main_pid).children()
+                   if p.name() == "ocgate-zygote"]
+        assert len(zygotes) == 1, zygotes
+        assert _found(zygotes[0], needles) == [], "key material in the zygote"
     uid = re.search(r"^Uid:\s+(\d+)", open(f"/proc/{worker}/status").read(), re.M).group(1)
     assert uid != "0"
     user = subprocess.run(["id", "-nu", uid], capture_output=True, text=True).stdout.strip()

@@ -56,13 +56,15 @@ def secmod_pid(server: Server) -> int | None:
 
 
 def worker_pids(server: Server, exclude: set[int]) -> list[int]:
-    """Children of main that are not the sec-mod: workers (and script jobs, if any)."""
+    """Children of main that are not the sec-mod or the zygote (which forks the workers):
+    workers (and script jobs, if any)."""
     assert server.pid is not None
     try:
         children = psutil.Process(server.pid).children()
     except psutil.NoSuchProcess:
         return []
-    return sorted(c.pid for c in children if c.pid not in exclude and c.status() != "zombie")
+    return sorted(c.pid for c in children if c.pid not in exclude and c.status() != "zombie"
+                  and c.name() != "ocgate-zygote")
 
 
 def tun_devices(server: Server) -> list[str]:

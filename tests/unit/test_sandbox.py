@@ -37,6 +37,7 @@ from appliance.vpn.main.sandbox import (
     SandboxError,
     apply_worker_sandbox,
     build_filter,
+    compile_worker_filter,
     worker_rules,
 )
 from tests.prereqs import needs, require_library, require_module
@@ -141,7 +142,29 @@ def test_unknown_syscall_name_is_refused() -> None:
         build_filter([Rule("no_such_syscall_at_all")])
 
 
+@needs_seccomp
+@pytest.mark.parametrize("pid", [1, 1234, 99999, 4194304])
+def test_compiled_filter_is_libseccomps_own_for_that_pid(pid: int) -> None:
+    """Main compiles the filter once for a stand-in pid and each worker patches its own in:
+    the result must be exactly what libseccomp compiles for that pid."""
+    compiled = compile_worker_filter()
+    assert compiled is not None and compiled.pid_slots
+    expected = sandbox._export(build_filter(worker_rules(pid)))
+    assert compiled.for_pid(pid) == expected
+    assert compiled.program != expected  # the stand-in really was replaced
+
+
 # --- sandboxed children ------------------------------------------------------------------------
+
+#: How the children below get their filter: built in the child, or compiled once by the
+#: parent (as main does) and loaded with the child's pid patched in. Every confinement test
+#: runs with both.
+_COMPILED: list[object] = []
+
+
+@pytest.fixture(autouse=True, params=["built", "compiled"])
+def filter_source(request: pytest.FixtureRequest) -> None:
+    _COMPILED[:] = [compile_worker_filter()] if request.param == "compiled" else []
 
 @dataclass
 class ChildResult:
@@ -178,7 +201,7 @@ def run_sandboxed(body: Callable[[Callable[[dict], None]], None], cfg: object = 
                 os.setgroups([])
                 os.setgid(NOBODY)
                 os.setuid(NOBODY)
-            apply_worker_sandbox(cfg)
+            apply_worker_sandbox(cfg, *_COMPILED)
             report({"sandboxed": True})
             if pause is not None:
                 os.read(go_r, 1)
@@ -405,6 +428,8 @@ def test_fails_safe_without_libseccomp(monkeypatch: pytest.MonkeyPatch) -> None:
     """isolate-workers asks for the filter: no bindings means no worker, and an error log."""
     monkeypatch.setattr(sandbox, "_seccomp", None)
     monkeypatch.setattr(sandbox, "_SECCOMP_ERROR", "RuntimeError: Unable to find libseccomp")
+    assert compile_worker_filter() is None  # main has nothing to hand over either
+    _COMPILED[:] = []
 
     def body(report: Callable[[dict], None]) -> None:
         report({"served": True})

@@ -25,7 +25,7 @@ def test_open_configure_and_remove(netns: str) -> None:
     fd1, name1 = open_tun("vpns%d")
     flags = fcntl.fcntl(fd0, fcntl.F_GETFL)
     cloexec = fcntl.fcntl(fd0, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
-    configure_tun(name0, local=IPv4Address("10.77.0.1"), peer=IPv4Address("10.77.0.50"),
+    configure_tun(name0, local=IPv4Address("203.0.113.1"), peer=IPv4Address("203.0.113.50"),
                   mtu=1434, txqueuelen=100, ipv6_local=IPv6Address("fd77::1"),
                   ipv6_peer=IPv6Network("fd77:0:0:5::/64"))
     [link] = ip_json("addr", "show", "dev", name0)
@@ -47,7 +47,8 @@ def test_open_configure_and_remove(netns: str) -> None:
     assert link["mtu"] == 1434 and link["txqlen"] == 100
     assert "UP" in link["flags"] and "POINTOPOINT" in link["flags"]
     [inet] = [a for a in link["addr_info"] if a["family"] == "inet"]
-    assert (inet["local"], inet["address"], inet["prefixlen"]) == ("10.77.0.1", "10.77.0.50", 32)
+    assert (inet["local"], inet["address"], inet["prefixlen"]) == (
+        "203.0.113.1", "203.0.113.50", 32)
     assert any(a["local"] == "fd77::1" and a["prefixlen"] == 128 for a in link["addr_info"])
     assert any(r["dst"] == "fd77:0:0:5::/64" for r in result["routes6"])
     assert result["mtu_after"] == 1400
@@ -58,16 +59,17 @@ def test_packets_flow_both_ways(netns: str) -> None:
     """Kernel → fd (a UDP datagram to the peer) and fd → kernel → fd (ICMP echo)."""
     result = run_in(netns, """
     fd, name = open_tun("vpns%d")
-    configure_tun(name, local=IPv4Address("10.77.0.1"), peer=IPv4Address("10.77.0.50"), mtu=1400)
+    configure_tun(name, local=IPv4Address("203.0.113.1"), peer=IPv4Address("203.0.113.50"),
+                  mtu=1400)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.sendto(b"ping-out", ("10.77.0.50", 9))
+    sock.sendto(b"ping-out", ("203.0.113.50", 9))
     out = read_packet(fd)
     while out[0] >> 4 != 4 or out[9] != 17:  # skip anything else the kernel sends
         out = read_packet(fd)
     icmp = struct.pack("!BBHHH", 8, 0, 0, 0x1234, 1) + b"ping-in"
     icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
     hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0,
-                      socket.inet_aton("10.77.0.50"), socket.inet_aton("10.77.0.1"))
+                      socket.inet_aton("203.0.113.50"), socket.inet_aton("203.0.113.1"))
     hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
     os.write(fd, hdr + icmp)
     reply = read_packet(fd)
@@ -77,10 +79,10 @@ def test_packets_flow_both_ways(netns: str) -> None:
     print(json.dumps(dict(out=out.hex(), reply=reply.hex())))
     """)
     out = bytes.fromhex(result["out"])
-    assert out[16:20] == bytes([10, 77, 0, 50]) and out[12:16] == bytes([10, 77, 0, 1])
+    assert out[16:20] == bytes([203, 0, 113, 50]) and out[12:16] == bytes([203, 0, 113, 1])
     assert out.endswith(b"ping-out")
     reply = bytes.fromhex(result["reply"])
-    assert reply[16:20] == bytes([10, 77, 0, 50])
+    assert reply[16:20] == bytes([203, 0, 113, 50])
     assert reply[20] == 0  # ICMP echo reply
     assert reply[24:26] == b"\x12\x34" and reply.endswith(b"ping-in")
 

@@ -38,6 +38,7 @@ import errno
 import logging
 import os
 import resource
+import struct
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -210,20 +211,107 @@ def limit_resources() -> None:
             raise SandboxError(f"setrlimit({limit}, {value}): {exc}") from None
 
 
-def apply_worker_sandbox(cfg: Config) -> None:
+# --- compiled once in main ------------------------------------------------------------------
+
+#: Two stand-in pids the filter is compiled for in main (above any real pid_max, 2**22).
+_PID_MARKS = (0x7FFFFF01, 0x7FFFFF02)
+_INSN = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+@dataclass(frozen=True)
+class CompiledFilter:
+    """The worker filter as the kernel takes it (classic BPF), compiled by libseccomp in main
+    for a stand-in pid, and where that pid sits in it.
+
+    Why: building the filter in each worker (libseccomp's rule database, then its BPF
+    generator) dirtied about 1 MB of the worker's inherited heap, a tenth of an idle
+    worker's private memory (docs/performance.md, "Memory"). Patching the worker's own pid
+    into a program compiled once costs nothing; the program is libseccomp's own, the same
+    rules and the same order."""
+
+    program: bytes
+    pid_slots: tuple[int, ...]  # instruction indexes whose k is the pid
+
+    def for_pid(self, pid: int) -> bytes:
+        prog = bytearray(self.program)
+        for i in self.pid_slots:
+            code, jt, jf, _ = _INSN.unpack_from(prog, i * _INSN.size)
+            _INSN.pack_into(prog, i * _INSN.size, code, jt, jf, pid)
+        return bytes(prog)
+
+
+def _export(filt: Any) -> bytes:
+    read, write = os.pipe()
+    try:
+        with os.fdopen(write, "wb", closefd=False) as out:
+            filt.export_bpf(out)
+        os.close(write)
+        write = -1
+        chunks = []
+        while chunk := os.read(read, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
+
+
+def compile_worker_filter() -> CompiledFilter | None:
+    """The worker filter compiled for :data:`_PID_MARKS`; None (workers build their own, as
+    before) when libseccomp is missing or the two compilations differ anywhere else than in
+    the pid, which would mean the layout depends on the value and patching is unsafe."""
+    if _seccomp is None:
+        return None
+    first, second = (_export(build_filter(worker_rules(mark))) for mark in _PID_MARKS)
+    if len(first) != len(second) or len(first) % _INSN.size or not first:
+        return None
+    slots = []
+    for i in range(len(first) // _INSN.size):
+        a = _INSN.unpack_from(first, i * _INSN.size)
+        b = _INSN.unpack_from(second, i * _INSN.size)
+        if a == b:
+            continue
+        if a[:3] != b[:3] or (a[3], b[3]) != _PID_MARKS:
+            return None
+        slots.append(i)
+    if not slots:
+        return None
+    return CompiledFilter(first, tuple(slots))
+
+
+def load_program(program: bytes) -> None:
+    """prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, program): after no_new_privs."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // _INSN.size, ctypes.cast(buf, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+def apply_worker_sandbox(cfg: Config, compiled: CompiledFilter | None = None) -> None:
     """Confine the calling (already unprivileged) worker; see the module docstring.
 
     Raises SandboxError when any part fails, including a missing libseccomp while
     ``cfg.isolate_workers`` is true: the caller must then exit rather than serve.
+    ``compiled`` (from main, :func:`compile_worker_filter`) is loaded with this process's
+    pid patched in; without it the filter is built here.
     """
     try:
         no_new_privs()
         limit_resources()
         if not cfg.isolate_workers:
             return
-        filt = build_filter(worker_rules(os.getpid()))
         try:
-            filt.load()
+            if compiled is not None:
+                load_program(compiled.for_pid(os.getpid()))
+            else:
+                build_filter(worker_rules(os.getpid())).load()
         except OSError as exc:
             raise SandboxError(f"the kernel refused the seccomp filter: {exc}") from None
     except SandboxError as exc:

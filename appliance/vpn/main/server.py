@@ -19,6 +19,7 @@ import signal
 import socket
 import time
 import traceback
+from typing import NoReturn
 
 from ...pki import load_cert, sha1_fingerprint_hex
 from ...sdnotify import Notifier
@@ -34,11 +35,13 @@ from .bans import BanSettings, BanTable
 from .conn import Conn, WorkerFault
 from .management import Management
 from .netns import ListenNamespace
+from .prewarm import prewarm
 from .proxyintake import ProxyIntake
-from .sandbox import apply_worker_sandbox
+from .sandbox import CompiledFilter, apply_worker_sandbox, compile_worker_filter
 from .sessions import TERMINATE_GRACE, Sessions
 from .supervise import RestartBudget
 from .udp import optional_sockopt, udp_socket_for
+from .zygote import Zygote
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,9 @@ class Main:
         self.dtls_ctx = make_dtls_context() if cfg.udp_port else None
         self.listen_ns = ListenNamespace(cfg.listen_netns)  # before any fork or drop
         self.secmod_pid = 0
+        self.worker_filter: CompiledFilter | None = None  # compiled in run()
+        self.zygote: Zygote | None = None  # forks the workers (zygote.py); None: main does
+        self.zygote_restarts = RestartBudget()
         self.secmod_chan: socket.socket | None = None
         self.secmod_events: socket.socket | None = None
         self.bans = BanTable(BanSettings.from_config(cfg))
@@ -187,6 +193,9 @@ class Main:
         # before the first fork: children must not inherit NOTIFY_SOCKET
         self.notifier = Notifier.from_environ(unset_environment=True)
         self._listen()
+        # once here, not in every worker (sandbox.CompiledFilter says why)
+        self.worker_filter = compile_worker_filter()
+        prewarm()  # the sec-mod and every worker inherit warm code and caches (prewarm.py)
         gc.freeze()  # main's collector must not copy the pages it shares with the sec-mod
         try:
             self._start_secmod()
@@ -204,6 +213,7 @@ class Main:
                 f.write(f"{os.getpid()}\n")
         gc.collect()
         gc.freeze()  # workers share what is already here instead of copying it on write
+        self._start_zygote()  # and the zygote keeps it so (zygote.py)
         log.info("OCGate VPN server started (pid %d)", os.getpid())
         self.notifier.ready(f"listening on port {self.cfg.tcp_port}")
         next_sweep = time.monotonic() + 1.0
@@ -242,6 +252,8 @@ class Main:
         try:
             return self._reload()
         finally:
+            if self.zygote is not None:
+                self._start_zygote()  # new workers get the new settings
             self.notifier.ready()
 
     def _reload(self) -> str:
@@ -367,27 +379,37 @@ class Main:
             if conn is not None and not conn.bad:
                 self._bad_worker(conn, f"to the sec-mod: {msg.reason}")
 
+    def _start_zygote(self) -> None:
+        """(Re)start the zygote from main as it is now: after start-up and after a reload,
+        whose new settings the workers must get."""
+        if self.zygote is not None:
+            self.zygote.stop()
+            self.zygote = None
+        gc.collect()
+        gc.freeze()  # what main made since its start, e.g. a reloaded configuration
+        self.zygote = Zygote.start(self._zygote_child, self._worker_body)
+
+    def _zygote_child(self) -> None:
+        self._close_in_child()
+        _reset_signals()
+        self.conns.clear()  # their descriptors are closed here; no worker may touch them
+
     def _fork_worker(self, sock: socket.socket, remote_ip: str, remote_port: int,
                      local_ip: str, local_port: int) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                parent.close()
-                self._close_in_child()
-                _reset_signals()
-                secmod = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-                unixpath.connect(secmod, self.secmod_path)
-                enter_chroot(self.cfg.chroot_dir)
-                drop_privileges(self.worker_ids)
-                apply_worker_sandbox(self.cfg)
-                code = run_worker(self.cfg, sock, Peer(remote_ip, remote_port, local_ip,
-                                                       local_port),
-                                  child, secmod, self.cert_sha1, self.dtls_ctx)
-            except BaseException:  # noqa: BLE001 - the child must never return into main
-                log.exception("worker failed")
-            os._exit(code)
+        peer = [remote_ip, remote_port, local_ip, local_port]
+        pid = self.zygote.spawn(sock, child, peer) if self.zygote is not None else None
+        if pid is None:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    parent.close()
+                    self._close_in_child()
+                    _reset_signals()
+                except BaseException:  # noqa: BLE001 - the child must never return into main
+                    log.exception("worker failed")
+                    os._exit(1)
+                self._worker_body(sock, child, peer)
         sock.close()
         child.close()
         parent.setblocking(False)
@@ -398,7 +420,26 @@ class Main:
         self.sel.register(parent, selectors.EVENT_READ, self._from_worker)
         log.debug("worker %d serves %s", pid, remote_ip)
 
+    def _worker_body(self, sock: socket.socket, child: socket.socket, peer: list) -> NoReturn:
+        """A new worker, forked by main or by the zygote; never returns."""
+        code = 1
+        try:
+            remote_ip, remote_port, local_ip, local_port = peer
+            secmod = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            unixpath.connect(secmod, self.secmod_path)
+            enter_chroot(self.cfg.chroot_dir)
+            drop_privileges(self.worker_ids)
+            apply_worker_sandbox(self.cfg, self.worker_filter)
+            code = run_worker(self.cfg, sock, Peer(remote_ip, remote_port, local_ip,
+                                                   local_port),
+                              child, secmod, self.cert_sha1, self.dtls_ctx)
+        except BaseException:  # noqa: BLE001 - the child must never return into main
+            log.exception("worker failed")
+        os._exit(code)
+
     def _close_in_child(self) -> None:
+        if self.zygote is not None:
+            self.zygote.chan.close()
         if self.control is not None:
             self.control.close_in_child()
         if self.proxy_intake is not None:
@@ -528,6 +569,18 @@ class Main:
                 done = self.secmod_pid
             if done:
                 self._secmod_died()
+        if self.zygote is not None:
+            try:
+                done, _ = os.waitpid(self.zygote.pid, os.WNOHANG)
+            except ChildProcessError:
+                done = self.zygote.pid
+            if done:
+                log.error("zygote %d died; main forks the workers until it is back",
+                          self.zygote.pid)
+                self.zygote.chan.close()
+                self.zygote = None
+                if not self.stopping and self.zygote_restarts.allow(time.monotonic()):
+                    self._start_zygote()
 
     def _secmod_died(self) -> None:
         """Replace a crashed sec-mod so that live tunnels stay up (their cookies die with
@@ -674,6 +727,9 @@ class Main:
                 pass
         for job in self.sessions.jobs:
             job.wait(2.0)
+        if self.zygote is not None:
+            self.zygote.stop()
+            self.zygote = None
         if self.secmod_pid:
             try:
                 os.kill(self.secmod_pid, signal.SIGTERM)

@@ -21,8 +21,7 @@ import socket
 import struct
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from .rtnl import Rtnl, RtnlError, link_index
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +91,6 @@ def open_tun(name: str, *, owner: int | None = None, group: int | None = None,
     return fd, real
 
 
-def _index(ipr: IPRoute, name: str) -> int:
-    found = ipr.link_lookup(ifname=name)
-    if not found:
-        raise TunError(errno.ENODEV, f"no interface {name}")
-    return int(found[0])
-
-
 def configure_tun(
     name: str,
     *,
@@ -117,38 +109,34 @@ def configure_tun(
     """
     _check_name(name)
     try:
-        with IPRoute() as ipr:
-            idx = _index(ipr, name)
-            link_args: dict[str, int] = {"mtu": mtu}
-            if txqueuelen is not None:
-                link_args["txqlen"] = txqueuelen
-            ipr.link("set", index=idx, **link_args)
+        with Rtnl() as nl:
+            idx = link_index(name)
+            nl.set_link(idx, mtu=mtu, txqlen=txqueuelen)
             if local is not None and peer is not None:
-                ipr.addr("add", index=idx, local=str(local), address=str(peer), prefixlen=32)
-            ipr.link("set", index=idx, state="up")
+                nl.add_addr(idx, local, 32, peer=peer)
+            nl.set_link(idx, up=True)
             if ipv6_local is not None:
-                ipr.addr("add", index=idx, address=str(ipv6_local), prefixlen=128)
+                nl.add_addr(idx, ipv6_local, 128)
             if ipv6_peer is not None:
                 # replace: a session taken over may still have its old tun for a moment,
                 # and the client's subnet must follow it to the new one
-                ipr.route("replace", dst=str(ipv6_peer), oif=idx, priority=1)
-    except NetlinkError as exc:
-        raise TunError(exc.code, f"{name}: netlink: {exc}") from exc
+                nl.replace_route(ipv6_peer, idx, priority=1)
+    except RtnlError as exc:
+        raise TunError(exc.errno, f"{name}: netlink: {exc.strerror}") from exc
 
 
 def set_mtu(name: str, mtu: int) -> None:
     """Change the MTU later (ocserv's CMD_TUN_MTU when the DTLS MTU shrinks or grows)."""
     _check_name(name)
     try:
-        with IPRoute() as ipr:
-            ipr.link("set", index=_index(ipr, name), mtu=mtu)
-    except NetlinkError as exc:
-        raise TunError(exc.code, f"{name}: netlink: {exc}") from exc
+        with Rtnl() as nl:
+            nl.set_link(link_index(name), mtu=mtu)
+    except RtnlError as exc:
+        raise TunError(exc.errno, f"{name}: netlink: {exc.strerror}") from exc
 
 
 def link_exists(name: str) -> bool:
-    with IPRoute() as ipr:
-        return bool(ipr.link_lookup(ifname=name))
+    return tun_index(name) != 0
 
 
 def tun_index(name: str) -> int:
@@ -173,12 +161,12 @@ def remove_tun(name: str, fd: int | None = None, index: int = 0) -> None:
         except OSError as exc:
             log.debug("closing tun fd of %s: %s", name, exc)
     _check_name(name)
+    now = tun_index(name)
+    if not now or (index and now != index):
+        return  # gone, or the name is another session's device now
     try:
-        with IPRoute() as ipr:
-            found = [index] if index and index in ipr.link_lookup(ifname=name) else (
-                [] if index else ipr.link_lookup(ifname=name))
-            if found:
-                ipr.link("del", index=found[0])
-    except NetlinkError as exc:
-        if exc.code not in (errno.ENODEV, errno.ENOENT):
-            raise TunError(exc.code, f"{name}: cannot delete: {exc}") from exc
+        with Rtnl() as nl:
+            nl.del_link(now)
+    except RtnlError as exc:
+        if exc.errno not in (errno.ENODEV, errno.ENOENT):
+            raise TunError(exc.errno, f"{name}: cannot delete: {exc.strerror}") from exc
