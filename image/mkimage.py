@@ -371,6 +371,139 @@ def project_version() -> str:
     return str(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"])
 
 
+# --------------------------------------------------------------------------- trimming
+
+#: Kernel module folders (under lib/modules/VERSION/kernel) no Pi or QEMU ``virt`` box
+#: uses; the cached base's customize hook already dropped the biggest ones.  Removed on
+#: the host after the base is unpacked, so a change here never costs a new bootstrap.
+DEAD_MODULE_DIRS: tuple[str, ...] = (
+    "drivers/target", "drivers/net/can", "drivers/ata", "drivers/mtd", "drivers/ufs",
+    "drivers/gpu/host1x", "drivers/net/fddi", "drivers/net/hamradio", "drivers/net/arcnet",
+    "drivers/net/wan", "drivers/net/ieee802154", "net/ieee802154", "net/6lowpan",
+    "net/mac802154", "drivers/hwmon/pmbus", "fs/ntfs3", "fs/hfsplus", "fs/hfs",
+    "fs/udf", "fs/reiserfs", "fs/erofs", "fs/orangefs", "fs/coda", "fs/afs",
+    "fs/nfsd", "fs/dlm", "fs/cifs", "fs/9p", "net/9p", "net/ceph", "net/rds",
+    "net/sunrpc", "net/tipc", "net/sctp", "net/dccp", "net/rxrpc", "net/nfc",
+    "drivers/nfc", "net/mac80211_hwsim",
+    # users of the folders above (modules.dep): NFS helpers, MTD file systems, Xen,
+    # Ceph's block device, the cluster MD, SCSI over vhost, TTM-based DRM helpers
+    "fs/nfs_common", "fs/lockd", "fs/jffs2", "fs/romfs", "drivers/xen",
+    "drivers/block/rbd.ko", "drivers/net/dsa/ocelot", "drivers/ptp/ptp_ocp.ko",
+    "drivers/md/md-cluster.ko", "drivers/vhost/vhost_scsi.ko",
+    "drivers/gpu/drm/drm_vram_helper.ko", "drivers/gpu/drm/drm_ttm_helper.ko",
+)
+#: In folders where only a few drivers fit the hardware: keep these, drop the rest.
+#: Ethernet: the Pi 4's GENET (broadcom), PCIe NICs a CM4 carrier board may have; USB
+#: adapters (drivers/net/usb) and virtio_net live elsewhere and stay.  Wi-Fi: the Pi's
+#: own chip.  DRM: the Pi's vc4 and the helpers it needs.
+KEEP_ONLY_MODULE_DIRS: dict[str, tuple[str, ...]] = {
+    "drivers/net/ethernet": ("broadcom", "realtek", "intel", "microchip", "smsc"),
+    "drivers/net/wireless": ("broadcom",),
+    "drivers/gpu/drm": ("vc4", "display", "bridge", "panel"),  # headless: no v3d
+    "drivers/scsi": (),  # subfolders are host adapters; sd_mod, scsi_mod sit on top
+}
+#: Babel's CLDR data: the root locale and the web UI's languages (appliance/web/i18n.py)
+#: are all the UI can ask for; the other ~800 locales are 30 MiB.
+UI_LOCALES: tuple[str, ...] = ("root", "en", "de", "es", "fr", "fa", "zh", "zh_Hans", "ru",
+                               "tr")
+#: Files and folders nothing on the device reads, relative to the root.
+DEAD_PATHS: tuple[str, ...] = (
+    # copies of /boot/firmware; only raspi-firmware's hooks read them, on an apt upgrade
+    "usr/lib/raspi-firmware",
+    # hwdb.bin is what udev reads; the sources only feed `systemd-hwdb update`, which
+    # Debian runs from udev's postinst (there is no systemd-hwdb-update.service)
+    "usr/lib/udev/hwdb.d",
+    # the full perl (perl, perl-modules, libperl) came in only for usrmerge at bootstrap;
+    # perl-base, which debconf and dpkg's scripts use, stays
+    "usr/lib/{triplet}/perl/5.36.0", "usr/lib/{triplet}/perl/5.36",
+    "usr/share/perl/5.36.0", "usr/share/perl/5.36",
+    "usr/lib/{triplet}/libperl.so.5.36", "usr/lib/{triplet}/libperl.so.5.36.0",
+    # MAC vendor registries of netaddr (a dependency's; OCGate never looks a MAC up)
+    "usr/local/lib/python3.11/dist-packages/netaddr/eui/oui.txt",
+    "usr/local/lib/python3.11/dist-packages/netaddr/eui/iab.txt",
+    "var/cache/apt", "var/lib/apt/lists", "var/log/apt", "var/cache/debconf/templates.dat-old",
+)
+TRIPLETS = {"arm64": "aarch64-linux-gnu", "amd64": "x86_64-linux-gnu"}
+#: glibc's iconv modules: Python has its own codecs; keep the Unicode ones for C callers.
+KEEP_GCONV = ("gconv-modules", "gconv-modules.d", "gconv-modules.cache", "UNICODE.so",
+              "UTF-16.so", "UTF-32.so", "UTF-7.so", "ISO8859-1.so", "ISO8859-15.so")
+
+
+def _remove(path: Path) -> int:
+    """Delete a file or tree; returns the bytes it held (0 if it was not there)."""
+    if path.is_symlink() or path.is_file():
+        size = path.lstat().st_size
+        path.unlink()
+        return size
+    if path.is_dir():
+        size = tree_size(path)
+        shutil.rmtree(path)
+        return size
+    return 0
+
+
+def trim_root(root: Path, target: Target) -> dict[str, int]:
+    """Delete what the appliance never reads; returns bytes removed per kind.
+
+    Everything here is also on the Debian mirror, so a developer who needs it on a
+    device can still install it; the image only stops carrying it by default.
+    """
+    freed = {"modules": 0, "dtbs": 0, "locales": 0, "gconv": 0, "other": 0}
+    for kdir in sorted((root / "usr/lib/modules").glob("*")):
+        kernel = kdir / "kernel"
+        if not kernel.is_dir():
+            continue
+        for rel in DEAD_MODULE_DIRS:
+            freed["modules"] += _remove(kernel / rel)
+        for rel, keep in KEEP_ONLY_MODULE_DIRS.items():
+            folder = kernel / rel
+            if folder.is_dir():
+                for entry in folder.iterdir():
+                    if entry.is_dir() and entry.name not in keep:
+                        freed["modules"] += _remove(entry)
+        for test_module in (kernel / "lib").glob("test_*.ko*"):
+            freed["modules"] += _remove(test_module)
+        broken = orphaned_modules(kdir)
+        if broken:
+            raise BuildError(f"trimming kernel modules broke {len(broken)} that stay, e.g. "
+                             f"{broken[0]}: keep what they need (DEAD_MODULE_DIRS)")
+        if target.arch != host_arch():
+            ensure_binfmt(target.arch)
+        run(["chroot", root, "depmod", "-a", kdir.name], quiet=True)
+    # device trees: QEMU virt makes its own; a Pi reads the broadcom ones from FAT
+    for dtbs in root.glob("usr/lib/linux-image-*"):
+        for vendor in dtbs.iterdir():
+            if vendor.name != "broadcom":
+                freed["dtbs"] += _remove(vendor)
+    cldr = root / f"usr/local/lib/python{PYTHON_VERSION}/dist-packages/babel/locale-data"
+    if cldr.is_dir():
+        for data in cldr.glob("*.dat"):
+            if data.stem not in UI_LOCALES:
+                freed["locales"] += _remove(data)
+    triplet = TRIPLETS[target.arch]
+    gconv = root / f"usr/lib/{triplet}/gconv"
+    if gconv.is_dir():
+        for entry in gconv.iterdir():
+            if entry.name not in KEEP_GCONV:
+                freed["gconv"] += _remove(entry)
+    for rel in DEAD_PATHS:
+        freed["other"] += _remove(root / rel.format(triplet=triplet))
+    return freed
+
+
+def orphaned_modules(kdir: Path) -> list[str]:
+    """Modules still present whose dependencies (by the base's modules.dep) are gone."""
+    dep_file = kdir / "modules.dep"
+    if not dep_file.exists():
+        return []
+    broken = []
+    for line in dep_file.read_text().splitlines():
+        module, _, deps = line.partition(":")
+        if (kdir / module).exists() and not all((kdir / d).exists() for d in deps.split()):
+            broken.append(module)
+    return broken
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -576,6 +709,9 @@ class Build:
         root.mkdir(parents=True)
         run(["tar", "--numeric-owner", "-xpf", base, "-C", root])
         self.install_python(root, wheels)
+        freed = trim_root(root, self.target)
+        print("    trimmed: " + ", ".join(f"{k} {v / MiB:.1f} MiB" for k, v in freed.items()),
+              flush=True)
         apply_overlay(root, OVERLAY, UNITS)
         configure_root(root, self.target)
         if self.keys is None:
@@ -807,8 +943,21 @@ def apply_overlay(root: Path, overlay: Path, units: Path) -> None:
             os.chmod(root / dest, 0o755 if name.endswith(".nft") else 0o644)
 
 
+#: Debian units enabled by their packages that the appliance does without (80-ocgate.preset
+#: has a disable rule for each, so the first boot's presets do not enable them again).
+UNWANTED_LINKS: tuple[str, ...] = (
+    "timers.target.wants/apt-daily.timer", "timers.target.wants/apt-daily-upgrade.timer",
+    "timers.target.wants/dpkg-db-backup.timer", "timers.target.wants/e2scrub_all.timer",
+    "multi-user.target.wants/e2scrub_reap.service",
+)
+
+
 def configure_root(root: Path, target: Target) -> None:
     """Per-device identity is made at first boot, never baked into the image."""
+    for link in UNWANTED_LINKS:
+        path = root / "etc/systemd/system" / link
+        if path.is_symlink():
+            path.unlink()
     # machine-id: "uninitialized" => systemd treats the next boot as the first one
     (root / "etc/machine-id").write_text("uninitialized\n")
     dbus_id = root / "var/lib/dbus/machine-id"
