@@ -180,12 +180,16 @@ static int open_(EVP_CIPHER_CTX *c, const uint8_t nonce[12], const uint8_t *aad,
     return EVP_DecryptFinal_ex(c, out + l, &l2) == 1 ? 0 : -1;
 }
 
-static int get_iv(Py_buffer *iv, int want) {
-    if (iv->len != want) {
+/* Copies the session's fixed IV out of the argument buffer and always releases it, so each
+ * entry point has one exit path for it. */
+static int take_iv(Py_buffer *iv, int want, uint8_t out[12]) {
+    int ok = iv->len == want;
+    if (ok)
+        memcpy(out, iv->buf, iv->len);
+    else
         PyErr_Format(PyExc_ValueError, "IV of %zd bytes, %d expected", iv->len, want);
-        return -1;
-    }
-    return 0;
+    PyBuffer_Release(iv);
+    return ok ? 0 : -1;
 }
 
 /* nonce = iv XOR seq (RFC 7905, RFC 8446 5.3) */
@@ -409,14 +413,12 @@ static PyObject *tun_to_dtls(PyObject *mod, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iiOpy*Kipp", &tun_fd, &udp_fd, &aead_o, &chacha, &iv, &es,
                           &batch, &vnet, &gso))
         return NULL;
-    AeadObject *aead = as_aead(aead_o);
-    if (aead == NULL || get_iv(&iv, chacha ? 12 : 4) < 0 || ensure_buffers() < 0) {
-        PyBuffer_Release(&iv);
-        return NULL;
-    }
     uint8_t ivb[12];
-    memcpy(ivb, iv.buf, iv.len);
-    PyBuffer_Release(&iv);
+    if (take_iv(&iv, chacha ? 12 : 4, ivb) < 0)
+        return NULL;
+    AeadObject *aead = as_aead(aead_o);
+    if (aead == NULL || ensure_buffers() < 0)
+        return NULL;
     if (batch > MAX_GSO_SEGMENTS * 4) batch = MAX_GSO_SEGMENTS * 4;
     uint32_t sizes[MAX_GSO_SEGMENTS * 4];
     int count = 0, activity = 0, err = 0, too_big = 0;
@@ -492,14 +494,12 @@ static PyObject *dtls_to_tun(PyObject *mod, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iiOpy*iLKp", &udp_fd, &tun_fd, &aead_o, &chacha, &iv, &epoch,
                           &top_in, &bits_in, &vnet))
         return NULL;
-    AeadObject *aead = as_aead(aead_o);
-    if (aead == NULL || get_iv(&iv, chacha ? 12 : 4) < 0 || ensure_buffers() < 0) {
-        PyBuffer_Release(&iv);
-        return NULL;
-    }
     uint8_t ivb[12];
-    memcpy(ivb, iv.buf, iv.len);
-    PyBuffer_Release(&iv);
+    if (take_iv(&iv, chacha ? 12 : 4, ivb) < 0)
+        return NULL;
+    AeadObject *aead = as_aead(aead_o);
+    if (aead == NULL || ensure_buffers() < 0)
+        return NULL;
     const size_t extra = chacha ? TAG_LEN : 8 + TAG_LEN;
     int64_t top = top_in;
     uint64_t bits = bits_in;
@@ -628,15 +628,12 @@ static PyObject *tun_to_tls(PyObject *mod, PyObject *args) {
     unsigned long long seq;
     if (!PyArg_ParseTuple(args, "iOiy*Kip", &tun_fd, &aead_o, &mode, &iv, &seq, &batch, &vnet))
         return NULL;
-    AeadObject *aead = as_aead(aead_o);
-    if (aead == NULL || get_iv(&iv, mode == MODE_TLS12_GCM ? 4 : 12) < 0
-            || ensure_buffers() < 0) {
-        PyBuffer_Release(&iv);
-        return NULL;
-    }
     uint8_t ivb[12];
-    memcpy(ivb, iv.buf, iv.len);
-    PyBuffer_Release(&iv);
+    if (take_iv(&iv, mode == MODE_TLS12_GCM ? 4 : 12, ivb) < 0)
+        return NULL;
+    AeadObject *aead = as_aead(aead_o);
+    if (aead == NULL || ensure_buffers() < 0)
+        return NULL;
     const size_t extra = mode == MODE_TLS12_GCM ? 8 : 0;
     const size_t room = TLS_HDR + extra + 8 + MAX_READ + 1 + TAG_LEN;
     int count = 0, activity = 0, err = 0;
@@ -713,16 +710,13 @@ static PyObject *tls_to_tun(PyObject *mod, PyObject *args) {
     unsigned long long seq;
     if (!PyArg_ParseTuple(args, "y*iOiy*Kp", &data, &tun_fd, &aead_o, &mode, &iv, &seq, &vnet))
         return NULL;
-    AeadObject *aead = as_aead(aead_o);
-    if (aead == NULL || get_iv(&iv, mode == MODE_TLS12_GCM ? 4 : 12) < 0
+    uint8_t ivb[12];
+    AeadObject *aead = NULL;
+    if (take_iv(&iv, mode == MODE_TLS12_GCM ? 4 : 12, ivb) < 0 || (aead = as_aead(aead_o)) == NULL
             || ensure_buffers() < 0) {
-        PyBuffer_Release(&iv);
         PyBuffer_Release(&data);
         return NULL;
     }
-    uint8_t ivb[12];
-    memcpy(ivb, iv.buf, iv.len);
-    PyBuffer_Release(&iv);
     const uint8_t *d = data.buf;
     size_t end = data.len, pos = 0, out = 0;
     int count = 0, activity = 0;
